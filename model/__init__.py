@@ -1,0 +1,1 @@
+"""LPGNet model, encoders, training and evaluation. Never imports `app`."""

@@ -1,0 +1,349 @@
+"""LPGNet: lightweight parallel attention + gated fusion for emotion recognition in conversation.
+
+After "LPGNet: A Lightweight Network with Parallel Attention and Gated Fusion for Multimodal
+Emotion Recognition" (2025), section 3. No speaker input of any kind.
+
+Dimension legend:
+    B  dialogues in a batch        U  utterances per dialogue (padded)
+    Dt, Da  text / audio feature dims      D  hidden size      C  classes      H  heads
+
+Two context modes: "bidirectional" (the paper: every utterance sees the whole dialogue) and
+"causal" (what a live service can do: utterance i sees utterances <= i, in the attentions *and* in
+the global compression, which then uses a prefix mean).
+
+`forward` is tensors in, tensors out, with no data-dependent Python branching, so the module
+exports to ONNX and compiles. Padding and missing modalities are expressed by two masks; a missing
+modality neither attends nor is attended to, and padded utterances change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ContextMode = Literal["causal", "bidirectional"]
+Modalities = Literal["both", "text", "audio"]
+MASK_FILL = -1e4  # finite, so rows with no visible key stay NaN-free (they are zeroed afterwards)
+
+
+@dataclass(frozen=True)
+class LPGNetConfig:
+    text_dim: int = 768  # Dt: input text vector (BERT [CLS] in the paper)
+    audio_dim: int = 768  # Da: input audio vector (emotion2vec utterance mean in the paper)
+    hidden: int = 768  # D: the paper's model size
+    num_classes: int = 4  # C
+    heads: int = 1  # H: the paper uses single-head scaled dot-product attention
+    kernel_size: int = 1  # projection Conv1d kernel over utterances (paper: 1x1)
+    dropout: float = 0.1
+    ffn_mult: int = 2  # FFN inner size = ffn_mult * D
+    leaky_slope: float = 0.01  # LeakyReLU of the global compression
+    context: ContextMode = "bidirectional"
+    modalities: Modalities = "both"  # "text"/"audio": the paper's unimodal rows
+    intra_attention: bool = True  # t->t and a->a streams (Table 3 ablation)
+    inter_attention: bool = True  # t<-a and a<-t streams (Table 3 ablation)
+    ffn: bool = True  # second residual stage (Table 3 ablation)
+    gated_fusion: bool = True  # dual gated fusion, else concat + linear (Table 3 ablation)
+    recency_bias: bool = False  # learnable ALiBi-style distance penalty: relative, so windowing is safe
+
+    def __post_init__(self) -> None:
+        if self.context not in ("causal", "bidirectional"):
+            raise ValueError(f"context must be 'causal' or 'bidirectional', got {self.context!r}")
+        if self.modalities not in ("both", "text", "audio"):
+            raise ValueError(f"modalities must be 'both', 'text' or 'audio', got {self.modalities!r}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if not (self.intra_attention or self.inter_attention):
+            raise ValueError("at least one of intra_attention / inter_attention must be on")
+        if self.modalities != "both" and not self.intra_attention:
+            raise ValueError("a unimodal model needs intra-modal attention")
+
+    @property
+    def streams(self) -> tuple[tuple[str, str], ...]:
+        """(query modality, key modality) pairs of the parallel attentions that exist."""
+        if self.modalities != "both":
+            m = self.modalities[0]
+            return ((m, m),)
+        pairs: list[tuple[str, str]] = []
+        if self.intra_attention:
+            pairs += [("t", "t"), ("a", "a")]
+        if self.inter_attention:
+            pairs += [("t", "a"), ("a", "t")]
+        return tuple(pairs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LPGNetOutput(NamedTuple):
+    logits: torch.Tensor  # (B, U, C) fused teacher
+    text_logits: torch.Tensor  # (B, U, C) text student
+    audio_logits: torch.Tensor  # (B, U, C) audio student
+
+
+class InputNorm(nn.Module):
+    """Feature standardisation with statistics from the training set, stored as buffers."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm over the valid rows only, so padding never leaks into the statistics."""
+
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # x (B, U, D), valid (B, U) float
+        if self.training:  # a mode switch, not a data-dependent branch
+            w = valid.unsqueeze(-1)
+            n = w.sum().clamp(min=1.0)
+            mean = (x * w).sum((0, 1)) / n
+            var = (((x - mean) ** 2) * w).sum((0, 1)) / n
+            with torch.no_grad():
+                unbiased = var * n / (n - 1).clamp(min=1.0)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(unbiased, self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class ResidualEnhancement(nn.Module):
+    """Two-stage residual enhancement (sec. 3.3): global compression, then a position-wise FFN.
+
+    Global compression: the mean of the attention output over the visible utterances (the prefix in
+    causal mode), a 1x1 conv (a linear map per position), BatchNorm and LeakyReLU, broadcast back and
+    added: A_conv = A + g. Then X = Q + A_conv + FFN(A_conv).
+    """
+
+    def __init__(self, cfg: LPGNetConfig) -> None:
+        super().__init__()
+        d = cfg.hidden
+        self.causal = cfg.context == "causal"
+        self.compress = nn.Linear(d, d)  # == Conv1d(d, d, 1) over utterances
+        self.norm = MaskedBatchNorm(d)
+        self.act = nn.LeakyReLU(cfg.leaky_slope)
+        self.ffn: nn.Module | None = None
+        if cfg.ffn:
+            self.ffn = nn.Sequential(
+                nn.LayerNorm(d),
+                nn.Linear(d, cfg.ffn_mult * d),
+                nn.GELU(),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.ffn_mult * d, d),
+                nn.Dropout(cfg.dropout),
+            )
+
+    def forward(self, q: torch.Tensor, a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # q, a (B, U, D); valid (B, U) float: rows where the query modality is present
+        w = valid.unsqueeze(-1)
+        if self.causal:
+            g = torch.cumsum(a * w, 1) / torch.cumsum(w, 1).clamp(min=1.0)  # (B, U, D) prefix mean
+        else:
+            g = (a * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1, D)
+            g = g.expand_as(a)
+        g = self.act(self.norm(self.compress(g), valid))
+        a_conv = a + g
+        out = q + a_conv
+        if self.ffn is not None:
+            out = out + self.ffn(a_conv)
+        return out * w
+
+
+class ParallelInteractionAttention(nn.Module):
+    """One of the four parallel streams (sec. 3.2): queries of one modality over keys of another.
+
+    Scaled dot-product attention with a key mask (key modality present, and j <= i in causal mode),
+    followed by the residual enhancement. A query row that sees no key at all gets zero.
+    """
+
+    def __init__(self, cfg: LPGNetConfig) -> None:
+        super().__init__()
+        d, self.heads = cfg.hidden, cfg.heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.enhance = ResidualEnhancement(cfg)
+        # per-head log-slope of the distance penalty; exp(-4) ~ 0.02 per utterance to start
+        self.log_slope = nn.Parameter(torch.full((cfg.heads,), -4.0)) if cfg.recency_bias else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        visible: torch.Tensor,
+        distance: torch.Tensor,
+        qv: torch.Tensor,
+    ) -> torch.Tensor:
+        # x (B, U, D) queries; y (B, U, D) keys/values; visible (B, U, U) bool; distance (U, U); qv (B, U)
+        b, u, d = x.shape
+        h, dh = self.heads, d // self.heads
+        q = self.q(x).view(b, u, h, dh).transpose(1, 2)  # (B, H, U, dh)
+        k = self.k(y).view(b, u, h, dh).transpose(1, 2)
+        v = self.v(y).view(b, u, h, dh).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (B, H, U, U)
+        if self.log_slope is not None:
+            scores = scores - self.log_slope.exp().view(1, h, 1, 1) * distance
+        scores = scores.masked_fill(~visible.unsqueeze(1), MASK_FILL)
+        attn = self.drop(torch.softmax(scores, -1))
+        has_key = visible.any(-1).to(x.dtype).view(b, 1, u, 1)  # all-masked rows -> 0
+        out = (attn @ v * has_key).transpose(1, 2).reshape(b, u, d)  # (B, U, D)
+        return self.enhance(x, self.o(out), qv)
+
+
+class DualGatedFusion(nn.Module):
+    """Dual gated fusion (sec. 3.4).
+
+    Stage 1, per modality: each stream s is gated, s * sigmoid(W s), the gated streams whose query
+    is that modality are concatenated and mapped back to D. Stage 2: a softmax over modalities
+    (masked to the present ones) weighs the two modality vectors into one.
+    """
+
+    def __init__(self, cfg: LPGNetConfig) -> None:
+        super().__init__()
+        d = cfg.hidden
+        self.streams = cfg.streams
+        self.gated = cfg.gated_fusion
+        self.gates = nn.ModuleDict({q + k: nn.Linear(d, d) for q, k in self.streams})
+        mods = sorted({q for q, _ in self.streams})
+        self.merge = nn.ModuleDict({m: nn.Linear(d * sum(q == m for q, _ in self.streams), d) for m in mods})
+        self.score = nn.Linear(d, 1, bias=False)  # a shared bias would cancel in the softmax
+
+    def forward(
+        self, streams: dict[str, torch.Tensor], present: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # streams: "ta" -> (B, U, D); present: "t"/"a" -> (B, U) float
+        per_mod: dict[str, torch.Tensor] = {}
+        for m, merge in self.merge.items():
+            parts = []
+            for q, k in self.streams:
+                if q == m:
+                    s = streams[q + k]
+                    parts.append(s * torch.sigmoid(self.gates[q + k](s)) if self.gated else s)
+            per_mod[m] = merge(torch.cat(parts, -1))  # (B, U, D)
+        mods = list(per_mod)
+        h = torch.stack([per_mod[m] for m in mods], 2)  # (B, U, M, D)
+        p = torch.stack([present[m] for m in mods], 2)  # (B, U, M)
+        if self.gated:
+            logits = self.score(h).squeeze(-1).masked_fill(p == 0, MASK_FILL)  # (B, U, M)
+            w = torch.softmax(logits, -1) * p
+        else:  # ablation: plain average of the present modalities
+            w = p / p.sum(-1, keepdim=True).clamp(min=1.0)
+        fused = (h * w.unsqueeze(-1)).sum(2)  # (B, U, D)
+        return fused, per_mod
+
+
+class LPGNet(nn.Module):
+    """The whole network: projection -> parallel attentions -> dual gated fusion -> classifiers."""
+
+    def __init__(self, cfg: LPGNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, k = cfg.hidden, cfg.kernel_size
+        self.text_norm, self.audio_norm = InputNorm(cfg.text_dim), InputNorm(cfg.audio_dim)
+        # Conv1d over the utterance axis; causal mode pads on the left only, so no future leaks in
+        self.pad = (k - 1, 0) if cfg.context == "causal" else ((k - 1) // 2, k // 2)
+        self.text_proj = nn.Conv1d(cfg.text_dim, d, k)
+        self.audio_proj = nn.Conv1d(cfg.audio_dim, d, k)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.attn = nn.ModuleDict({q + kk: ParallelInteractionAttention(cfg) for q, kk in cfg.streams})
+        self.fusion = DualGatedFusion(cfg)
+        self.classifier = nn.Linear(d, cfg.num_classes)
+        self.text_head = nn.Sequential(nn.ReLU(), nn.Linear(d, cfg.num_classes))
+        self.audio_head = nn.Sequential(nn.ReLU(), nn.Linear(d, cfg.num_classes))
+
+    def _project(self, x: torch.Tensor, norm: InputNorm, conv: nn.Conv1d, m: torch.Tensor) -> torch.Tensor:
+        x = norm(x) * m.unsqueeze(-1)  # missing / padded rows are exact zeros
+        x = F.pad(x.transpose(1, 2), self.pad)  # (B, Dx, U + k - 1)
+        return self.drop(conv(x).transpose(1, 2)) * m.unsqueeze(-1)  # (B, U, D)
+
+    def forward(
+        self, text: torch.Tensor, audio: torch.Tensor, text_mask: torch.Tensor, audio_mask: torch.Tensor
+    ) -> LPGNetOutput:
+        """text (B, U, Dt), audio (B, U, Da), masks (B, U) bool: modality present at that utterance.
+
+        Padded utterances have both masks False. Returns logits (B, U, C) of the fused teacher and
+        the two students; rows of padded utterances are meaningless and must be ignored.
+        """
+        cfg = self.cfg
+        if cfg.modalities == "text":
+            audio_mask = torch.zeros_like(audio_mask)
+        elif cfg.modalities == "audio":
+            text_mask = torch.zeros_like(text_mask)
+        present = {"t": text_mask.to(text.dtype), "a": audio_mask.to(text.dtype)}
+        feats = {
+            "t": self._project(text, self.text_norm, self.text_proj, present["t"]),
+            "a": self._project(audio, self.audio_norm, self.audio_proj, present["a"]),
+        }
+        u = text.shape[1]
+        idx = torch.arange(u, device=text.device)
+        distance = (idx.view(-1, 1) - idx.view(1, -1)).abs().to(text.dtype)  # (U, U)
+        order = (
+            idx.view(1, -1) <= idx.view(-1, 1)
+            if cfg.context == "causal"
+            else torch.ones_like(distance, dtype=torch.bool)
+        )
+        masks = {"t": text_mask, "a": audio_mask}
+        streams = {}
+        for name, block in self.attn.items():
+            q, k = name[0], name[1]
+            visible = order.unsqueeze(0) & masks[k].unsqueeze(1) & masks[q].unsqueeze(2)  # (B, U, U)
+            streams[name] = block(feats[q], feats[k], visible, distance, present[q])
+        fused, per_mod = self.fusion(streams, present)
+        logits = self.classifier(self.drop(fused))
+        zeros = torch.zeros_like(logits)
+        text_logits = self.text_head(per_mod["t"]) if "t" in per_mod else zeros
+        audio_logits = self.audio_head(per_mod["a"]) if "a" in per_mod else zeros
+        return LPGNetOutput(logits, text_logits, audio_logits)
+
+    @torch.no_grad()
+    def set_normalization(self, stats: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Load feature statistics {"text": {"mean", "std"}, "audio": {...}} computed on training data."""
+        for key, norm in (("text", self.text_norm), ("audio", self.audio_norm)):
+            if key in stats:
+                norm.mean.copy_(torch.as_tensor(stats[key]["mean"], dtype=torch.float32))
+                norm.std.copy_(torch.as_tensor(stats[key]["std"], dtype=torch.float32).clamp(min=1e-6))
+
+    def normalization(self) -> dict[str, dict[str, list[float]]]:
+        return {
+            "text": {"mean": self.text_norm.mean.tolist(), "std": self.text_norm.std.tolist()},
+            "audio": {"mean": self.audio_norm.mean.tolist(), "std": self.audio_norm.std.tolist()},
+        }
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def paper_config(**overrides: Any) -> LPGNetConfig:
+    """The paper's size: 768-d BERT and emotion2vec inputs, D = 768, 4 IEMOCAP classes."""
+    base: dict[str, Any] = dict(text_dim=768, audio_dim=768, hidden=768, num_classes=4)
+    base.update(overrides)
+    return LPGNetConfig(**base)
+
+
+__all__ = [
+    "LPGNet",
+    "LPGNetConfig",
+    "LPGNetOutput",
+    "DualGatedFusion",
+    "ParallelInteractionAttention",
+    "ResidualEnhancement",
+    "count_parameters",
+    "paper_config",
+]
