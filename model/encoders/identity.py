@@ -1,0 +1,39 @@
+"""Short, stable identities for encoder specs: what makes `EncoderSpec.version` change.
+
+A version must change whenever an encoder's outputs would, and stay put otherwise (same weights
+loaded from a hub id or from a local copy give the same version). It hashes the architecture and
+processing options the caller passes plus a fingerprint of the weights themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+
+_SAMPLES_PER_TENSOR = 4096
+
+
+def short_hash(identity: Any, length: int = 12) -> str:
+    """sha1 of a JSON-serialisable value (keys sorted), truncated to `length` hex digits."""
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:length]
+
+
+@torch.no_grad()
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """Hash of every parameter's name, shape and an evenly strided sample of its float32 values.
+
+    Sampling (at most 4096 values per tensor) keeps this to milliseconds for a 100M-parameter model;
+    fine-tuning or swapping weights changes practically every value, so the sample is enough.
+    """
+    digest = hashlib.sha1()
+    for name, param in sorted(module.state_dict().items()):
+        flat = param.detach().reshape(-1)
+        stride = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
+        sample = flat[::stride][:_SAMPLES_PER_TENSOR].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(param.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]

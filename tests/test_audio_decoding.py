@@ -1,0 +1,147 @@
+"""decode_audio / resample: every format, width and channel layout the service may receive, and every
+way an upload can be wrong."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model.encoders.audio import (
+    AudioDecodeError,
+    AudioTooLargeError,
+    AudioTooLongError,
+    DecodedAudio,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    UndecodableAudioError,
+    decode_audio,
+    resample,
+)
+
+LIMITS = {"max_seconds": 30.0, "max_bytes": 10_000_000}
+
+
+def tone(seconds: float, sample_rate: int, channels: int = 1, amplitude: float = 0.5) -> np.ndarray:
+    """(S, C) float64 sines, a different frequency per channel."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return np.stack([amplitude * np.sin(2 * np.pi * (220 + 110 * c) * t) for c in range(channels)], axis=1)
+
+
+def encode(samples: np.ndarray, sample_rate: int, fmt: str, subtype: str) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, sample_rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "atol"),
+    [
+        ("WAV", "PCM_U8", 1e-2),
+        ("WAV", "PCM_16", 1e-4),
+        ("WAV", "PCM_24", 1e-6),
+        ("WAV", "PCM_32", 1e-6),
+        ("WAV", "FLOAT", 1e-7),
+        ("WAV", "DOUBLE", 1e-7),
+        ("FLAC", "PCM_S8", 1e-2),
+        ("FLAC", "PCM_16", 1e-4),
+        ("FLAC", "PCM_24", 1e-6),
+        ("OGG", "VORBIS", None),
+    ],
+)
+def test_formats_and_sample_widths_decode_to_float32_mono(fmt: str, subtype: str, atol: float | None) -> None:
+    samples = tone(0.5, 22_050)
+    decoded = decode_audio(encode(samples, 22_050, fmt, subtype), **LIMITS)
+    assert isinstance(decoded, DecodedAudio)
+    assert decoded.sample_rate == 22_050 and decoded.waveform.dtype == np.float32
+    assert decoded.waveform.ndim == 1
+    if atol is None:  # lossy: same length, similar energy
+        assert abs(len(decoded.waveform) - len(samples)) <= 1
+        assert abs(np.std(decoded.waveform) - np.std(samples)) < 0.05
+    else:
+        np.testing.assert_allclose(decoded.waveform, samples[:, 0], atol=atol)
+
+
+def test_8khz_stereo_24bit_wav_is_mixed_down_to_the_channel_mean() -> None:
+    samples = tone(1.0, 8_000, channels=2, amplitude=0.4)
+    decoded = decode_audio(encode(samples, 8_000, "WAV", "PCM_24"), **LIMITS)
+    assert decoded.sample_rate == 8_000 and decoded.duration_s == pytest.approx(1.0)
+    np.testing.assert_allclose(decoded.waveform, samples.mean(axis=1), atol=1e-6)
+
+
+def test_six_channel_wav_is_mixed_down() -> None:
+    samples = tone(0.25, 48_000, channels=6, amplitude=0.15)
+    decoded = decode_audio(encode(samples, 48_000, "WAV", "PCM_16"), **LIMITS)
+    np.testing.assert_allclose(decoded.waveform, samples.mean(axis=1), atol=1e-4)
+
+
+def test_real_48khz_ravdess_clip(ravdess_paths: list[Path]) -> None:
+    data = ravdess_paths[0].read_bytes()
+    decoded = decode_audio(data, **LIMITS)
+    assert decoded.sample_rate == 48_000 and 3.0 < decoded.duration_s < 4.5
+    at_16k = resample(decoded.waveform, 48_000, 16_000)
+    assert at_16k.dtype == np.float32 and abs(len(at_16k) - len(decoded.waveform) // 3) <= 1
+
+
+def test_silent_audio_is_valid() -> None:
+    decoded = decode_audio(encode(np.zeros((16_000, 1)), 16_000, "WAV", "PCM_16"), **LIMITS)
+    assert len(decoded.waveform) == 16_000 and not decoded.waveform.any()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_wav_is_rejected(bad: float) -> None:
+    samples = tone(0.1, 16_000)
+    samples[100, 0] = bad
+    with pytest.raises(NonFiniteAudioError):
+        decode_audio(encode(samples, 16_000, "WAV", "FLOAT"), **LIMITS)
+
+
+def test_empty_bytes_and_zero_length_wav_are_empty() -> None:
+    with pytest.raises(EmptyAudioError):
+        decode_audio(b"", **LIMITS)
+    with pytest.raises(EmptyAudioError):
+        decode_audio(encode(np.zeros((0, 1)), 16_000, "WAV", "PCM_16"), **LIMITS)
+
+
+def test_garbage_bytes_are_undecodable() -> None:
+    with pytest.raises(UndecodableAudioError) as info:
+        decode_audio(b"this is not audio at all" * 20, **LIMITS)
+    assert "BytesIO" not in str(info.value) and "/" not in str(info.value)
+
+
+def test_truncated_wav() -> None:
+    data = encode(tone(1.0, 16_000), 16_000, "WAV", "PCM_16")
+    with pytest.raises(UndecodableAudioError):  # cut inside the header
+        decode_audio(data[:30], **LIMITS)
+    decoded = decode_audio(data[:44 + 2 * 4_000], **LIMITS)  # cut inside the data: the frames that arrived
+    assert len(decoded.waveform) == 4_000
+
+
+def test_too_long_audio_is_refused_from_the_header() -> None:
+    data = encode(np.zeros((16_000 * 31, 1)), 16_000, "WAV", "PCM_16")
+    with pytest.raises(AudioTooLongError):
+        decode_audio(data, max_seconds=30.0, max_bytes=10_000_000)
+    assert decode_audio(data, max_seconds=31.0, max_bytes=10_000_000).duration_s == pytest.approx(31.0)
+
+
+def test_too_large_file_is_refused_before_decoding() -> None:
+    data = encode(tone(1.0, 16_000), 16_000, "WAV", "PCM_16")
+    with pytest.raises(AudioTooLargeError):
+        decode_audio(data, max_seconds=30.0, max_bytes=len(data) - 1)
+
+
+def test_every_error_is_an_audio_decode_error() -> None:
+    for error in (UndecodableAudioError, EmptyAudioError, NonFiniteAudioError, AudioTooLongError,
+                  AudioTooLargeError):
+        assert issubclass(error, AudioDecodeError)
+
+
+def test_resample_keeps_rate_and_duration() -> None:
+    wave = tone(1.0, 44_100)[:, 0].astype(np.float32)
+    np.testing.assert_array_equal(resample(wave, 44_100, 44_100), wave)
+    down = resample(wave, 44_100, 16_000)
+    assert down.dtype == np.float32 and len(down) == 16_000
+    assert resample(np.zeros(0, np.float32), 48_000, 16_000).shape == (0,)

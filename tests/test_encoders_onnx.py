@@ -1,0 +1,86 @@
+"""ONNX export of the encoders: onnxruntime gives the PyTorch vectors (tiny models, dynamic batch and
+length), and the ONNX encoders carry the PyTorch encoders' specs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.encoders.emotion2vec import Emotion2VecEncoder
+from model.encoders.onnx import (
+    OnnxEmotion2VecEncoder,
+    OnnxTextEncoder,
+    create_session,
+    export_emotion2vec,
+    export_text_encoder,
+)
+from model.encoders.text import HFTextEncoder
+from tests.conftest_encoders import noise_waves
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+TEXTS = ["Yeah.", "", "Do you have your forms? " * 10, "I'm so happy for you!", "well " * 200]
+
+
+def assert_parity(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    cosine = F.cosine_similarity(actual, expected, dim=1)
+    assert (cosine >= 0.9999).all() or torch.allclose(actual, expected, atol=1e-4), cosine
+
+
+@pytest.fixture(scope="module")
+def onnx_text_dir(tiny_text_encoder: HFTextEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_text_encoder(tiny_text_encoder, tmp_path_factory.mktemp("onnx-text"))  # dynamo exporter
+
+
+@pytest.fixture(scope="module")
+def onnx_e2v_dir(tiny_emotion2vec: Emotion2VecEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_emotion2vec(tiny_emotion2vec, tmp_path_factory.mktemp("onnx-e2v"))  # dynamo exporter
+
+
+def test_text_graph_matches_pytorch(tiny_text_encoder: HFTextEncoder, onnx_text_dir: Path) -> None:
+    onnx_encoder = OnnxTextEncoder(onnx_text_dir, device="cpu", intra_op_threads=1)
+    assert onnx_encoder.spec == tiny_text_encoder.spec
+    expected, expected_truncated = tiny_text_encoder.encode_with_info(TEXTS)
+    actual, truncated = onnx_encoder.encode_with_info(TEXTS)  # batch 5, up to 64 tokens
+    assert truncated == expected_truncated and truncated[-1] and not truncated[0]
+    assert_parity(actual, expected)
+    assert_parity(onnx_encoder.encode_batch(TEXTS[:1]), expected[:1])  # another batch size and length
+
+
+def test_text_graph_from_the_torchscript_exporter(tiny_text_encoder: HFTextEncoder, tmp_path: Path) -> None:
+    directory = export_text_encoder(tiny_text_encoder, tmp_path, dynamo=False)
+    assert_parity(OnnxTextEncoder(directory, device="cpu").encode_batch(TEXTS),
+                  tiny_text_encoder.encode_batch(TEXTS))
+
+
+def test_emotion2vec_graph_matches_pytorch(tiny_emotion2vec: Emotion2VecEncoder, onnx_e2v_dir: Path) -> None:
+    onnx_encoder = OnnxEmotion2VecEncoder(onnx_e2v_dir, device="cpu", intra_op_threads=1)
+    assert onnx_encoder.spec == tiny_emotion2vec.spec and onnx_encoder.sample_rate == 16_000
+    waves = noise_waves([0.5, 7.5, 2.2], seed=4)  # lengths the export never saw, padded together
+    assert_parity(onnx_encoder.encode_batch(waves), tiny_emotion2vec.encode_batch(waves))
+    assert_parity(onnx_encoder.encode_batch(waves[:1]), tiny_emotion2vec.encode_batch(waves[:1]))
+
+
+def test_graphs_have_dynamic_batch_and_length_axes(onnx_text_dir: Path, onnx_e2v_dir: Path) -> None:
+    for directory in (onnx_text_dir, onnx_e2v_dir):
+        session = create_session(directory / "model.onnx", device="cpu", intra_op_threads=1)
+        for graph_input in session.get_inputs():
+            assert all(isinstance(d, str) for d in graph_input.shape), (graph_input.name, graph_input.shape)
+
+
+def test_session_runs_on_cpu_with_the_requested_threads(onnx_text_dir: Path) -> None:
+    session = create_session(onnx_text_dir / "model.onnx", device="cpu", intra_op_threads=1)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert session.get_session_options().intra_op_num_threads == 1
+
+
+def test_loading_the_wrong_kind_of_export_fails(onnx_text_dir: Path) -> None:
+    meta = json.loads((onnx_text_dir / "encoder.json").read_text())
+    assert meta["kind"] == "hf-text"
+    with pytest.raises(ValueError):
+        OnnxEmotion2VecEncoder(onnx_text_dir, device="cpu")
