@@ -7,12 +7,15 @@ model, so they are inside the graph: the runner feeds raw encoder vectors, exact
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from model.encoders.onnx import create_session
 from model.lpgnet import LPGNet, LPGNetOutput
 
 log = logging.getLogger(__name__)
@@ -51,27 +54,11 @@ def export_lpgnet(model: LPGNet, path: str | Path, opset: int = 18) -> Path:
     return path
 
 
-def onnx_providers(device: str = "auto") -> list[str]:
-    """CUDA first when asked for (or available under "auto"), CPU always as the fallback."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
-    if device == "cuda" and "CUDAExecutionProvider" not in available:
-        raise RuntimeError("device 'cuda' requested but onnxruntime has no CUDAExecutionProvider")
-    return (["CUDAExecutionProvider"] if want_cuda else []) + ["CPUExecutionProvider"]
-
-
 class OnnxLPGNet:
     """LPGNet run by onnxruntime; call it like the PyTorch module (tensors or arrays in)."""
 
-    def __init__(self, path: str | Path, device: str = "auto", intra_op_threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads  # 0: onnxruntime's default
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=onnx_providers(device))
+    def __init__(self, path: str | Path, device: str = "auto", intra_op_threads: int | None = None) -> None:
+        self.session = create_session(path, device=device, intra_op_threads=intra_op_threads)
         log.info("LPGNet ONNX session on %s", self.session.get_providers()[0])
 
     def __call__(
@@ -89,3 +76,88 @@ class OnnxLPGNet:
         }
         outs = self.session.run(OUTPUT_NAMES, feeds)
         return LPGNetOutput(*(torch.from_numpy(o) for o in outs))
+
+
+# ---- the bundle: every graph a checkpoint needs, and a manifest the service loads ----
+
+MANIFEST = "manifest.json"
+LPGNET_GRAPH = "lpgnet.onnx"
+
+
+def export_bundle(
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    *,
+    text_model: str | None = None,
+    audio_model: str | None = None,
+    tiny_dir: str | Path | None = None,
+) -> Path:
+    """Export LPGNet and the checkpoint's encoders to `out_dir`, with `manifest.json`.
+
+    Encoders with a neural network (HF text, emotion2vec) become ONNX graphs; feature extractors
+    computed in numpy/librosa (prosody-8, eGeMAPS) are recorded as "native" and built as usual.
+    The encoders are built from the checkpoint's profile and must match its specs.
+    """
+    from model.checkpoint import load_checkpoint
+    from model.encoders.base import check_encoders_match
+    from model.encoders.emotion2vec import Emotion2VecEncoder
+    from model.encoders.onnx import export_emotion2vec, export_text_encoder
+    from model.encoders.profiles import build_encoders, encoder_specs, resolve_profile
+    from model.encoders.text import HFTextEncoder
+
+    ckpt = load_checkpoint(checkpoint_path)
+    kw: dict[str, Any] = dict(text_model=text_model, audio_model=audio_model, tiny_dir=tiny_dir)
+    encoders = build_encoders(ckpt.profile, device="cpu", **kw)
+    check_encoders_match(ckpt.encoders, encoder_specs(encoders))
+    profile = resolve_profile(ckpt.profile, **kw)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    export_lpgnet(ckpt.model, out / LPGNET_GRAPH)
+    entries: dict[str, dict[str, Any]] = {}
+    for modality, encoder in encoders.items():
+        entry: dict[str, Any] = {"spec": encoder.spec.to_dict()}
+        if isinstance(encoder, HFTextEncoder):
+            export_text_encoder(encoder, out / modality)
+            entry.update(backend="onnx", dir=modality)
+        elif isinstance(encoder, Emotion2VecEncoder):
+            export_emotion2vec(encoder, out / modality)
+            entry.update(backend="onnx", dir=modality)
+        else:
+            config = profile.audio if modality == "audio" else profile.text
+            entry.update(backend="native", kind=getattr(config, "kind", None))
+        entries[modality] = entry
+    manifest = {
+        "format_version": 1,
+        "checkpoint": {
+            "name": ckpt.name,
+            "version": ckpt.version,
+            "profile": ckpt.profile,
+            "labels": ckpt.labels,
+            "context": ckpt.context,
+        },
+        "lpgnet": LPGNET_GRAPH,
+        "encoders": entries,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def load_bundle_encoders(
+    bundle_dir: str | Path, *, device: str = "auto", intra_op_threads: int | None = None
+) -> dict[str, Any]:
+    """The encoders of an exported bundle: onnxruntime where a graph exists, native otherwise."""
+    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder
+    from model.encoders.profiles import AudioEncoderConfig, build_audio_encoder
+
+    root = Path(bundle_dir)
+    manifest = json.loads((root / MANIFEST).read_text())
+    encoders: dict[str, Any] = {}
+    for modality, entry in manifest["encoders"].items():
+        if entry["backend"] == "onnx":
+            cls = OnnxTextEncoder if modality == "text" else OnnxEmotion2VecEncoder
+            encoders[modality] = cls(root / entry["dir"], device=device, intra_op_threads=intra_op_threads)
+        elif modality == "audio":
+            encoders[modality] = build_audio_encoder(AudioEncoderConfig(kind=entry["kind"]), device=device)
+        else:
+            raise ValueError(f"{root}: no way to build a native {modality} encoder")
+    return encoders

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.export import OnnxLPGNet, export_lpgnet, onnx_providers
+from model.export import OnnxLPGNet, export_lpgnet
 from model.lpgnet import LPGNet, LPGNetConfig
 
 
@@ -43,6 +43,43 @@ def test_onnx_matches_pytorch(exported, b, u):
         torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
 
 
-def test_cpu_provider_is_always_the_fallback():
-    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
-    assert onnx_providers("auto")[-1] == "CPUExecutionProvider"
+def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_encoder_paths):
+    """`export_bundle` on a tiny-profile checkpoint: manifest, three graphs, same encoder outputs."""
+    import json
+
+    import numpy as np
+
+    from model.checkpoint import Checkpoint, save_checkpoint
+    from model.encoders.profiles import build_encoders, encoder_specs
+    from model.export import MANIFEST, export_bundle, load_bundle_encoders
+
+    tiny_dir = tiny_encoder_paths.text.parent
+    encoders = build_encoders("tiny", device="cpu", tiny_dir=tiny_dir)
+    specs = encoder_specs(encoders)
+    torch.manual_seed(0)
+    model = LPGNet(
+        LPGNetConfig(
+            text_dim=specs["text"].dim,
+            audio_dim=specs["audio"].dim,
+            hidden=8,
+            num_classes=2,
+            context="causal",
+        )
+    )
+    ckpt = save_checkpoint(Checkpoint(model, ["calm", "upset"], specs, "tiny"), tmp_path / "m.pt")
+    out = export_bundle(ckpt, tmp_path / "bundle", tiny_dir=tiny_dir)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["checkpoint"]["labels"] == ["calm", "upset"]
+    assert {m: e["backend"] for m, e in manifest["encoders"].items()} == {"text": "onnx", "audio": "onnx"}
+    assert (out / "lpgnet.onnx").exists()
+    served = load_bundle_encoders(out, device="cpu", intra_op_threads=1)
+    assert {m: e.spec for m, e in served.items()} == specs
+    texts = ["hello there", "I am not sure this is a good idea at all"]
+    torch.testing.assert_close(
+        served["text"].encode_batch(texts), encoders["text"].encode_batch(texts), atol=1e-4, rtol=1e-4
+    )
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 24000)]
+    torch.testing.assert_close(
+        served["audio"].encode_batch(waves), encoders["audio"].encode_batch(waves), atol=1e-4, rtol=1e-4
+    )
