@@ -1,0 +1,1 @@
+"""The LPGNet inference service: FastAPI routes over one engine and one conversation store."""

@@ -1,0 +1,1 @@
+"""HTTP layer: routers only; the work happens in `app.engine` and `app.store`."""

@@ -1,0 +1,1 @@
+"""Routers: `conversations` (the API) and `system` (health, readiness, metrics, model)."""

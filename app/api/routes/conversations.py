@@ -1,0 +1,170 @@
+"""POST an utterance, GET a conversation, DELETE a conversation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.deps import EngineDep, NamespaceDep, StoreDep
+from app.engine import UtteranceRequest
+from app.exceptions import ConversationNotFound, UnsupportedMediaType
+from app.schemas import (
+    ID_DESCRIPTION,
+    ID_PATTERN,
+    MULTIPART_SCHEMA,
+    ConversationResponse,
+    Problem,
+    StoredPrediction,
+    UtteranceForm,
+    UtteranceJSON,
+    UtteranceResponse,
+    UtteranceView,
+)
+from app.store import ConversationKey
+
+router = APIRouter(prefix="/conversations", tags=["conversations"])
+
+ConversationId = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description=ID_DESCRIPTION)
+]
+
+_FORM_FIELDS = 8  # transcript, utterance_id, speaker, audio, with room for a clear "unknown field" error
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: _PROBLEM for code in codes}
+
+
+async def read_utterance(request: Request) -> UtteranceJSON | UtteranceForm:
+    """Parse the body as JSON or as a form, validated by the same rules, errors as 422."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "application/json":
+            body = await request.body()
+            # off the loop: a body near the size limit is megabytes of JSON and base64
+            return await asyncio.to_thread(UtteranceJSON.model_validate_json, body)
+        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            return await _read_form(request)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+    raise UnsupportedMediaType("send application/json or multipart/form-data")
+
+
+def _form_error(name: str, kind: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": ("body", name), "msg": msg}])
+
+
+async def _read_form(request: Request) -> UtteranceForm:
+    async with request.form(max_files=1, max_fields=_FORM_FIELDS) as form:
+        fields: dict[str, Any] = {}
+        for name, value in form.multi_items():
+            if name in fields:
+                raise _form_error(name, "duplicate", "field given more than once")
+            if isinstance(value, UploadFile) != (name == "audio"):
+                raise _form_error(name, "file_part", "`audio` must be a file part and nothing else may be")
+            # an empty file part (a form submitted without a file) means "no audio"
+            fields[name] = (await value.read() or None) if isinstance(value, UploadFile) else value
+    return UtteranceForm.model_validate(fields)
+
+
+@router.post(
+    "/{conversation_id}/utterances",
+    response_model=UtteranceResponse,
+    summary="Score an utterance in the context of the conversation so far",
+    description=(
+        "Send audio and/or transcript of the next utterance, as JSON (`audio_base64`) or multipart "
+        "(`audio` file part). The answer for index i uses only utterances 0..i. Retrying with the same "
+        "`utterance_id` and content returns the first answer; other content under that id is a 409. "
+        "The conversation is created by its first utterance."
+    ),
+    responses=_problems(401, 404, 409, 413, 415, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": UtteranceJSON.model_json_schema()},
+                "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+            },
+        }
+    },
+)
+async def post_utterance(
+    conversation_id: ConversationId,
+    request: Request,
+    response: Response,
+    engine: EngineDep,
+    namespace: NamespaceDep,
+) -> UtteranceResponse:
+    body = await read_utterance(request)
+    audio = body.audio_base64 if isinstance(body, UtteranceJSON) else body.audio
+    scored = await engine.submit(
+        UtteranceRequest(
+            key=ConversationKey(namespace, conversation_id),
+            transcript=body.transcript,
+            audio=audio,
+            utterance_id=body.utterance_id,
+            speaker=body.speaker,
+        )
+    )
+    if scored.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return UtteranceResponse(
+        conversation_id=conversation_id,
+        index=scored.index,
+        utterance_id=scored.utterance_id,
+        **scored.prediction,
+    )
+
+
+@router.get(
+    "/{conversation_id}",
+    response_model=ConversationResponse,
+    summary="The conversation's utterances and predictions, in order (never audio)",
+    responses=_problems(401, 404, 422, 503),
+)
+async def get_conversation(
+    conversation_id: ConversationId, store: StoreDep, namespace: NamespaceDep
+) -> ConversationResponse:
+    conversation = await store.conversation(ConversationKey(namespace, conversation_id))
+    if conversation is None:
+        raise ConversationNotFound(conversation_id)
+    return ConversationResponse(
+        conversation_id=conversation.conversation_id,
+        utterance_count=conversation.utterance_count,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+        utterances=[
+            UtteranceView(
+                index=u.index,
+                utterance_id=u.meta.utterance_id,
+                created_at=u.meta.created_at,
+                speaker=u.meta.speaker,
+                modalities=list(u.meta.modalities),
+                transcript=u.meta.transcript,
+                transcript_truncated=u.meta.transcript_truncated,
+                prediction=None if u.prediction is None else StoredPrediction.model_validate(u.prediction),
+            )
+            for u in conversation.utterances
+        ],
+    )
+
+
+@router.delete(
+    "/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Erase the conversation and everything stored about it",
+    responses=_problems(401, 404, 422, 503),
+)
+async def delete_conversation(
+    conversation_id: ConversationId, store: StoreDep, namespace: NamespaceDep
+) -> None:
+    if not await store.delete(ConversationKey(namespace, conversation_id)):
+        raise ConversationNotFound(conversation_id)

@@ -1,0 +1,61 @@
+"""Liveness, readiness, Prometheus metrics and a description of the served model."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import APIRouter, Response
+
+from app.deps import EngineDep, MetricsDep, ServicesDep
+from app.exceptions import ServiceNotReady, StoreUnavailable
+from app.schemas import HealthResponse, ModelRef, ModelResponse, Problem, ReadyResponse
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
+async def health() -> HealthResponse:
+    return HealthResponse()
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    summary="Readiness: model loaded and warmed up, store reachable",
+    responses={503: {"model": Problem, "content": {"application/problem+json": {}}}},
+)
+async def ready(services: ServicesDep) -> ReadyResponse:
+    engine = services.engine
+    if engine is None or not engine.ready:
+        raise ServiceNotReady("the model is loading or warming up")
+    assert services.store is not None
+    try:
+        await services.store.ping()
+    except StoreUnavailable:
+        raise
+    except Exception as exc:  # any failure to answer is "unavailable" for a readiness probe
+        log.warning("store ping failed: %s", type(exc).__name__)
+        raise StoreUnavailable("the conversation store is unavailable") from exc
+    ckpt = engine.checkpoint
+    return ReadyResponse(model=ModelRef(name=ckpt.name, version=ckpt.version))
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain; version=0.0.4": {}}}},
+)
+async def metrics(services: ServicesDep, registry: MetricsDep) -> Response:
+    if services.store is not None:
+        with contextlib.suppress(StoreUnavailable):  # the gauge keeps its last value; /ready tells
+            registry.active_conversations.set(await services.store.count_active())
+    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/model", response_model=ModelResponse, summary="The served model: labels, encoders, context")
+async def model_info(engine: EngineDep) -> ModelResponse:
+    return ModelResponse.model_validate(engine.describe())

@@ -1,0 +1,469 @@
+"""The engine: one object per process that turns an utterance into an emotion in causal context.
+
+    decode audio (thread pool; resampled to the audio encoder's rate)
+      -> text / audio encoders (micro-batched, one thread each)
+      -> store.append (atomic: idempotency check + next index + vectors)
+      -> store.window (indices (i-K, i], all stored before i was assigned)
+      -> LPGNet over those <= K utterances (micro-batched across conversations, own thread)
+      -> softmax of the last row -> store.set_prediction
+
+Cost per utterance is flat in conversation length: the network only ever sees the last K utterances.
+Nothing here runs model code on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import io
+import logging
+import time
+import uuid
+import wave
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.batching import MicroBatcher
+from app.exceptions import ContextUnavailable, UnsupportedModality, UtteranceConflict, UtteranceInProgress
+from app.metrics import STAGES, Metrics
+from app.settings import Settings
+from app.store import ConversationKey, ConversationStore
+from app.store.base import ContextRow, JSONDict, NewUtterance, StoredUtterance, UtteranceMeta
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.encoders.audio import decode_audio, resample
+from model.encoders.base import Encoder, EncoderMismatchError, check_encoders_match
+from model.encoders.devices import resolve_device
+
+log = logging.getLogger(__name__)
+
+# (text (B, U, Dt), audio (B, U, Da), text_mask (B, U), audio_mask (B, U)) -> fused logits (B, U, C)
+Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# A retry whose first attempt left no prediction this long after it started is taken as crashed
+# and scored from the stored context; a younger one answers 409 "in progress".
+STALE_ATTEMPT_S = 30.0
+_POLL_S = 0.025
+
+
+class StartupError(RuntimeError):
+    """The engine cannot serve with this configuration; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class UtteranceRequest:
+    key: ConversationKey
+    transcript: str | None = None
+    audio: bytes | None = None  # an encoded audio file, as uploaded
+    utterance_id: str | None = None
+    speaker: str | None = None
+
+    def content_hash(self) -> str:
+        """What makes two attempts "the same utterance": transcript, audio bytes and speaker."""
+        h = hashlib.sha256()
+        for part in (self.transcript, self.audio, self.speaker):
+            raw = b"" if part is None else part if isinstance(part, bytes) else part.encode()
+            h.update(b"-" if part is None else b"+")
+            h.update(len(raw).to_bytes(8, "little"))
+            h.update(raw)
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ScoredUtterance:
+    index: int
+    utterance_id: str | None
+    # emotion, probabilities, modalities, transcript_truncated, context_size, model, timings_ms
+    prediction: JSONDict
+    replayed: bool = False  # True: the stored answer of an earlier attempt
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 3)
+
+
+class Engine:
+    """Owns the checkpoint, the encoders, the network and their batchers; talks to the store."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: Checkpoint,
+        encoders: dict[str, Encoder],
+        network: Network,
+        store: ConversationStore,
+        settings: Settings,
+        metrics: Metrics,
+        device: str = "cpu",
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.labels = list(checkpoint.labels)
+        self.encoders = encoders
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.device = device
+        self._network = network
+        self.ready = False
+        wait_s = settings.batch_max_wait_ms / 1000.0
+
+        def batcher(name: str, run: Callable[[Sequence[Any]], Sequence[Any]]) -> MicroBatcher[Any, Any]:
+            return MicroBatcher(
+                name,
+                run,
+                max_size=settings.batch_max_size,
+                max_wait_s=wait_s,
+                on_batch=metrics.batch_observer(name),
+            )
+
+        self._text = batcher("text", self._encode_texts) if "text" in encoders else None
+        self._audio = batcher("audio", self._encode_audios) if "audio" in encoders else None
+        self._model = batcher("model", self._score_windows)
+        self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lpgnet-decode")
+
+    # ---- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, settings: Settings, store: ConversationStore, metrics: Metrics) -> Engine:
+        """Load checkpoint, encoders and network (blocking: call it in a thread)."""
+        path = Path(settings.checkpoint)
+        if not path.is_file():
+            raise StartupError(f"LPGNET_CHECKPOINT: no checkpoint file at {path}")
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        device = resolve_device(settings.device)
+        checkpoint = load_checkpoint(path)
+        profile = settings.profile or checkpoint.profile
+        encoders = build_profile_encoders(settings, profile, needed=set(checkpoint.encoders))
+        try:
+            check_encoders_match(checkpoint.encoders, {m: e.spec for m, e in encoders.items()})
+        except EncoderMismatchError as exc:
+            raise StartupError(
+                f"checkpoint {path.name} does not match the encoders of profile {profile!r}: {exc}"
+            ) from exc
+        if checkpoint.context != "causal":
+            log.warning("checkpoint context is %r; served over past utterances only", checkpoint.context)
+        network = build_network(settings, checkpoint, device)
+        log.info(
+            "engine: %s %s, labels %s, profile %s, backend %s on %s, K=%d",
+            checkpoint.name,
+            checkpoint.version,
+            checkpoint.labels,
+            profile,
+            settings.backend,
+            device,
+            settings.context_window,
+        )
+        return cls(
+            checkpoint=checkpoint,
+            encoders=encoders,
+            network=network,
+            store=store,
+            settings=settings,
+            metrics=metrics,
+            device=str(device),
+        )
+
+    def start(self) -> None:
+        """Start the batchers on the running event loop."""
+        for b in self._batchers():
+            b.start()
+
+    async def close(self) -> None:
+        self.ready = False
+        self.metrics.ready.set(0)
+        for b in self._batchers():
+            await b.close()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _batchers(self) -> list[MicroBatcher[Any, Any]]:
+        return [b for b in (self._text, self._audio, self._model) if b is not None]
+
+    async def warm_up(self) -> None:
+        """Run every stage once (decode, both encoders, the network at 1 and K utterances)."""
+        started = time.perf_counter()
+        if self._text is not None:
+            await self._text.submit("Warming up.")
+        if self._audio is not None:
+            waveform = await self._decode(_tone_wav(seconds=1.0))
+            await self._audio.submit(waveform)
+        cfg = self.checkpoint.config
+        for length in sorted({1, self.settings.context_window}):
+            row = (np.zeros(cfg.text_dim, np.float16), np.zeros(cfg.audio_dim, np.float16))
+            await self._model.submit([ContextRow(i, *row) for i in range(length)])
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info("engine warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
+
+    # ---- the request path --------------------------------------------------------------------------
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(self.encoders)
+
+    async def submit(self, request: UtteranceRequest) -> ScoredUtterance:
+        """Score one utterance in the context of its conversation so far (idempotent per utterance_id)."""
+        started = time.perf_counter()
+        timings = dict.fromkeys(STAGES, 0.0)
+        use_text = request.transcript is not None and self._text is not None
+        use_audio = request.audio is not None and self._audio is not None
+        if not (use_text or use_audio):
+            raise UnsupportedModality(
+                f"this model uses {' and '.join(self.modalities)}; the request carries none of them"
+            )
+        # off the loop: hashing a large upload takes milliseconds (hashlib releases the GIL)
+        content_hash = await asyncio.to_thread(request.content_hash)
+        if request.utterance_id is not None:  # a retry is answered before paying for the encoders
+            t = time.perf_counter()
+            known = await self.store.find(request.key, request.utterance_id)
+            timings["store"] += _ms(t)
+            if known is not None:
+                return await self._replay(request, known, content_hash, timings, started)
+
+        text_vector, truncated, audio_vector = await self._encode(request, use_text, use_audio, timings)
+        meta = UtteranceMeta(
+            token=uuid.uuid4().hex,
+            utterance_id=request.utterance_id,
+            content_hash=content_hash,
+            created_at=time.time(),
+            modalities=tuple(m for m, used in (("text", use_text), ("audio", use_audio)) if used),
+            speaker=request.speaker,
+            transcript=request.transcript if self.settings.store_transcripts else None,
+            transcript_truncated=truncated,
+        )
+        t = time.perf_counter()
+        appended = await self.store.append(request.key, NewUtterance(meta, text_vector, audio_vector))
+        timings["store"] += _ms(t)
+        if not appended.created:  # a concurrent attempt with the same utterance_id got there first
+            return await self._replay(request, appended.utterance, content_hash, timings, started)
+        return await self._score(request.key, appended.utterance, timings, started)
+
+    async def _encode(
+        self, request: UtteranceRequest, use_text: bool, use_audio: bool, timings: dict[str, float]
+    ) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
+        """Encode both modalities concurrently: text goes to its batcher while the audio decodes."""
+
+        async def text() -> tuple[np.ndarray, bool] | None:
+            if not use_text:
+                return None
+            assert self._text is not None and request.transcript is not None
+            t = time.perf_counter()
+            vector, truncated = await self._text.submit(request.transcript)
+            timings["encode_text"] = _ms(t)
+            return vector, truncated
+
+        async def audio() -> np.ndarray | None:
+            if not use_audio:
+                return None
+            assert self._audio is not None and request.audio is not None
+            t = time.perf_counter()
+            waveform = await self._decode(request.audio)
+            timings["decode"] = _ms(t)
+            t = time.perf_counter()
+            vector: np.ndarray = await self._audio.submit(waveform)
+            timings["encode_audio"] = _ms(t)
+            return vector
+
+        text_result, audio_vector = await asyncio.gather(text(), audio())
+        text_vector, truncated = text_result if text_result is not None else (None, False)
+        return text_vector, truncated, audio_vector
+
+    async def _score(
+        self, key: ConversationKey, utterance: StoredUtterance, timings: dict[str, float], started: float
+    ) -> ScoredUtterance:
+        t = time.perf_counter()
+        rows = await self.store.window(key, utterance.index, self.settings.context_window)
+        timings["store"] += _ms(t)
+        if not rows or rows[-1].index != utterance.index:
+            raise ContextUnavailable()
+        t = time.perf_counter()
+        probabilities: np.ndarray = await self._model.submit(rows)
+        timings["model"] = _ms(t)
+        prediction: JSONDict = {
+            "emotion": self.labels[int(probabilities.argmax())],
+            "probabilities": {label: float(p) for label, p in zip(self.labels, probabilities, strict=True)},
+            "modalities": list(utterance.meta.modalities),
+            "transcript_truncated": utterance.meta.transcript_truncated,
+            "context_size": len(rows),
+            "model": {"name": self.checkpoint.name, "version": self.checkpoint.version},
+            "timings_ms": timings,
+        }
+        # The answer is final before it is stored, so a retry gets exactly these bytes back; the
+        # last write is thus not in the timings.
+        timings["total"] = _ms(started)
+        await self.store.set_prediction(key, utterance.index, utterance.meta.token, prediction)
+        self.metrics.observe_stages(timings)
+        self.metrics.predictions.labels(prediction["emotion"]).inc()
+        return ScoredUtterance(utterance.index, utterance.meta.utterance_id, prediction)
+
+    async def _replay(
+        self,
+        request: UtteranceRequest,
+        known: StoredUtterance,
+        content_hash: str,
+        timings: dict[str, float],
+        started: float,
+    ) -> ScoredUtterance:
+        """Answer a repeated utterance_id: the stored answer, after a brief wait if it is in flight."""
+        uid = request.utterance_id
+        assert uid is not None
+        if known.meta.content_hash != content_hash:
+            raise UtteranceConflict(uid)
+        deadline = time.monotonic() + self.settings.idempotency_wait_ms / 1000.0
+        current: StoredUtterance | None = known
+        while current is not None and current.prediction is None and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
+            current = await self.store.get(request.key, known.index)
+        if current is None:  # dropped from the store while we waited (conversation deleted or trimmed)
+            raise UtteranceInProgress(uid)
+        if current.prediction is not None:
+            return ScoredUtterance(current.index, uid, current.prediction, replayed=True)
+        if time.time() - current.meta.created_at < STALE_ATTEMPT_S:
+            raise UtteranceInProgress(uid)
+        # The first attempt died after storing the utterance: score it from the stored context, which
+        # is exactly what the first attempt would have seen.
+        try:
+            return await self._score(request.key, current, timings, started)
+        except ContextUnavailable:
+            raise UtteranceInProgress(uid) from None
+
+    async def _decode(self, data: bytes) -> np.ndarray:
+        encoder = self.encoders["audio"]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode_pool, self._decode_blocking, data, encoder.sample_rate)
+
+    def _decode_blocking(self, data: bytes, sample_rate: int | None) -> np.ndarray:
+        decoded = decode_audio(
+            data, max_seconds=self.settings.max_audio_seconds, max_bytes=self.settings.max_request_bytes
+        )
+        if sample_rate is None:
+            return decoded.waveform
+        return resample(decoded.waveform, decoded.sample_rate, sample_rate)
+
+    # ---- batch functions (run in the batchers' threads) --------------------------------------------
+
+    def _encode_texts(self, texts: Sequence[str]) -> list[tuple[np.ndarray, bool]]:
+        encoder = self.encoders["text"]
+        encode_with_info = getattr(encoder, "encode_with_info", None)
+        if encode_with_info is not None:
+            vectors, truncated = encode_with_info(list(texts))
+        else:
+            vectors, truncated = encoder.encode_batch(list(texts)), [False] * len(texts)
+        matrix = vectors.detach().cpu().float().numpy()  # (N, Dt)
+        return [(matrix[i], bool(truncated[i])) for i in range(len(texts))]
+
+    def _encode_audios(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+        vectors = self.encoders["audio"].encode_batch(list(waveforms))
+        matrix = vectors.detach().cpu().float().numpy()  # (N, Da)
+        return [matrix[i] for i in range(len(waveforms))]
+
+    def _score_windows(self, windows: Sequence[list[ContextRow]]) -> list[np.ndarray]:
+        """Pad B context windows on the right into one batch; return each window's last-row probabilities.
+
+        Right padding cannot change a row's output: the model is causal and padded rows are masked.
+        """
+        cfg = self.checkpoint.config
+        b, u = len(windows), max(len(w) for w in windows)
+        text = np.zeros((b, u, cfg.text_dim), np.float32)  # (B, U, Dt)
+        audio = np.zeros((b, u, cfg.audio_dim), np.float32)  # (B, U, Da)
+        text_mask = np.zeros((b, u), bool)  # (B, U)
+        audio_mask = np.zeros((b, u), bool)
+        for i, rows in enumerate(windows):
+            for j, row in enumerate(rows):
+                if row.text is not None:
+                    text[i, j], text_mask[i, j] = row.text, True
+                if row.audio is not None:
+                    audio[i, j], audio_mask[i, j] = row.audio, True
+        logits = self._network(
+            *(torch.from_numpy(x) for x in (text, audio, text_mask, audio_mask))
+        )  # (B, U, C)
+        last = torch.tensor([len(w) - 1 for w in windows])
+        probabilities = torch.softmax(logits[torch.arange(b), last].double(), dim=-1)  # (B, C)
+        return list(probabilities.numpy())
+
+    def describe(self) -> JSONDict:
+        ckpt = self.checkpoint
+        return {
+            "name": ckpt.name,
+            "version": ckpt.version,
+            "labels": self.labels,
+            "profile": self.settings.profile or ckpt.profile,
+            "context": ckpt.context,
+            "context_window": self.settings.context_window,
+            "modalities": self.modalities,
+            "backend": self.settings.backend,
+            "device": self.device,
+            "encoders": {
+                m: {**e.spec.to_dict(), "sample_rate": e.sample_rate}
+                for m, e in sorted(self.encoders.items())
+            },
+        }
+
+
+def build_profile_encoders(settings: Settings, profile: str, needed: set[str]) -> dict[str, Encoder]:
+    """The profile's encoders for the modalities the checkpoint uses, with local-directory overrides."""
+    from model.encoders.profiles import build_encoders  # heavy: transformers, funasr
+
+    overrides: dict[str, Any] = {}
+    if settings.text_model is not None:
+        overrides["text_model"] = str(settings.text_model)
+    if settings.audio_model is not None:
+        overrides["audio_model"] = str(settings.audio_model)
+    if settings.tiny_dir is not None:
+        overrides["tiny_dir"] = settings.tiny_dir
+    if "backend" in inspect.signature(build_encoders).parameters:
+        overrides["backend"] = settings.backend  # ONNX encoders, where the profiles offer them
+    elif settings.backend == "onnx":
+        log.info("backend onnx: the network runs in onnxruntime, the encoders in PyTorch")
+    try:
+        built = build_encoders(profile, device=settings.device, **overrides)
+    except (KeyError, ValueError) as exc:
+        raise StartupError(f"cannot build the encoders of profile {profile!r}: {exc}") from exc
+    return {m: e for m, e in built.items() if m in needed}
+
+
+def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> Network:
+    """The LPGNet runtime: the checkpoint's PyTorch module, or its ONNX graph in onnxruntime."""
+    if settings.backend == "onnx":
+        try:
+            from model.export import OnnxLPGNet
+        except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
+            raise StartupError("LPGNET_BACKEND=onnx needs onnxruntime (or onnxruntime-gpu)") from exc
+        path = settings.onnx_model or Path(settings.checkpoint).with_suffix(".onnx")
+        if not Path(path).is_file():
+            raise StartupError(
+                f"LPGNET_BACKEND=onnx: no ONNX graph at {path}; export one with model.export.export_lpgnet "
+                "or set LPGNET_ONNX_MODEL"
+            )
+        runner = OnnxLPGNet(path, device=settings.device)
+        return lambda t, a, tm, am: runner(t, a, tm, am).logits
+
+    module = checkpoint.model.to(device).eval()
+
+    @torch.inference_mode()
+    def run(
+        text: torch.Tensor, audio: torch.Tensor, text_mask: torch.Tensor, audio_mask: torch.Tensor
+    ) -> torch.Tensor:
+        out = module(text.to(device), audio.to(device), text_mask.to(device), audio_mask.to(device))
+        return out.logits.float().cpu()
+
+    return run
+
+
+def _tone_wav(seconds: float, sample_rate: int = 16_000) -> bytes:
+    """A quiet 220 Hz tone as a 16-bit WAV file, for warming up the decode path."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    samples = (0.05 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()

@@ -1,0 +1,166 @@
+"""One error envelope (RFC 9457 `application/problem+json`) and one table from exceptions to statuses.
+
+Every 4xx/5xx leaves through here: domain exceptions, FastAPI validation errors (built from
+`exc.errors()`, never `str(exc)`), Starlette's 404/405, and unexpected errors, which become a bare 500
+that names only the request id (the details go to the log under that id).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.exceptions import (
+    ContextUnavailable,
+    ConversationNotFound,
+    RequestTooLarge,
+    ServiceNotReady,
+    StoreUnavailable,
+    Unauthorized,
+    UnsupportedMediaType,
+    UnsupportedModality,
+    UtteranceConflict,
+    UtteranceInProgress,
+)
+from model.encoders.audio import (
+    AudioDecodeError,
+    AudioTooLargeError,
+    AudioTooLongError,
+    UndecodableAudioError,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://lpgnet.example/problems/"  # `type` URIs: identifiers, not necessarily pages
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class ProblemKind(NamedTuple):
+    status: int
+    slug: str  # the tail of the `type` URI
+    title: str
+
+
+# The one table from exception type to response; the most specific class in the MRO wins.
+PROBLEMS: dict[type[Exception], ProblemKind] = {
+    ConversationNotFound: ProblemKind(404, "conversation-not-found", "Conversation not found"),
+    UtteranceConflict: ProblemKind(409, "utterance-conflict", "Utterance id reused with other content"),
+    UtteranceInProgress: ProblemKind(409, "utterance-in-progress", "Utterance still in progress"),
+    UnsupportedModality: ProblemKind(422, "unsupported-modality", "No modality this model uses"),
+    UnsupportedMediaType: ProblemKind(415, "unsupported-media-type", "Unsupported media type"),
+    RequestTooLarge: ProblemKind(413, "request-too-large", "Request too large"),
+    AudioTooLongError: ProblemKind(413, "audio-too-long", "Audio too long"),
+    AudioTooLargeError: ProblemKind(413, "audio-too-large", "Audio too large"),
+    UndecodableAudioError: ProblemKind(415, "undecodable-audio", "Audio format not readable"),
+    AudioDecodeError: ProblemKind(422, "invalid-audio", "Invalid audio"),
+    Unauthorized: ProblemKind(401, "unauthorized", "Unauthorized"),
+    ServiceNotReady: ProblemKind(503, "not-ready", "Service not ready"),
+    StoreUnavailable: ProblemKind(503, "store-unavailable", "Conversation store unavailable"),
+    ContextUnavailable: ProblemKind(503, "context-unavailable", "Context unavailable"),
+}
+INTERNAL = ProblemKind(500, "internal", "Internal server error")
+VALIDATION = ProblemKind(422, "validation-error", "Request validation failed")
+
+
+def kind_of(exc: BaseException) -> ProblemKind | None:
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+    return None
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def problem_response(
+    kind: ProblemKind,
+    detail: str,
+    *,
+    instance: str | None = None,
+    request_id: str = "",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + kind.slug, "title": kind.title, "status": kind.status}
+    body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(body, status_code=kind.status, headers=all_headers, media_type=PROBLEM_JSON)
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic/FastAPI errors without `input`/`ctx`/`url`: those can echo the payload back."""
+    return [
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    kind = kind_of(exc) or INTERNAL
+    headers = {"WWW-Authenticate": 'Bearer realm="lpgnet"'} if kind.status == 401 else None
+    if kind.status == 503:
+        headers = {"Retry-After": "1"}
+    detail = str(exc) if kind is not INTERNAL else "internal error"
+    return problem_response(
+        kind, detail, instance=request.url.path, request_id=request_id_of(request), headers=headers
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+    return problem_response(
+        VALIDATION, detail, instance=request.url.path, request_id=request_id_of(request), errors=errors
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = _phrase(exc.status_code)
+    kind = ProblemKind(exc.status_code, phrase.lower().replace(" ", "-"), phrase)
+    # Starlette's own details ("Not Found", multipart limits) are fixed strings, safe to pass on.
+    detail = exc.detail if isinstance(exc.detail, str) else phrase
+    return problem_response(
+        kind,
+        detail,
+        instance=request.url.path,
+        request_id=request_id_of(request),
+        headers=dict(exc.headers or {}),
+    )
+
+
+def _phrase(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every known error type through the envelope (500s: see `app.middleware`)."""
+    for exc_type in PROBLEMS:
+        app.add_exception_handler(exc_type, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

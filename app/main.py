@@ -1,0 +1,83 @@
+"""The app factory and its lifespan.
+
+`create_app(settings)` wires routes, middleware and error handlers; nothing is loaded at import. The
+lifespan builds the store, loads the engine once (in a thread, failing start-up on a bad
+configuration), then warms it up in the background: /health answers at once, /ready only after the
+warm-up (and while the store answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.api.routes import conversations, system
+from app.deps import Services
+from app.engine import Engine
+from app.errors import install_error_handlers
+from app.metrics import Metrics
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.security import ApiKeys
+from app.settings import Settings
+from app.store import build_store
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    services: Services = app.state.services
+    store = build_store(services.settings)
+    services.store = store
+    engine: Engine | None = None
+    warm_up: asyncio.Task[None] | None = None
+    try:
+        engine = await asyncio.to_thread(Engine.load, services.settings, store, services.metrics)
+        engine.start()
+        services.engine = engine
+        warm_up = asyncio.create_task(_warm_up(engine), name="lpgnet-warm-up")
+        yield
+    finally:
+        if warm_up is not None:
+            warm_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm_up
+        services.engine = None
+        if engine is not None:
+            await engine.close()
+        services.store = None
+        await store.close()
+
+
+async def _warm_up(engine: Engine) -> None:
+    try:
+        await engine.warm_up()
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # stay alive but never ready: /ready keeps answering 503
+        log.exception("warm-up failed; the service will not report ready")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    app = FastAPI(
+        title="LPGNet emotion recognition in conversation",
+        version="0.1.0",
+        description=(
+            "POST each utterance of a live conversation (audio and/or transcript) and get back its "
+            "emotion, judged by LPGNet in causal context: the conversation so far."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.services = Services(settings=settings, metrics=metrics, api_keys=ApiKeys(settings.api_keys))
+    app.include_router(conversations.router)
+    app.include_router(system.router)
+    install_error_handlers(app)
+    # added last = outermost: the request id exists before the size check answers
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

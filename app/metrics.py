@@ -1,0 +1,67 @@
+"""Prometheus metrics of one app instance, in its own registry (tests build many apps per process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STAGES = ("decode", "encode_text", "encode_audio", "store", "model", "total")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "lpgnet_requests",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "lpgnet_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "lpgnet_stage_duration_seconds",
+            "Latency of each stage of scoring an utterance.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "lpgnet_batch_size",
+            "Items per micro-batch, by batcher (text, audio, model).",
+            ["batcher"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "lpgnet_predictions",
+            "Utterances scored, by predicted emotion.",
+            ["emotion"],
+            registry=self.registry,
+        )
+        self.active_conversations = Gauge(
+            "lpgnet_active_conversations",
+            "Conversations touched within the session TTL (set when scraped).",
+            registry=self.registry,
+        )
+        self.ready = Gauge(
+            "lpgnet_ready", "1 once the model is loaded and warmed up.", registry=self.registry
+        )
+
+    def observe_stages(self, timings_ms: dict[str, float]) -> None:
+        for stage, ms in timings_ms.items():
+            self.stage_seconds.labels(stage).observe(ms / 1000.0)
+
+    def batch_observer(self, batcher: str) -> Callable[[float], None]:
+        return self.batch_size.labels(batcher).observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,239 @@
+"""Request and response models of the HTTP API (pydantic; examples show up in the OpenAPI docs)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+ID_DESCRIPTION = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
+MAX_TRANSCRIPT_CHARS = 20_000
+MAX_SPEAKER_CHARS = 128
+
+UtteranceId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=ID_PATTERN, description="Client id for idempotent retries."),
+]
+
+
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _decode_base64(value: Any) -> Any:
+    if value is None or isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+
+
+Transcript = Annotated[
+    Annotated[str, Field(max_length=MAX_TRANSCRIPT_CHARS)] | None,
+    BeforeValidator(_blank_to_none),
+    Field(description="What was said (blank counts as absent)."),
+]
+Speaker = Annotated[
+    Annotated[str, Field(max_length=MAX_SPEAKER_CHARS)] | None,
+    BeforeValidator(_blank_to_none),
+    Field(description="Who spoke; metadata only, the model never sees it."),
+]
+Base64Audio = Annotated[
+    bytes | None,
+    BeforeValidator(_decode_base64),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "An encoded audio file."}),
+]
+
+
+class _UtteranceFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    transcript: Transcript = None
+    utterance_id: UtteranceId | None = None
+    speaker: Speaker = None
+
+    def _audio(self) -> bytes | None:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _one_modality(self) -> _UtteranceFields:
+        audio = self._audio()
+        if self.transcript is None and not audio:
+            raise ValueError("at least one of transcript and audio is required")
+        return self
+
+
+class UtteranceJSON(_UtteranceFields):
+    """JSON body of POST /conversations/{id}/utterances."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"transcript": "Kids are talking by the door", "utterance_id": "turn-1", "speaker": "caller"},
+                {"audio_base64": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="},
+            ]
+        }
+    )
+
+    audio_base64: Base64Audio = None
+
+    def _audio(self) -> bytes | None:
+        return self.audio_base64
+
+
+class UtteranceForm(_UtteranceFields):
+    """Multipart form of POST /conversations/{id}/utterances (the `audio` part is a file)."""
+
+    audio: bytes | None = None
+
+    def _audio(self) -> bytes | None:
+        return self.audio
+
+
+MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "audio": {"type": "string", "format": "binary", "description": "An audio file (WAV, FLAC, OGG...)."},
+        "transcript": {"type": "string", "maxLength": MAX_TRANSCRIPT_CHARS},
+        "utterance_id": {"type": "string", "maxLength": 128, "pattern": ID_PATTERN},
+        "speaker": {"type": "string", "maxLength": MAX_SPEAKER_CHARS},
+    },
+    "additionalProperties": False,
+}
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    """Milliseconds per stage of the attempt that scored the utterance (a replay repeats them).
+
+    Encode stages include time queued for a micro-batch; `total` ends when the answer is ready,
+    just before the prediction is written to the store.
+    """
+
+    decode: float = 0.0
+    encode_text: float = 0.0
+    encode_audio: float = 0.0
+    store: float = 0.0
+    model: float = 0.0
+    total: float = 0.0
+
+
+class UtteranceResponse(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "conversation_id": "call-42",
+                    "index": 3,
+                    "utterance_id": "turn-0004",
+                    "emotion": "angry",
+                    "probabilities": {"angry": 0.71, "happy": 0.04, "neutral": 0.15, "sad": 0.10},
+                    "modalities": ["text", "audio"],
+                    "transcript_truncated": False,
+                    "context_size": 4,
+                    "model": {"name": "lpgnet", "version": "3f2a9c1d0b7e"},
+                    "timings_ms": {
+                        "decode": 2.1,
+                        "encode_text": 9.8,
+                        "encode_audio": 24.0,
+                        "store": 0.6,
+                        "model": 3.2,
+                        "total": 38.5,
+                    },
+                }
+            ]
+        },
+    )
+
+    conversation_id: str
+    index: int = Field(description="Position in the conversation, from 0.")
+    utterance_id: str | None
+    emotion: str = Field(description="The most probable label.")
+    probabilities: dict[str, float] = Field(description="Label -> probability (labels of the checkpoint).")
+    modalities: list[str] = Field(description="Modalities the model used for this utterance.")
+    transcript_truncated: bool = Field(description="The transcript was longer than the text encoder reads.")
+    context_size: int = Field(description="Utterances the model saw, this one included (<= K).")
+    model: ModelRef
+    timings_ms: Timings
+
+
+class StoredPrediction(BaseModel):
+    emotion: str
+    probabilities: dict[str, float]
+    context_size: int
+
+
+class UtteranceView(BaseModel):
+    index: int
+    utterance_id: str | None
+    created_at: float = Field(description="Unix time, seconds.")
+    speaker: str | None
+    modalities: list[str]
+    transcript: str | None = Field(None, description="Only when the service keeps transcripts.")
+    transcript_truncated: bool
+    prediction: StoredPrediction | None = Field(description="None while the utterance is being scored.")
+
+
+class ConversationResponse(BaseModel):
+    conversation_id: str
+    utterance_count: int = Field(description="Utterances received; GET lists the most recent ones kept.")
+    created_at: float
+    updated_at: float
+    utterances: list[UtteranceView]
+
+
+class EncoderInfo(BaseModel):
+    name: str
+    version: str
+    dim: int
+    modality: str
+    sample_rate: int | None
+
+
+class ModelResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    labels: list[str]
+    profile: str
+    context: str = Field(description="Context mode of the checkpoint: causal or bidirectional.")
+    context_window: int = Field(description="K: utterances of context per prediction.")
+    modalities: list[str]
+    backend: str
+    device: str
+    encoders: dict[str, EncoderInfo]
+
+
+class HealthResponse(BaseModel):
+    status: str = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: str = "ready"
+    model: ModelRef
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(None, description="Validation errors: loc, msg, type.")

@@ -1,0 +1,152 @@
+"""Service configuration: one pydantic-settings class, every field overridable as LPGNET_<NAME>.
+
+`create_app` takes a `Settings` explicitly, so tests build apps with whatever they need; the CLI builds
+one from the environment. Ranges and cross-field rules are checked here, at start, not on a request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model.checkpoint import DEFAULT_CHECKPOINT
+
+MIN_API_KEY_CHARS = 16
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (prefix LPGNET_)."""
+
+    model_config = SettingsConfigDict(env_prefix="LPGNET_", extra="forbid", frozen=True)
+
+    # --- model -------------------------------------------------------------------------------------
+    checkpoint: Path = Field(default=DEFAULT_CHECKPOINT, description="LPGNet checkpoint file to serve.")
+    profile: str | None = Field(
+        default=None, description="Encoder profile; default: the profile recorded in the checkpoint."
+    )
+    text_model: Path | None = Field(
+        default=None, description="Local directory of the text encoder's weights."
+    )
+    audio_model: Path | None = Field(
+        default=None, description="Local directory of the audio encoder's weights."
+    )
+    tiny_dir: Path | None = Field(
+        default=None, description="Profile `tiny`: where its random encoders are written."
+    )
+    backend: Literal["torch", "onnx"] = Field(default="torch", description="Runtime of the LPGNet network.")
+    onnx_model: Path | None = Field(
+        default=None,
+        description="ONNX graph of the network for backend=onnx; default: the checkpoint's .onnx.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where encoders and network run."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=256, description="torch intra-op threads (None: torch's)."
+    )
+    context_window: int = Field(
+        default=64, ge=1, le=4096, description="K: utterances of context the model sees."
+    )
+
+    # --- conversation store ------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None, description="redis:// URL; None keeps conversations in memory."
+    )
+    redis_prefix: str = Field(
+        default="lpgnet:", min_length=1, max_length=64, description="Prefix of Redis keys."
+    )
+    session_ttl_s: int = Field(default=3600, ge=1, description="A conversation idle this long is forgotten.")
+    max_conversations: int = Field(
+        default=10_000, ge=1, description="In-memory store: LRU bound on conversations."
+    )
+    max_utterances_stored: int = Field(
+        default=1000,
+        ge=1,
+        description="Per conversation: older utterances (and their predictions) are dropped.",
+    )
+    store_transcripts: bool = Field(default=False, description="Keep transcripts so GET returns them.")
+    idempotency_wait_ms: int = Field(
+        default=2000,
+        ge=0,
+        le=60_000,
+        description="A retry waits this long for the first attempt's prediction.",
+    )
+
+    # --- HTTP --------------------------------------------------------------------------------------
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer keys (comma-separated); empty: no authentication."
+    )
+    max_request_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    max_audio_seconds: float = Field(default=60.0, gt=0, le=3600, description="Longest audio accepted.")
+    batch_max_size: int = Field(
+        default=16, ge=1, le=1024, description="Micro-batch bound per encoder and network."
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="How long a batch waits for company; 0: never delay a lone request.",
+    )
+    host: str = Field(default="127.0.0.1", description="Bind address of `lpgnet serve`.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of `lpgnet serve`.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator(
+        "profile",
+        "text_model",
+        "audio_model",
+        "tiny_dir",
+        "onnx_model",
+        "torch_threads",
+        "redis_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `LPGNET_TEXT_MODEL=` (as compose passes an unset variable) means "not set", not Path(".")
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(keys):
+            if len(key.get_secret_value()) < MIN_API_KEY_CHARS:
+                raise ValueError(f"API key #{i + 1} is shorter than {MIN_API_KEY_CHARS} characters")
+        return keys
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_utterances_stored < self.context_window:
+            raise ValueError(
+                f"max_utterances_stored ({self.max_utterances_stored}) must be >= context_window "
+                f"({self.context_window}): the model's context is read from stored utterances"
+            )
+        return self
+
+    @property
+    def vectors_kept(self) -> int:
+        """Vectors kept per conversation: K plus as much again as headroom for concurrent appends.
+
+        The window of index i is (i-K, i]; with up to K later utterances appended before i reads its
+        window, those vectors are still there.
+        """
+        return 2 * self.context_window

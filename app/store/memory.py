@@ -1,0 +1,162 @@
+"""In-process conversation store: TTL, LRU bound on conversations, bounded utterances per conversation.
+
+Every method runs without awaiting in between, so each is atomic on the event loop; no lock needed.
+Fine for one replica; use `RedisStore` when several replicas serve the same conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from app.exceptions import ConversationNotFound
+from app.store.base import (
+    VECTOR_DTYPE,
+    AppendResult,
+    ContextRow,
+    Conversation,
+    ConversationKey,
+    ConversationStore,
+    JSONDict,
+    NewUtterance,
+    StoredUtterance,
+)
+
+
+@dataclass
+class _State:
+    owner: str
+    created_at: float
+    touched_at: float  # monotonic clock, for TTL and LRU
+    next_index: int = 0
+    utterances: dict[int, StoredUtterance] = field(default_factory=dict)  # insertion order == index order
+    ids: dict[str, int] = field(default_factory=dict)  # client utterance_id -> index
+    vectors: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = field(default_factory=dict)
+
+
+def _half(vector: np.ndarray | None) -> np.ndarray | None:
+    return None if vector is None else np.asarray(vector, dtype=VECTOR_DTYPE).reshape(-1).copy()
+
+
+class MemoryStore(ConversationStore):
+    def __init__(
+        self,
+        *,
+        ttl_s: int,
+        max_conversations: int,
+        max_utterances: int,
+        vectors_kept: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(ttl_s=ttl_s, max_utterances=max_utterances, vectors_kept=vectors_kept)
+        self.max_conversations = max_conversations
+        self._clock = clock
+        # least recently written first: TTL expiry and LRU eviction both pop from the front
+        self._conversations: OrderedDict[str, _State] = OrderedDict()
+
+    def _expire(self) -> None:
+        deadline = self._clock() - self.ttl_s
+        while self._conversations:
+            cid, state = next(iter(self._conversations.items()))
+            if state.touched_at > deadline:
+                break
+            del self._conversations[cid]
+
+    def _lookup(self, key: ConversationKey) -> _State | None:
+        self._expire()
+        state = self._conversations.get(key.conversation_id)
+        if state is not None and state.owner != key.namespace:
+            raise ConversationNotFound(key.conversation_id)
+        return state
+
+    def _touch(self, key: ConversationKey, state: _State) -> None:
+        state.touched_at = self._clock()
+        self._conversations.move_to_end(key.conversation_id)
+
+    async def append(self, key: ConversationKey, utterance: NewUtterance) -> AppendResult:
+        state = self._lookup(key)
+        uid = utterance.meta.utterance_id
+        if state is not None and uid is not None and uid in state.ids:
+            return AppendResult(state.utterances[state.ids[uid]], created=False)
+        if state is None:
+            state = _State(owner=key.namespace, created_at=time.time(), touched_at=self._clock())
+            self._conversations[key.conversation_id] = state
+            while len(self._conversations) > self.max_conversations:
+                self._conversations.popitem(last=False)
+        index = state.next_index
+        state.next_index += 1
+        stored = StoredUtterance(index, utterance.meta)
+        state.utterances[index] = stored
+        if uid is not None:
+            state.ids[uid] = index
+        state.vectors[index] = (_half(utterance.text_vector), _half(utterance.audio_vector))
+        state.vectors.pop(index - self.vectors_kept, None)
+        dropped = state.utterances.pop(index - self.max_utterances, None)
+        if dropped is not None and dropped.meta.utterance_id is not None:
+            state.ids.pop(dropped.meta.utterance_id, None)
+        self._touch(key, state)
+        return AppendResult(stored, created=True)
+
+    async def find(self, key: ConversationKey, utterance_id: str) -> StoredUtterance | None:
+        state = self._lookup(key)
+        if state is None or utterance_id not in state.ids:
+            return None
+        return state.utterances[state.ids[utterance_id]]
+
+    async def get(self, key: ConversationKey, index: int) -> StoredUtterance | None:
+        state = self._lookup(key)
+        return None if state is None else state.utterances.get(index)
+
+    async def window(self, key: ConversationKey, index: int, size: int) -> list[ContextRow]:
+        state = self._lookup(key)
+        if state is None:
+            return []
+        rows = []
+        for i in range(max(0, index - size + 1), index + 1):
+            if i in state.vectors:
+                text, audio = state.vectors[i]
+                rows.append(ContextRow(i, text, audio))
+        return rows
+
+    async def set_prediction(
+        self, key: ConversationKey, index: int, token: str, prediction: JSONDict
+    ) -> bool:
+        state = self._lookup(key)
+        stored = None if state is None else state.utterances.get(index)
+        if state is None or stored is None or stored.meta.token != token or stored.prediction is not None:
+            return False
+        # a copy through JSON, like Redis: later changes by the caller never reach the store
+        state.utterances[index] = replace(stored, prediction=json.loads(json.dumps(prediction)))
+        self._touch(key, state)
+        return True
+
+    async def conversation(self, key: ConversationKey) -> Conversation | None:
+        state = self._lookup(key)
+        if state is None:
+            return None
+        age = self._clock() - state.touched_at
+        return Conversation(
+            conversation_id=key.conversation_id,
+            utterance_count=state.next_index,
+            created_at=state.created_at,
+            updated_at=time.time() - age,
+            utterances=list(state.utterances.values()),
+        )
+
+    async def delete(self, key: ConversationKey) -> bool:
+        if self._lookup(key) is None:
+            return False
+        del self._conversations[key.conversation_id]
+        return True
+
+    async def ping(self) -> None:
+        return None
+
+    async def count_active(self) -> int:
+        self._expire()
+        return len(self._conversations)

@@ -1,0 +1,312 @@
+"""The engine with fake encoders (fast, controllable), and its start-up checks on the tiny profile."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import torch
+
+from app.engine import Engine, StartupError, UtteranceRequest, build_network
+from app.exceptions import UnsupportedModality, UtteranceConflict, UtteranceInProgress
+from app.metrics import Metrics
+from app.settings import Settings
+from app.store import ConversationKey, MemoryStore
+from model.checkpoint import Checkpoint
+from model.encoders.audio import AudioTooLongError
+from model.encoders.base import EncoderSpec
+from model.lpgnet import LPGNet, LPGNetConfig
+from tests.app_fixtures import TINY_LABELS, wav_bytes, write_tiny_checkpoint
+
+TEXT_SPEC = EncoderSpec("fake-text", "1", 6, "text")
+AUDIO_SPEC = EncoderSpec("fake-audio", "1", 3, "audio")
+KEY = ConversationKey("", "conv")
+
+
+class FakeText:
+    spec = TEXT_SPEC
+    sample_rate = None
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
+        self.batches.append(len(items))
+        return torch.stack(
+            [torch.tensor([len(t), t.count("!"), t.count(" "), ord(t[0]) / 100, 1.0, -1.0]) for t in items]
+        )
+
+
+class FakeAudio:
+    spec = AUDIO_SPEC
+    sample_rate = 8_000
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+
+    def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+        self.lengths += [len(w) for w in items]
+        return torch.tensor([[float(np.abs(w).mean()), float(w.std()), len(w) / 8000] for w in items])
+
+
+def fake_checkpoint(seed: int = 0) -> Checkpoint:
+    torch.manual_seed(seed)
+    cfg = LPGNetConfig(
+        text_dim=6, audio_dim=3, hidden=8, num_classes=4, heads=2, dropout=0.0, context="causal"
+    )
+    return Checkpoint(
+        model=LPGNet(cfg).eval(),
+        labels=list(TINY_LABELS),
+        encoders={"text": TEXT_SPEC, "audio": AUDIO_SPEC},
+        profile="fake",
+        name="fake",
+        version="v0",
+    )
+
+
+@pytest_asyncio.fixture
+async def make_engine(clean_env: None) -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
+    """Build engines on fake encoders; they are closed after the test."""
+    engines: list[Engine] = []
+
+    async def make(encoders: dict[str, Any] | None = None, **overrides: Any) -> Engine:
+        values: dict[str, Any] = {
+            "device": "cpu",
+            "batch_max_wait_ms": 0,
+            "context_window": 3,
+            "idempotency_wait_ms": 200,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        ckpt = fake_checkpoint()
+        store = MemoryStore(
+            ttl_s=60, max_conversations=100, max_utterances=100, vectors_kept=settings.vectors_kept
+        )
+        engine = Engine(
+            checkpoint=ckpt,
+            encoders=encoders if encoders is not None else {"text": FakeText(), "audio": FakeAudio()},
+            network=build_network(settings, ckpt, torch.device("cpu")),
+            store=store,
+            settings=settings,
+            metrics=Metrics(),
+        )
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
+
+
+@pytest.mark.asyncio
+async def test_probabilities_come_from_the_last_row_of_a_causal_run(make_engine: Any) -> None:
+    engine = await make_engine(context_window=8)
+    texts = ["hi there", "no!", "why not", "stop it!!"]
+    answers = [await engine.submit(UtteranceRequest(KEY, transcript=t)) for t in texts]
+    vectors = engine.encoders["text"].encode_batch(texts).half().float()[None]  # (1, U, 6)
+    logits = engine.checkpoint.model(
+        vectors, torch.zeros(1, 4, 3), torch.ones(1, 4, dtype=torch.bool), torch.zeros(1, 4, dtype=torch.bool)
+    ).logits[0]
+    expected = torch.softmax(logits.double(), -1).detach()
+    for i, answer in enumerate(answers):
+        assert answer.index == i
+        got = list(answer.prediction["probabilities"].values())
+        np.testing.assert_allclose(got, expected[i].numpy(), atol=1e-6)
+        assert answer.prediction["emotion"] == TINY_LABELS[int(expected[i].argmax())]
+
+
+@pytest.mark.asyncio
+async def test_model_sees_only_the_last_k_utterances(make_engine: Any) -> None:
+    engine = await make_engine(context_window=2)
+    texts = ["a b", "c!", "d e f", "g"]
+    answers = [await engine.submit(UtteranceRequest(KEY, transcript=t)) for t in texts]
+    assert [a.prediction["context_size"] for a in answers] == [1, 2, 2, 2]
+    # the last answer equals a fresh conversation holding only the last two utterances
+    other = ConversationKey("", "other")
+    await engine.submit(UtteranceRequest(other, transcript=texts[2]))
+    alone = await engine.submit(UtteranceRequest(other, transcript=texts[3]))
+    assert alone.prediction["probabilities"] == pytest.approx(
+        answers[3].prediction["probabilities"], abs=1e-9
+    )
+
+
+@pytest.mark.asyncio
+async def test_audio_is_resampled_to_the_encoders_rate(make_engine: Any) -> None:
+    audio = FakeAudio()
+    engine = await make_engine({"text": FakeText(), "audio": audio})
+    answer = await engine.submit(UtteranceRequest(KEY, audio=wav_bytes(seconds=0.5, sample_rate=44_100)))
+    assert answer.prediction["modalities"] == ["audio"]
+    assert audio.lengths[-1] == 4000  # 0.5 s at 8 kHz
+
+
+@pytest.mark.asyncio
+async def test_audio_longer_than_the_limit_is_refused_before_encoding(make_engine: Any) -> None:
+    audio = FakeAudio()
+    engine = await make_engine({"text": FakeText(), "audio": audio}, max_audio_seconds=0.25)
+    n = len(audio.lengths)
+    with pytest.raises(AudioTooLongError):
+        await engine.submit(UtteranceRequest(KEY, audio=wav_bytes(seconds=0.5)))
+    assert len(audio.lengths) == n
+    assert await engine.store.conversation(KEY) is None
+
+
+@pytest.mark.asyncio
+async def test_request_with_only_unused_modalities_is_refused(make_engine: Any) -> None:
+    engine = await make_engine({"text": FakeText()})
+    with pytest.raises(UnsupportedModality):
+        await engine.submit(UtteranceRequest(KEY, audio=wav_bytes()))
+    answer = await engine.submit(UtteranceRequest(KEY, transcript="hello", audio=wav_bytes()))
+    assert answer.prediction["modalities"] == ["text"]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_requests_share_encoder_batches(make_engine: Any) -> None:
+    text = FakeText()
+    engine = await make_engine({"text": text, "audio": FakeAudio()}, batch_max_wait_ms=50, batch_max_size=8)
+    keys = [ConversationKey("", f"c{i}") for i in range(8)]
+    answers = await asyncio.gather(
+        *(engine.submit(UtteranceRequest(k, transcript=f"line {i}")) for i, k in enumerate(keys))
+    )
+    assert all(a.index == 0 for a in answers)
+    assert max(text.batches) > 1 and sum(text.batches) == 8
+
+
+@pytest.mark.asyncio
+async def test_lone_request_is_not_delayed_when_max_wait_is_zero(make_engine: Any) -> None:
+    engine = await make_engine(batch_max_wait_ms=0)
+    await engine.submit(UtteranceRequest(KEY, transcript="warm"))
+    started = time.perf_counter()
+    await engine.submit(UtteranceRequest(KEY, transcript="hello"))
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.asyncio
+async def test_retry_gets_the_stored_answer_without_encoding_again(make_engine: Any) -> None:
+    text = FakeText()
+    engine = await make_engine({"text": text, "audio": FakeAudio()})
+    first = await engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1"))
+    encoded = sum(text.batches)
+    again = await engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1"))
+    assert again.replayed and not first.replayed
+    assert again.prediction == first.prediction and again.index == first.index
+    assert sum(text.batches) == encoded
+    with pytest.raises(UtteranceConflict):
+        await engine.submit(
+            UtteranceRequest(KEY, transcript="hello", utterance_id="u1", speaker="someone else")
+        )
+
+
+@pytest.mark.asyncio
+async def test_concurrent_attempts_of_one_utterance_store_it_once(make_engine: Any) -> None:
+    engine = await make_engine(batch_max_wait_ms=20)
+    attempts = await asyncio.gather(
+        *(engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1")) for _ in range(4))
+    )
+    assert {a.index for a in attempts} == {0}
+    assert len({str(a.prediction["probabilities"]) for a in attempts}) == 1
+    conversation = await engine.store.conversation(KEY)
+    assert conversation is not None and conversation.utterance_count == 1
+
+
+@pytest.mark.asyncio
+async def test_retry_while_the_first_attempt_is_in_flight_is_409_in_progress(make_engine: Any) -> None:
+    engine = await make_engine(idempotency_wait_ms=100)
+    model_gate = threading.Event()
+    network = engine._network
+    engine._network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
+    first = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
+    while await engine.store.find(KEY, "u1") is None:  # stored; its prediction waits on the gate
+        await asyncio.sleep(0.005)
+    with pytest.raises(UtteranceInProgress):
+        await engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1"))
+    model_gate.set()
+    done = await first
+    again = await engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1"))
+    assert again.replayed and again.prediction == done.prediction
+
+
+@pytest.mark.asyncio
+async def test_retry_waits_briefly_for_the_first_attempts_answer(make_engine: Any) -> None:
+    engine = await make_engine(idempotency_wait_ms=5000)
+    model_gate = threading.Event()
+    network = engine._network
+    engine._network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
+    first = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
+    while await engine.store.find(KEY, "u1") is None:
+        await asyncio.sleep(0.005)
+    retry = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
+    await asyncio.sleep(0.05)
+    model_gate.set()
+    done, again = await first, await retry
+    assert again.replayed and again.prediction == done.prediction
+
+
+@pytest.mark.asyncio
+async def test_retry_scores_an_utterance_whose_first_attempt_died(
+    make_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await make_engine(idempotency_wait_ms=50)
+    original_set = engine.store.set_prediction
+
+    async def crash(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("replica died between append and prediction")
+
+    monkeypatch.setattr(engine.store, "set_prediction", crash)
+    with pytest.raises(RuntimeError):
+        await engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1"))
+    monkeypatch.setattr(engine.store, "set_prediction", original_set)
+    with pytest.raises(UtteranceInProgress):  # young: maybe still in flight elsewhere
+        await engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1"))
+    monkeypatch.setattr("app.engine.STALE_ATTEMPT_S", 0.0)
+    answer = await engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1"))
+    assert answer.index == 0 and answer.prediction["emotion"] in TINY_LABELS
+    stored = await engine.store.get(KEY, 0)
+    assert stored is not None and stored.prediction is not None
+
+
+@pytest.mark.asyncio
+async def test_warm_up_marks_the_engine_ready(make_engine: Any) -> None:
+    engine = await make_engine()
+    assert not engine.ready
+    await engine.warm_up()
+    assert engine.ready
+    assert await engine.store.conversation(KEY) is None  # warm-up touches no conversation
+
+
+# ---- start-up checks on the real tiny profile ---------------------------------------------------------
+
+
+def test_load_refuses_encoders_that_do_not_match_the_checkpoint(
+    make_settings: Callable[..., Settings], tiny_specs: dict[str, Any], tmp_path: Path
+) -> None:
+    wrong = {**tiny_specs, "text": dataclasses.replace(tiny_specs["text"], version="other-weights")}
+    path = write_tiny_checkpoint(tmp_path / "wrong.pt", wrong)
+    settings = make_settings(checkpoint=path)
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=2)
+    with pytest.raises(StartupError) as info:
+        Engine.load(settings, store, Metrics())
+    message = str(info.value)
+    assert "other-weights" in message and tiny_specs["text"].version in message
+
+
+def test_load_refuses_a_missing_checkpoint(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=2)
+    with pytest.raises(StartupError, match="LPGNET_CHECKPOINT"):
+        Engine.load(make_settings(checkpoint=tmp_path / "missing.pt"), store, Metrics())
+
+
+def test_onnx_backend_without_a_graph_fails_with_a_clear_message(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=2)
+    with pytest.raises(StartupError, match="LPGNET_BACKEND=onnx"):
+        Engine.load(make_settings(backend="onnx", onnx_model=tmp_path / "none.onnx"), store, Metrics())

@@ -1,0 +1,68 @@
+"""Settings: LPGNET_ environment, defaults that are safe, validation at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import Settings
+from model.checkpoint import DEFAULT_CHECKPOINT
+from tests.app_fixtures import TEST_KEY_A, TEST_KEY_B
+
+
+def test_defaults_serve_the_committed_weights_locally(clean_env: None) -> None:
+    s = Settings()
+    assert s.checkpoint == DEFAULT_CHECKPOINT
+    assert s.profile is None  # the checkpoint's own profile ("offline" for the default weights)
+    assert s.host == "127.0.0.1"  # not every interface unless asked
+    assert s.redis_url is None and s.api_keys == [] and s.store_transcripts is False
+    assert s.context_window == 64 and s.backend == "torch" and s.device == "auto"
+
+
+def test_environment_variables_use_the_lpgnet_prefix(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LPGNET_CONTEXT_WINDOW", "8")
+    monkeypatch.setenv("LPGNET_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("LPGNET_STORE_TRANSCRIPTS", "true")
+    monkeypatch.setenv("LPGNET_CHECKPOINT", "/weights/x.pt")
+    monkeypatch.setenv("LPGNET_API_KEYS", f" {TEST_KEY_A} ,{TEST_KEY_B},")
+    s = Settings()
+    assert s.context_window == 8 and s.redis_url == "redis://redis:6379/0" and s.store_transcripts
+    assert s.checkpoint == Path("/weights/x.pt")
+    assert [k.get_secret_value() for k in s.api_keys] == [TEST_KEY_A, TEST_KEY_B]
+    assert TEST_KEY_A not in repr(s)  # keys are secrets
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"api_keys": "short"},
+        {"context_window": 0},
+        {"context_window": 64, "max_utterances_stored": 10},
+        {"redis_url": "http://localhost:6379"},
+        {"backend": "tensorrt"},
+        {"device": "tpu"},
+        {"max_request_bytes": 10},
+        {"batch_max_wait_ms": -1},
+        {"port": 70000},
+        {"no_such_setting": 1},
+    ],
+)
+def test_invalid_values_are_refused_at_start(clean_env: None, values: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**values)  # type: ignore[arg-type]
+
+
+def test_vectors_are_kept_for_twice_the_window(clean_env: None) -> None:
+    assert Settings(context_window=16).vectors_kept == 32
+
+
+def test_empty_variables_mean_unset(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PROFILE", "TEXT_MODEL", "AUDIO_MODEL", "REDIS_URL", "API_KEYS", "TORCH_THREADS"):
+        monkeypatch.setenv(f"LPGNET_{name}", "")
+    s = Settings()
+    assert s.profile is None and s.text_model is None and s.audio_model is None
+    assert s.redis_url is None and s.api_keys == [] and s.torch_threads is None

@@ -1,0 +1,291 @@
+"""ConversationStore behaviour, the same tests for MemoryStore and RedisStore (real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from app.exceptions import ConversationNotFound, StoreUnavailable
+from app.store import ConversationKey, ConversationStore, MemoryStore, RedisStore
+from app.store.base import NewUtterance, UtteranceMeta
+
+TTL_S = 60
+
+
+def utterance(
+    uid: str | None = None, *, text: bool = True, audio: bool = True, seed: int = 0
+) -> NewUtterance:
+    rng = np.random.default_rng(seed)
+    return NewUtterance(
+        meta=UtteranceMeta(
+            token=uuid.uuid4().hex,
+            utterance_id=uid,
+            content_hash=f"hash-{seed}",
+            created_at=time.time(),
+            modalities=tuple(m for m, on in (("text", text), ("audio", audio)) if on),
+            speaker="caller",
+        ),
+        text_vector=rng.standard_normal(6).astype(np.float32) if text else None,
+        audio_vector=rng.standard_normal(3).astype(np.float32) if audio else None,
+    )
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., ConversationStore]]:
+    stores: list[ConversationStore] = []
+
+    def make(*, max_utterances: int = 100, vectors_kept: int = 8, ttl_s: int = TTL_S) -> ConversationStore:
+        store: ConversationStore
+        if request.param == "memory":
+            store = MemoryStore(
+                ttl_s=ttl_s, max_conversations=1000, max_utterances=max_utterances, vectors_kept=vectors_kept
+            )
+        else:
+            url = request.getfixturevalue("redis_url")
+            prefix = request.getfixturevalue("redis_prefix")
+            store = RedisStore(
+                url, prefix=prefix, ttl_s=ttl_s, max_utterances=max_utterances, vectors_kept=vectors_kept
+            )
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+KEY = ConversationKey("", "conv-1")
+
+
+@pytest.mark.asyncio
+async def test_append_assigns_consecutive_indices_from_zero(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store()
+    indices = [(await store.append(KEY, utterance(seed=i))).utterance.index for i in range(5)]
+    assert indices == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_appends_never_share_an_index(make_store: Callable[..., ConversationStore]) -> None:
+    stores = [make_store(), make_store()]  # two "replicas" (the same Redis, or one memory store twice)
+    if isinstance(stores[0], MemoryStore):
+        stores = [stores[0], stores[0]]
+    results = await asyncio.gather(*(stores[i % 2].append(KEY, utterance(seed=i)) for i in range(40)))
+    assert sorted(r.utterance.index for r in results) == list(range(40))
+
+
+@pytest.mark.asyncio
+async def test_known_utterance_id_returns_the_stored_utterance(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store()
+    first = await store.append(KEY, utterance("u-1", seed=1))
+    again = await store.append(KEY, utterance("u-1", seed=2))
+    assert first.created and not again.created
+    assert again.utterance.index == first.utterance.index
+    assert again.utterance.meta == first.utterance.meta
+    assert (await store.find(KEY, "u-1")) == first.utterance
+    assert await store.find(KEY, "u-2") is None
+    conversation = await store.conversation(KEY)
+    assert conversation is not None and len(conversation.utterances) == 1
+
+
+@pytest.mark.asyncio
+async def test_window_returns_the_last_k_vectors_as_float16(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store()
+    sent = [utterance(seed=i, audio=(i != 2)) for i in range(6)]
+    for u in sent:
+        await store.append(KEY, u)
+    rows = await store.window(KEY, 4, 3)
+    assert [r.index for r in rows] == [2, 3, 4]
+    assert rows[0].audio is None and rows[0].text is not None
+    for row in rows:
+        assert row.text is not None and row.text.dtype == np.float16
+        np.testing.assert_array_equal(row.text, sent[row.index].text_vector.astype(np.float16))  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_old_vectors_and_old_utterances_are_dropped(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store(max_utterances=5, vectors_kept=3)
+    for i in range(8):
+        await store.append(KEY, utterance(f"u-{i}", seed=i))
+    assert [r.index for r in await store.window(KEY, 7, 8)] == [5, 6, 7]
+    conversation = await store.conversation(KEY)
+    assert conversation is not None
+    assert conversation.utterance_count == 8
+    assert [u.index for u in conversation.utterances] == [3, 4, 5, 6, 7]
+    assert await store.find(KEY, "u-0") is None  # its id is forgotten with it
+    assert await store.find(KEY, "u-3") is not None
+
+
+@pytest.mark.asyncio
+async def test_prediction_is_stored_once_and_only_for_its_token(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store()
+    stored = (await store.append(KEY, utterance(seed=0))).utterance
+    assert not await store.set_prediction(KEY, 0, "not-the-token", {"emotion": "sad"})
+    assert await store.set_prediction(KEY, 0, stored.meta.token, {"emotion": "angry"})
+    assert not await store.set_prediction(KEY, 0, stored.meta.token, {"emotion": "happy"})
+    got = await store.get(KEY, 0)
+    assert got is not None and got.prediction == {"emotion": "angry"}
+
+
+@pytest.mark.asyncio
+async def test_late_prediction_never_lands_on_a_recreated_conversation(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store()
+    old = (await store.append(KEY, utterance(seed=0))).utterance
+    assert await store.delete(KEY)
+    assert not await store.set_prediction(KEY, 0, old.meta.token, {"emotion": "sad"})
+    assert await store.conversation(KEY) is None
+    new = (await store.append(KEY, utterance(seed=1))).utterance
+    assert new.index == 0
+    assert not await store.set_prediction(KEY, 0, old.meta.token, {"emotion": "sad"})
+    got = await store.get(KEY, 0)
+    assert got is not None and got.prediction is None
+
+
+@pytest.mark.asyncio
+async def test_conversation_lists_utterances_in_order_with_predictions(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store()
+    assert await store.conversation(KEY) is None
+    for i in range(12):  # beyond 10: Redis hash fields are strings, the order must still be numeric
+        stored = (await store.append(KEY, utterance(f"u-{i}", seed=i))).utterance
+        if i % 2 == 0:
+            await store.set_prediction(KEY, i, stored.meta.token, {"emotion": f"e{i}"})
+    conversation = await store.conversation(KEY)
+    assert conversation is not None
+    assert [u.index for u in conversation.utterances] == list(range(12))
+    assert [u.meta.utterance_id for u in conversation.utterances] == [f"u-{i}" for i in range(12)]
+    assert [u.prediction for u in conversation.utterances][:3] == [{"emotion": "e0"}, None, {"emotion": "e2"}]
+    assert conversation.created_at <= conversation.updated_at
+
+
+@pytest.mark.asyncio
+async def test_another_namespace_is_told_the_conversation_does_not_exist(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    store = make_store()
+    owner, other = ConversationKey("ns-a", "shared-id"), ConversationKey("ns-b", "shared-id")
+    await store.append(owner, utterance("u-1", seed=0))
+    with pytest.raises(ConversationNotFound):
+        await store.append(other, utterance(seed=1))
+    with pytest.raises(ConversationNotFound):
+        await store.conversation(other)
+    with pytest.raises(ConversationNotFound):
+        await store.find(other, "u-1")
+    with pytest.raises(ConversationNotFound):
+        await store.delete(other)
+    conversation = await store.conversation(owner)
+    assert conversation is not None and len(conversation.utterances) == 1
+
+
+@pytest.mark.asyncio
+async def test_delete_erases_everything(make_store: Callable[..., ConversationStore]) -> None:
+    store = make_store()
+    await store.append(KEY, utterance("u-1", seed=0))
+    assert await store.delete(KEY)
+    assert await store.conversation(KEY) is None
+    assert await store.window(KEY, 0, 4) == []
+    assert await store.find(KEY, "u-1") is None
+    assert not await store.delete(KEY)
+
+
+@pytest.mark.asyncio
+async def test_active_conversations_are_counted(make_store: Callable[..., ConversationStore]) -> None:
+    store = make_store()
+    before = await store.count_active()
+    for i in range(3):
+        await store.append(ConversationKey("", f"c-{i}"), utterance(seed=i))
+    assert await store.count_active() == before + 3
+    await store.delete(ConversationKey("", "c-0"))
+    assert await store.count_active() == before + 2
+
+
+# ---- store-specific -----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_store_forgets_idle_conversations_after_the_ttl() -> None:
+    now = [1000.0]
+    store = MemoryStore(
+        ttl_s=10, max_conversations=10, max_utterances=10, vectors_kept=4, clock=lambda: now[0]
+    )
+    await store.append(KEY, utterance(seed=0))
+    now[0] += 9
+    assert await store.conversation(KEY) is not None
+    now[0] += 2
+    assert await store.conversation(KEY) is None
+    assert await store.count_active() == 0
+
+
+@pytest.mark.asyncio
+async def test_memory_store_evicts_the_least_recently_written_conversation() -> None:
+    store = MemoryStore(ttl_s=100, max_conversations=2, max_utterances=10, vectors_kept=4)
+    a, b, c = (ConversationKey("", x) for x in "abc")
+    await store.append(a, utterance(seed=0))
+    await store.append(b, utterance(seed=1))
+    await store.append(a, utterance(seed=2))  # a is now more recent than b
+    await store.append(c, utterance(seed=3))
+    assert await store.conversation(b) is None
+    assert await store.conversation(a) is not None and await store.conversation(c) is not None
+
+
+@pytest.mark.asyncio
+async def test_redis_store_sets_the_ttl_on_every_key(redis_url: str, redis_prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=30, max_utterances=10, vectors_kept=4)
+    stored = (await store.append(KEY, utterance("u-1", seed=0))).utterance
+    await store.set_prediction(KEY, 0, stored.meta.token, {"emotion": "sad"})
+    raw = aioredis.Redis.from_url(redis_url)
+    keys = [k async for k in raw.scan_iter(match=f"{redis_prefix}c:*")]
+    assert len(keys) == 6  # meta ids utt pred vt va
+    for key in keys:
+        assert 0 < await raw.ttl(key) <= 30
+    await raw.aclose()
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_redis_store_never_stores_audio_or_transcripts_it_was_not_given(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=30, max_utterances=10, vectors_kept=4)
+    await store.append(KEY, utterance("u-1", seed=0))
+    raw = aioredis.Redis.from_url(redis_url)
+    total = 0
+    async for key in raw.scan_iter(match=f"{redis_prefix}*"):
+        kind = await raw.type(key)
+        if kind == b"hash":
+            total += sum(len(v) for v in (await raw.hgetall(key)).values())
+    assert total < 1000  # vectors of 6 + 3 float16 and a little JSON: no waveform fits here
+    await raw.aclose()
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_unreachable_redis_raises_store_unavailable() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", ttl_s=10, max_utterances=10, vectors_kept=4, timeout_s=0.5)
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    with pytest.raises(StoreUnavailable):
+        await store.append(KEY, utterance(seed=0))
+    await store.close()
