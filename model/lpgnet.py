@@ -88,6 +88,9 @@ class LPGNetOutput(NamedTuple):
 class InputNorm(nn.Module):
     """Feature standardisation with statistics from the training set, stored as buffers."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
@@ -99,6 +102,9 @@ class InputNorm(nn.Module):
 
 class MaskedBatchNorm(nn.Module):
     """BatchNorm over the valid rows only, so padding never leaks into the statistics."""
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()

@@ -1,0 +1,154 @@
+"""`train`, `evaluate --json` and `params` through the typer app, on a tiny corpus in tmp_path.
+
+The offline profile is used (MiniLM bundled by a pip package, prosody8 precomputed in the JSONL), so
+nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.cli import cli
+
+REQUIRED = {
+    "accuracy",
+    "unweighted_accuracy",
+    "weighted_f1",
+    "macro_f1",
+    "binary_accuracy",
+    "binary_f1",
+    "per_class",
+    "n",
+}
+WORDS = {"happy": "great wonderful love yes", "sad": "sorry miss cry alone", "angry": "stop hate never shut"}
+
+
+def write_corpus(path):
+    rng = random.Random(0)
+    rows = []
+    for i, split in enumerate(["train"] * 4 + ["valid", "test"]):
+        for turn in range(5):
+            label = rng.choice(list(WORDS))
+            text = " ".join(rng.sample(WORDS[label].split(), 2))
+            prosody = [rng.random() + (turn % 2) for _ in range(8)]
+            rows.append(
+                {
+                    "dialogue_id": f"d{i}",
+                    "turn": turn,
+                    "text": text,
+                    "label": label,
+                    "split": split,
+                    "features": {"prosody8": prosody},
+                }
+            )
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = write_corpus(root / "tiny.jsonl")
+    out = root / "run"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--profile",
+            "offline",
+            "--labels",
+            "happy,sad,angry",
+            "--hidden",
+            "8",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(root / "cache"),
+            "--no-plots",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return data, out / "model.pt", root / "cache"
+
+
+def test_evaluate_json_prints_one_object_with_the_required_metrics(trained):
+    data, ckpt, cache = trained
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--split",
+            "test",
+            "--json",
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics.keys() >= REQUIRED
+    assert metrics["n"] == 5
+    assert set(metrics["per_class"]) == {"happy", "sad", "angry"}
+    assert metrics["binary_accuracy"] == pytest.approx(1 - 2 * (1 - metrics["accuracy"]) / 3)
+
+
+def test_evaluate_refuses_a_checkpoint_whose_encoders_differ_from_its_profile(trained, tmp_path):
+    from dataclasses import replace
+
+    data, ckpt_path, cache = trained
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt.encoders["text"] = replace(ckpt.encoders["text"], version="something-else")
+    bad = save_checkpoint(ckpt, tmp_path / "bad.pt")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(bad),
+            "--data",
+            str(data),
+            "--json",
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "do not match" in result.output and "something-else" in result.output
+
+
+def test_evaluate_fails_clearly_on_a_missing_checkpoint(tmp_path):
+    data = write_corpus(tmp_path / "c.jsonl")
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--data", str(data)]
+    )
+    assert result.exit_code == 2 and "checkpoint not found" in result.output
+
+
+def test_params_prints_the_paper_size_count(trained):
+    _, ckpt, _ = trained
+    result = CliRunner().invoke(cli, ["params", "--checkpoint", str(ckpt), "--json"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)
+    assert counts["paper_d768"] > 1_000_000
+    assert 0 < counts["checkpoint"]["parameters"] < counts["paper_d768"]
+    text = CliRunner().invoke(cli, ["params", "--checkpoint", str(ckpt)])
+    assert f"{counts['paper_d768']:,}" in text.stdout
