@@ -88,9 +88,26 @@ class MicroBatcher(Generic[Item, Result]):
                 self._fail(batch, RuntimeError(f"batcher {self.name!r} closed"))
                 raise
             except Exception as exc:  # the callers get the error; the worker lives on
-                self._fail(batch, exc)
+                if len(batch) == 1:
+                    self._fail(batch, exc)
+                else:  # one bad item must not fail its batch-mates: run each alone
+                    await self._run_alone(batch)
                 continue
             for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def _run_alone(self, batch: Sequence[tuple[Item, asyncio.Future[Result]]]) -> None:
+        loop = asyncio.get_running_loop()
+        for item, fut in batch:
+            try:
+                (result,) = await loop.run_in_executor(self._executor, self._run_batch, [item])
+            except asyncio.CancelledError:
+                self._fail(batch, RuntimeError(f"batcher {self.name!r} closed"))
+                raise
+            except Exception as exc:
+                self._fail([(item, fut)], exc)
+            else:
                 if not fut.done():
                     fut.set_result(result)
 

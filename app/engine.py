@@ -2,8 +2,8 @@
 
     decode audio (thread pool; resampled to the audio encoder's rate)
       -> text / audio encoders (micro-batched, one thread each)
-      -> store.append (atomic: idempotency check + next index + vectors)
-      -> store.window (indices (i-K, i], all stored before i was assigned)
+      -> store.append (atomic: idempotency check + next index + vectors + the window (i-K, i],
+                       all stored before i was assigned)
       -> LPGNet over those <= K utterances (micro-batched across conversations, own thread)
       -> softmax of the last row -> store.set_prediction
 
@@ -37,7 +37,7 @@ from app.settings import Settings
 from app.store import ConversationKey, ConversationStore
 from app.store.base import ContextRow, JSONDict, NewUtterance, StoredUtterance, UtteranceMeta
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.encoders.audio import decode_audio, resample
+from model.encoders.audio import EmptyAudioError, decode_audio, resample
 from model.encoders.base import Encoder, EncoderMismatchError, check_encoders_match
 from model.encoders.devices import resolve_device
 
@@ -238,11 +238,13 @@ class Engine:
             transcript_truncated=truncated,
         )
         t = time.perf_counter()
-        appended = await self.store.append(request.key, NewUtterance(meta, text_vector, audio_vector))
+        appended = await self.store.append(
+            request.key, NewUtterance(meta, text_vector, audio_vector), context=self.settings.context_window
+        )
         timings["store"] += _ms(t)
         if not appended.created:  # a concurrent attempt with the same utterance_id got there first
             return await self._replay(request, appended.utterance, content_hash, timings, started)
-        return await self._score(request.key, appended.utterance, timings, started)
+        return await self._score(request.key, appended.utterance, timings, started, appended.window)
 
     async def _encode(
         self, request: UtteranceRequest, use_text: bool, use_audio: bool, timings: dict[str, float]
@@ -275,11 +277,17 @@ class Engine:
         return text_vector, truncated, audio_vector
 
     async def _score(
-        self, key: ConversationKey, utterance: StoredUtterance, timings: dict[str, float], started: float
+        self,
+        key: ConversationKey,
+        utterance: StoredUtterance,
+        timings: dict[str, float],
+        started: float,
+        rows: list[ContextRow] | None = None,
     ) -> ScoredUtterance:
-        t = time.perf_counter()
-        rows = await self.store.window(key, utterance.index, self.settings.context_window)
-        timings["store"] += _ms(t)
+        if rows is None:  # not read with the append (a retry scoring a dead attempt's utterance)
+            t = time.perf_counter()
+            rows = await self.store.window(key, utterance.index, self.settings.context_window)
+            timings["store"] += _ms(t)
         if not rows or rows[-1].index != utterance.index:
             raise ContextUnavailable()
         t = time.perf_counter()
@@ -344,7 +352,10 @@ class Engine:
         )
         if sample_rate is None:
             return decoded.waveform
-        return resample(decoded.waveform, decoded.sample_rate, sample_rate)
+        waveform = resample(decoded.waveform, decoded.sample_rate, sample_rate)
+        if len(waveform) == 0:  # one frame at 48 kHz is none at 16 kHz: the encoder would fail
+            raise EmptyAudioError("the audio is too short to hold a single sample at the model's rate")
+        return waveform
 
     # ---- batch functions (run in the batchers' threads) --------------------------------------------
 

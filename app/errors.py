@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.exceptions import (
     ContextUnavailable,
@@ -22,6 +23,7 @@ from app.exceptions import (
     RequestTooLarge,
     ServiceNotReady,
     StoreUnavailable,
+    TruncatedAudio,
     Unauthorized,
     UnsupportedMediaType,
     UnsupportedModality,
@@ -59,6 +61,7 @@ PROBLEMS: dict[type[Exception], ProblemKind] = {
     AudioTooLongError: ProblemKind(413, "audio-too-long", "Audio too long"),
     AudioTooLargeError: ProblemKind(413, "audio-too-large", "Audio too large"),
     UndecodableAudioError: ProblemKind(415, "undecodable-audio", "Audio format not readable"),
+    TruncatedAudio: ProblemKind(422, "truncated-audio", "Truncated audio"),
     AudioDecodeError: ProblemKind(422, "invalid-audio", "Invalid audio"),
     Unauthorized: ProblemKind(401, "unauthorized", "Unauthorized"),
     ServiceNotReady: ProblemKind(503, "not-ready", "Service not ready"),
@@ -140,13 +143,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     kind = ProblemKind(exc.status_code, phrase.lower().replace(" ", "-"), phrase)
     # Starlette's own details ("Not Found", multipart limits) are fixed strings, safe to pass on.
     detail = exc.detail if isinstance(exc.detail, str) else phrase
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return problem_response(
-        kind,
-        detail,
-        instance=request.url.path,
-        request_id=request_id_of(request),
-        headers=dict(exc.headers or {}),
+        kind, detail, instance=request.url.path, request_id=request_id_of(request), headers=headers
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: Starlette's 405 names only the first route's."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 def _phrase(status: int) -> str:

@@ -42,6 +42,16 @@ class UnsupportedModality(ServiceError):
     """The request carries only modalities the served model does not use."""
 
 
+class TruncatedAudio(ServiceError):
+    """A WAV upload holds fewer sample bytes than its header announces (cut in transit)."""
+
+    def __init__(self, announced: int, received: int) -> None:
+        super().__init__(
+            f"the WAV file is truncated: its header announces {announced} bytes of samples, "
+            f"{received} arrived"
+        )
+
+
 class UnsupportedMediaType(ServiceError):
     """The request body is neither JSON nor a form."""
 

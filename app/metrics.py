@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 STAGES = ("decode", "encode_text", "encode_audio", "store", "model", "total")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -52,6 +59,14 @@ class Metrics:
             "Conversations touched within the session TTL (set when scraped).",
             registry=self.registry,
         )
+        self.evicted_conversations = Gauge(
+            "lpgnet_evicted_conversations",
+            "Conversations the in-memory store dropped before their TTL to keep its bound, since start "
+            "(set when scraped).",
+            registry=self.registry,
+        )
+        # process_resident_memory_bytes and friends: the memory the bounds above are meant to cap
+        ProcessCollector(registry=self.registry)
         self.ready = Gauge(
             "lpgnet_ready", "1 once the model is loaded and warmed up.", registry=self.registry
         )

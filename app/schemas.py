@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 ID_DESCRIPTION = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
 MAX_TRANSCRIPT_CHARS = 20_000
 MAX_SPEAKER_CHARS = 128
+# Text fields may hold tab and line breaks but no other C0/C1 control character (NUL, ESC, DEL...):
+# those come from broken encodings or binary data, never from a transcript.
+_CONTROL_CHARS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f"
+TEXT_PATTERN = f"^[^{_CONTROL_CHARS}]*$"
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}\\ud800-\\udfff]")
 
 UtteranceId = Annotated[
     str,
@@ -22,6 +36,12 @@ UtteranceId = Annotated[
 def _blank_to_none(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
+    return value
+
+
+def _no_control_chars(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (tab and line breaks are fine)")
     return value
 
 
@@ -37,20 +57,47 @@ def _decode_base64(value: Any) -> Any:
 
 
 Transcript = Annotated[
-    Annotated[str, Field(max_length=MAX_TRANSCRIPT_CHARS)] | None,
+    Annotated[
+        str,
+        Field(max_length=MAX_TRANSCRIPT_CHARS, json_schema_extra={"pattern": TEXT_PATTERN}),
+        AfterValidator(_no_control_chars),
+    ]
+    | None,
     BeforeValidator(_blank_to_none),
     Field(description="What was said (blank counts as absent)."),
 ]
 Speaker = Annotated[
-    Annotated[str, Field(max_length=MAX_SPEAKER_CHARS)] | None,
+    Annotated[
+        str,
+        Field(max_length=MAX_SPEAKER_CHARS, json_schema_extra={"pattern": TEXT_PATTERN}),
+        AfterValidator(_no_control_chars),
+    ]
+    | None,
     BeforeValidator(_blank_to_none),
     Field(description="Who spoke; metadata only, the model never sees it."),
 ]
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 Base64Audio = Annotated[
     bytes | None,
     BeforeValidator(_decode_base64),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "An encoded audio file."}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "contentEncoding": "base64", "pattern": BASE64_PATTERN, "minLength": 4},
+                {"type": "null"},
+            ],
+            "description": "An encoded audio file (standard base64, no line breaks).",
+        }
+    ),
 ]
+
+
+def _one_of(transcript: str, audio: dict[str, Any]) -> list[Any]:
+    """JSON Schema of "a transcript that is not blank, or audio" (the model validator's rule)."""
+    return [
+        {"required": [transcript], "properties": {transcript: {"type": "string", "pattern": r"\S"}}},
+        {"required": [audio["name"]], "properties": {audio["name"]: audio["schema"]}},
+    ]
 
 
 class _UtteranceFields(BaseModel):
@@ -66,7 +113,9 @@ class _UtteranceFields(BaseModel):
     @model_validator(mode="after")
     def _one_modality(self) -> _UtteranceFields:
         audio = self._audio()
-        if self.transcript is None and not audio:
+        if audio is not None and not audio:
+            raise ValueError("the audio is empty (0 bytes)")
+        if self.transcript is None and audio is None:
             raise ValueError("at least one of transcript and audio is required")
         return self
 
@@ -76,10 +125,13 @@ class UtteranceJSON(_UtteranceFields):
 
     model_config = ConfigDict(
         json_schema_extra={
+            "anyOf": _one_of(
+                "transcript", {"name": "audio_base64", "schema": {"type": "string", "minLength": 4}}
+            ),
             "examples": [
                 {"transcript": "Kids are talking by the door", "utterance_id": "turn-1", "speaker": "caller"},
                 {"audio_base64": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="},
-            ]
+            ],
         }
     )
 
@@ -101,11 +153,17 @@ class UtteranceForm(_UtteranceFields):
 MULTIPART_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "audio": {"type": "string", "format": "binary", "description": "An audio file (WAV, FLAC, OGG...)."},
-        "transcript": {"type": "string", "maxLength": MAX_TRANSCRIPT_CHARS},
-        "utterance_id": {"type": "string", "maxLength": 128, "pattern": ID_PATTERN},
-        "speaker": {"type": "string", "maxLength": MAX_SPEAKER_CHARS},
+        "audio": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "An audio file (WAV, FLAC, OGG...).",
+        },
+        "transcript": {"type": "string", "maxLength": MAX_TRANSCRIPT_CHARS, "pattern": TEXT_PATTERN},
+        "utterance_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN},
+        "speaker": {"type": "string", "maxLength": MAX_SPEAKER_CHARS, "pattern": TEXT_PATTERN},
     },
+    "anyOf": _one_of("transcript", {"name": "audio", "schema": {"type": "string", "format": "binary"}}),
     "additionalProperties": False,
 }
 

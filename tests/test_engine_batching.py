@@ -47,8 +47,11 @@ async def test_batch_function_runs_off_the_event_loop() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs() -> None:
+async def test_a_failing_item_fails_only_its_caller_and_the_next_batch_still_runs() -> None:
+    batches: list[list[int]] = []
+
     def run(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
         if 13 in items:
             raise ValueError("unlucky")
         return list(items)
@@ -56,7 +59,8 @@ async def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs()
     batcher: MicroBatcher[int, int] = MicroBatcher("fail", run, max_size=8, max_wait_s=0.02)
     batcher.start()
     results = await asyncio.gather(batcher.submit(13), batcher.submit(1), return_exceptions=True)
-    assert all(isinstance(r, ValueError) for r in results)
+    assert isinstance(results[0], ValueError) and results[1] == 1
+    assert batches == [[13, 1], [13], [1]]  # the failed batch, then each item alone
     assert await batcher.submit(2) == 2
     await batcher.close()
 

@@ -291,10 +291,13 @@ def test_api_keys_isolate_conversations(
     r = client.post("/conversations/call-1/utterances", json={"transcript": "hello"}, headers=a)
     assert r.status_code == 200
     assert_problem(client.get("/conversations/call-1", headers=b), 404)
-    assert_problem(client.post("/conversations/call-1/utterances", json={"transcript": "hi"}, headers=b), 404)
     assert_problem(client.delete("/conversations/call-1", headers=b), 404)
+    # each key has its own id space: B's post starts B's own call-1, it cannot reach A's
+    r = client.post("/conversations/call-1/utterances", json={"transcript": "hi"}, headers=b)
+    assert r.status_code == 200 and r.json()["index"] == 0
     conversation = client.get("/conversations/call-1", headers=a).json()
     assert conversation["utterance_count"] == 1  # untouched by B
+    assert client.get("/conversations/call-1", headers=b).json()["utterance_count"] == 1
 
 
 def test_missing_or_invalid_api_key_is_401(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from app.exceptions import ConversationNotFound, StoreUnavailable
+from app.exceptions import StoreUnavailable
 from app.store import ConversationKey, ConversationStore, MemoryStore, RedisStore
 from app.store.base import NewUtterance, UtteranceMeta
 
@@ -177,22 +177,24 @@ async def test_conversation_lists_utterances_in_order_with_predictions(
 
 
 @pytest.mark.asyncio
-async def test_another_namespace_is_told_the_conversation_does_not_exist(
+async def test_another_namespace_has_its_own_conversation_under_the_same_id(
     make_store: Callable[..., ConversationStore],
 ) -> None:
     store = make_store()
     owner, other = ConversationKey("ns-a", "shared-id"), ConversationKey("ns-b", "shared-id")
     await store.append(owner, utterance("u-1", seed=0))
-    with pytest.raises(ConversationNotFound):
-        await store.append(other, utterance(seed=1))
-    with pytest.raises(ConversationNotFound):
-        await store.conversation(other)
-    with pytest.raises(ConversationNotFound):
-        await store.find(other, "u-1")
-    with pytest.raises(ConversationNotFound):
-        await store.delete(other)
-    conversation = await store.conversation(owner)
-    assert conversation is not None and len(conversation.utterances) == 1
+    assert await store.conversation(other) is None
+    assert await store.find(other, "u-1") is None
+    assert await store.get(other, 0) is None
+    assert await store.window(other, 0, 4) == []
+    assert not await store.delete(other)
+    appended = await store.append(other, utterance("u-1", seed=1))  # its own id space: a new conversation
+    assert appended.created and appended.utterance.index == 0
+    for key in (owner, other):
+        conversation = await store.conversation(key)
+        assert conversation is not None and len(conversation.utterances) == 1
+    mine = await store.find(owner, "u-1")
+    assert mine is not None and mine.meta.content_hash == "hash-0"
 
 
 @pytest.mark.asyncio

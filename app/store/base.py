@@ -2,8 +2,9 @@
 
 Per utterance the store keeps the encoder vectors (float16, only for the most recent ones: the model's
 context), the client's utterance id and a content hash (idempotency), metadata, and the prediction once
-it is known. Never raw audio. A conversation belongs to the namespace (hashed API key) that created it;
-any other namespace is told it does not exist.
+it is known. Never raw audio. Conversations are keyed by (namespace, id): each namespace (hashed API
+key) has its own id space, so one key can neither reach another's conversation nor learn that it
+exists, and two keys may use the same id without colliding.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class StoredUtterance:
 class AppendResult:
     utterance: StoredUtterance
     created: bool  # False: the utterance_id was known and `utterance` is the stored one
+    # created with `append(..., context=K)`: the rows of (index - K, index], read in the same atomic step
+    window: list[ContextRow] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,12 @@ def unpack_vector(raw: bytes) -> np.ndarray:
 class ConversationStore(abc.ABC):
     """Async conversation state; every method may raise `StoreUnavailable`.
 
-    Methods taking a `ConversationKey` raise `ConversationNotFound` when the conversation belongs
-    to another namespace. `append` assigns indices atomically: two replicas never assign the same one.
+    A `ConversationKey` addresses only its own namespace's conversations (a stored owner that does not
+    match raises `ConversationNotFound`, as a second line of defence). `append` assigns indices
+    atomically: two replicas never assign the same one.
     """
+
+    evicted = 0  # conversations dropped before their TTL to respect a bound (in-memory LRU)
 
     def __init__(self, *, ttl_s: int, max_utterances: int, vectors_kept: int) -> None:
         self.ttl_s = ttl_s
@@ -107,8 +113,12 @@ class ConversationStore(abc.ABC):
         self.vectors_kept = vectors_kept  # per conversation; older utterances keep no vectors
 
     @abc.abstractmethod
-    async def append(self, key: ConversationKey, utterance: NewUtterance) -> AppendResult:
-        """Store an utterance under the next index, or return the stored one with its utterance_id."""
+    async def append(self, key: ConversationKey, utterance: NewUtterance, context: int = 0) -> AppendResult:
+        """Store an utterance under the next index, or return the stored one with its utterance_id.
+
+        With `context` K > 0 a created utterance comes back with its window (as `window(index, K)`),
+        read atomically with the append: however many appends follow at once, they cannot trim it.
+        """
 
     @abc.abstractmethod
     async def find(self, key: ConversationKey, utterance_id: str) -> StoredUtterance | None:

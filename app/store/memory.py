@@ -2,6 +2,7 @@
 
 Every method runs without awaiting in between, so each is atomic on the event loop; no lock needed.
 Fine for one replica; use `RedisStore` when several replicas serve the same conversations.
+Conversations are keyed by (namespace, conversation id): each API key has its own id space.
 """
 
 from __future__ import annotations
@@ -33,10 +34,23 @@ class _State:
     owner: str
     created_at: float
     touched_at: float  # monotonic clock, for TTL and LRU
+    updated_at: float  # wall clock of the same moment, for GET (stable between reads)
     next_index: int = 0
     utterances: dict[int, StoredUtterance] = field(default_factory=dict)  # insertion order == index order
     ids: dict[str, int] = field(default_factory=dict)  # client utterance_id -> index
     vectors: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = field(default_factory=dict)
+
+
+def _slot(key: ConversationKey) -> tuple[str, str]:
+    return (key.namespace, key.conversation_id)
+
+
+def _rows(state: _State, index: int, size: int) -> list[ContextRow]:
+    return [
+        ContextRow(i, *state.vectors[i])
+        for i in range(max(0, index - size + 1), index + 1)
+        if i in state.vectors
+    ]
 
 
 def _half(vector: np.ndarray | None) -> np.ndarray | None:
@@ -55,9 +69,10 @@ class MemoryStore(ConversationStore):
     ) -> None:
         super().__init__(ttl_s=ttl_s, max_utterances=max_utterances, vectors_kept=vectors_kept)
         self.max_conversations = max_conversations
+        self.evicted = 0  # conversations dropped by the LRU bound (not by the TTL) since start
         self._clock = clock
         # least recently written first: TTL expiry and LRU eviction both pop from the front
-        self._conversations: OrderedDict[str, _State] = OrderedDict()
+        self._conversations: OrderedDict[tuple[str, str], _State] = OrderedDict()
 
     def _expire(self) -> None:
         deadline = self._clock() - self.ttl_s
@@ -69,25 +84,28 @@ class MemoryStore(ConversationStore):
 
     def _lookup(self, key: ConversationKey) -> _State | None:
         self._expire()
-        state = self._conversations.get(key.conversation_id)
+        state = self._conversations.get(_slot(key))
         if state is not None and state.owner != key.namespace:
             raise ConversationNotFound(key.conversation_id)
         return state
 
     def _touch(self, key: ConversationKey, state: _State) -> None:
         state.touched_at = self._clock()
-        self._conversations.move_to_end(key.conversation_id)
+        state.updated_at = time.time()
+        self._conversations.move_to_end(_slot(key))
 
-    async def append(self, key: ConversationKey, utterance: NewUtterance) -> AppendResult:
+    async def append(self, key: ConversationKey, utterance: NewUtterance, context: int = 0) -> AppendResult:
         state = self._lookup(key)
         uid = utterance.meta.utterance_id
         if state is not None and uid is not None and uid in state.ids:
             return AppendResult(state.utterances[state.ids[uid]], created=False)
         if state is None:
-            state = _State(owner=key.namespace, created_at=time.time(), touched_at=self._clock())
-            self._conversations[key.conversation_id] = state
+            now = time.time()
+            state = _State(owner=key.namespace, created_at=now, touched_at=self._clock(), updated_at=now)
+            self._conversations[_slot(key)] = state
             while len(self._conversations) > self.max_conversations:
                 self._conversations.popitem(last=False)
+                self.evicted += 1
         index = state.next_index
         state.next_index += 1
         stored = StoredUtterance(index, utterance.meta)
@@ -100,7 +118,7 @@ class MemoryStore(ConversationStore):
         if dropped is not None and dropped.meta.utterance_id is not None:
             state.ids.pop(dropped.meta.utterance_id, None)
         self._touch(key, state)
-        return AppendResult(stored, created=True)
+        return AppendResult(stored, created=True, window=_rows(state, index, context) if context else None)
 
     async def find(self, key: ConversationKey, utterance_id: str) -> StoredUtterance | None:
         state = self._lookup(key)
@@ -114,14 +132,7 @@ class MemoryStore(ConversationStore):
 
     async def window(self, key: ConversationKey, index: int, size: int) -> list[ContextRow]:
         state = self._lookup(key)
-        if state is None:
-            return []
-        rows = []
-        for i in range(max(0, index - size + 1), index + 1):
-            if i in state.vectors:
-                text, audio = state.vectors[i]
-                rows.append(ContextRow(i, text, audio))
-        return rows
+        return [] if state is None else _rows(state, index, size)
 
     async def set_prediction(
         self, key: ConversationKey, index: int, token: str, prediction: JSONDict
@@ -139,19 +150,18 @@ class MemoryStore(ConversationStore):
         state = self._lookup(key)
         if state is None:
             return None
-        age = self._clock() - state.touched_at
         return Conversation(
             conversation_id=key.conversation_id,
             utterance_count=state.next_index,
             created_at=state.created_at,
-            updated_at=time.time() - age,
+            updated_at=state.updated_at,
             utterances=list(state.utterances.values()),
         )
 
     async def delete(self, key: ConversationKey) -> bool:
         if self._lookup(key) is None:
             return False
-        del self._conversations[key.conversation_id]
+        del self._conversations[_slot(key)]
         return True
 
     async def ping(self) -> None:

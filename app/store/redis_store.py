@@ -1,6 +1,8 @@
 """Conversation store in Redis, shared by every replica of the service.
 
-One conversation is six keys sharing a hash tag (one cluster slot), all expiring together:
+One conversation is six keys sharing a hash tag (one cluster slot), all expiring together, named
+`<prefix>c:{<id>}:<part>` without API keys and `<prefix>c:<namespace>:{<id>}:<part>` with them (each
+key has its own id space, so no key can address, or learn of, another's conversation):
 
     meta  hash: owner, next (index counter), created_at, updated_at
     ids   hash: client utterance_id -> index
@@ -48,7 +50,7 @@ NOT_OWNER = -1
 
 # KEYS: meta ids utt pred vt va
 # ARGV: owner, utterance_id ('' = none), meta JSON, text bytes, audio bytes, has_text, has_audio,
-#       ttl_s, vectors_kept, max_utterances, now
+#       ttl_s, vectors_kept, max_utterances, now, context (K: return the window (idx-K, idx]; 0: don't)
 _APPEND = """
 local meta, ids, utt, pred, vt, va = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local owner = redis.call('HGET', meta, 'owner')
@@ -88,6 +90,14 @@ if old >= 0 then
   redis.call('HDEL', pred, tostring(old))
 end
 for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
+local k = tonumber(ARGV[12])
+if k > 0 then
+  -- the window, read in this same atomic step: concurrent appends cannot trim it before it is read
+  local first = math.max(0, idx - k + 1)
+  local fields = {}
+  for i = first, idx do fields[#fields + 1] = tostring(i) end
+  return {1, idx, first, redis.call('HMGET', vt, unpack(fields)), redis.call('HMGET', va, unpack(fields))}
+end
 return {1, idx}
 """
 
@@ -99,6 +109,14 @@ local stored = redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[3])
 for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end  -- all keys of a conversation expire together
 return stored
 """
+
+
+def _rows(fields: list[str], texts: list[bytes | None], audios: list[bytes | None]) -> list[ContextRow]:
+    return [
+        ContextRow(int(f), None if t is None else unpack_vector(t), None if a is None else unpack_vector(a))
+        for f, t, a in zip(fields, texts, audios, strict=True)
+        if t is not None or a is not None
+    ]
 
 
 def _text(raw: bytes | str) -> str:
@@ -125,8 +143,14 @@ class RedisStore(ConversationStore):
         self._set_prediction = self._redis.register_script(_SET_PREDICTION)
         self._active = f"{prefix}active"
 
-    def _keys(self, conversation_id: str) -> list[str]:
-        base = f"{self.prefix}c:{{{conversation_id}}}"  # {...}: the cluster hash tag
+    def _base(self, key: ConversationKey) -> str:
+        # {...}: the cluster hash tag; ids cannot contain braces (ID_PATTERN), namespaces are hex
+        if key.namespace:
+            return f"{self.prefix}c:{key.namespace}:{{{key.conversation_id}}}"
+        return f"{self.prefix}c:{{{key.conversation_id}}}"
+
+    def _keys(self, key: ConversationKey) -> list[str]:
+        base = self._base(key)
         return [f"{base}:{part}" for part in _PARTS]
 
     @asynccontextmanager
@@ -146,13 +170,13 @@ class RedisStore(ConversationStore):
             raise ConversationNotFound(key.conversation_id)
         return True
 
-    async def append(self, key: ConversationKey, utterance: NewUtterance) -> AppendResult:
+    async def append(self, key: ConversationKey, utterance: NewUtterance, context: int = 0) -> AppendResult:
         meta = utterance.meta
         text, audio = utterance.text_vector, utterance.audio_vector
         now = time.time()
         async with self._guard():
             reply = await self._append(
-                keys=self._keys(key.conversation_id),
+                keys=self._keys(key),
                 args=[
                     key.namespace,
                     meta.utterance_id or "",
@@ -165,18 +189,23 @@ class RedisStore(ConversationStore):
                     self.vectors_kept,
                     self.max_utterances,
                     repr(now),
+                    context,
                 ],
             )
             if int(reply[0]) == NOT_OWNER:
                 raise ConversationNotFound(key.conversation_id)
             if int(reply[0]) == 0:
                 return AppendResult(self._utterance(int(reply[1]), reply[2], reply[3]), created=False)
-            await self._mark_active(key.conversation_id, now)
-        return AppendResult(StoredUtterance(int(reply[1]), meta), created=True)
+            await self._mark_active(self._base(key), now)
+        window = None
+        if context > 0:
+            first = int(reply[2])
+            window = _rows([str(first + i) for i in range(len(reply[3]))], reply[3], reply[4])
+        return AppendResult(StoredUtterance(int(reply[1]), meta), created=True, window=window)
 
-    async def _mark_active(self, conversation_id: str, now: float) -> None:
+    async def _mark_active(self, member: str, now: float) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._active, {conversation_id: now})
+            pipe.zadd(self._active, {member: now})
             pipe.zremrangebyscore(self._active, "-inf", now - self.ttl_s)
             await pipe.execute()
 
@@ -187,7 +216,7 @@ class RedisStore(ConversationStore):
         )
 
     async def find(self, key: ConversationKey, utterance_id: str) -> StoredUtterance | None:
-        meta_key, ids_key, *_ = self._keys(key.conversation_id)
+        meta_key, ids_key, *_ = self._keys(key)
         async with self._guard():
             if not await self._check_owner(key, meta_key):
                 return None
@@ -195,7 +224,7 @@ class RedisStore(ConversationStore):
             return None if index is None else await self.get(key, int(index))
 
     async def get(self, key: ConversationKey, index: int) -> StoredUtterance | None:
-        meta_key, _, utt_key, pred_key, *_ = self._keys(key.conversation_id)
+        meta_key, _, utt_key, pred_key, *_ = self._keys(key)
         async with self._guard():
             if not await self._check_owner(key, meta_key):
                 return None
@@ -206,32 +235,26 @@ class RedisStore(ConversationStore):
         return None if meta is None else self._utterance(index, meta, prediction)
 
     async def window(self, key: ConversationKey, index: int, size: int) -> list[ContextRow]:
-        *_, vt_key, va_key = self._keys(key.conversation_id)
+        *_, vt_key, va_key = self._keys(key)
         fields = [str(i) for i in range(max(0, index - size + 1), index + 1)]
         async with self._guard(), self._redis.pipeline(transaction=True) as pipe:
             pipe.hmget(vt_key, fields)
             pipe.hmget(va_key, fields)
             texts, audios = await pipe.execute()
-        return [
-            ContextRow(
-                int(f), None if t is None else unpack_vector(t), None if a is None else unpack_vector(a)
-            )
-            for f, t, a in zip(fields, texts, audios, strict=True)
-            if t is not None or a is not None
-        ]
+        return _rows(fields, texts, audios)
 
     async def set_prediction(
         self, key: ConversationKey, index: int, token: str, prediction: JSONDict
     ) -> bool:
         async with self._guard():
             stored = await self._set_prediction(
-                keys=self._keys(key.conversation_id),
+                keys=self._keys(key),
                 args=[str(index), token, json.dumps(prediction, separators=(",", ":")), self.ttl_s],
             )
         return bool(stored)
 
     async def conversation(self, key: ConversationKey) -> Conversation | None:
-        meta_key, _, utt_key, pred_key, *_ = self._keys(key.conversation_id)
+        meta_key, _, utt_key, pred_key, *_ = self._keys(key)
         async with self._guard(), self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(meta_key)
             pipe.hgetall(utt_key)
@@ -253,13 +276,13 @@ class RedisStore(ConversationStore):
         )
 
     async def delete(self, key: ConversationKey) -> bool:
-        keys = self._keys(key.conversation_id)
+        keys = self._keys(key)
         async with self._guard():
             if not await self._check_owner(key, keys[0]):
                 return False
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete(*keys)
-                pipe.zrem(self._active, key.conversation_id)
+                pipe.zrem(self._active, self._base(key))
                 await pipe.execute()
         return True
 

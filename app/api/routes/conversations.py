@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
 from app.deps import EngineDep, NamespaceDep, StoreDep
 from app.engine import UtteranceRequest
@@ -26,6 +25,7 @@ from app.schemas import (
     UtteranceView,
 )
 from app.store import ConversationKey
+from app.uploads import FormPart, InvalidForm, check_wav_complete, read_multipart, read_urlencoded
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -43,35 +43,42 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 async def read_utterance(request: Request) -> UtteranceJSON | UtteranceForm:
     """Parse the body as JSON or as a form, validated by the same rules, errors as 422."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
     try:
-        if content_type == "application/json":
+        if media_type == "application/json":
             body = await request.body()
             # off the loop: a body near the size limit is megabytes of JSON and base64
             return await asyncio.to_thread(UtteranceJSON.model_validate_json, body)
-        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            return await _read_form(request)
+        if media_type == "multipart/form-data":
+            parts = await read_multipart(content_type, request.stream(), max_parts=_FORM_FIELDS)
+            return _form(parts)
+        if media_type == "application/x-www-form-urlencoded":
+            return _form(read_urlencoded(await request.body(), max_parts=_FORM_FIELDS))
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
+    except InvalidForm as exc:
+        raise _form_error(exc.field, "form", exc.message) from None
     raise UnsupportedMediaType("send application/json or multipart/form-data")
 
 
 def _form_error(name: str, kind: str, msg: str) -> RequestValidationError:
-    return RequestValidationError([{"type": kind, "loc": ("body", name), "msg": msg}])
+    loc = ("body",) if name == "body" else ("body", name)
+    return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
 
 
-async def _read_form(request: Request) -> UtteranceForm:
-    async with request.form(max_files=1, max_fields=_FORM_FIELDS) as form:
-        fields: dict[str, Any] = {}
-        for name, value in form.multi_items():
-            if name in fields:
-                raise _form_error(name, "duplicate", "field given more than once")
-            if isinstance(value, UploadFile) != (name == "audio"):
-                raise _form_error(name, "file_part", "`audio` must be a file part and nothing else may be")
-            # an empty file part (a form submitted without a file) means "no audio"
-            fields[name] = (await value.read() or None) if isinstance(value, UploadFile) else value
+def _form(parts: list[FormPart]) -> UtteranceForm:
+    fields: dict[str, Any] = {}
+    for part in parts:
+        if part.name in fields:
+            raise _form_error(part.name, "duplicate", "field given more than once")
+        if isinstance(part.value, bytes) != (part.name == "audio"):
+            raise _form_error(part.name, "file_part", "`audio` must be a file part and nothing else may be")
+        if isinstance(part.value, bytes) and not part.value and not part.filename:
+            continue  # an empty file part without a name: a browser form submitted with no file chosen
+        fields[part.name] = part.value
     return UtteranceForm.model_validate(fields)
 
 
@@ -85,7 +92,7 @@ async def _read_form(request: Request) -> UtteranceForm:
         "`utterance_id` and content returns the first answer; other content under that id is a 409. "
         "The conversation is created by its first utterance."
     ),
-    responses=_problems(401, 404, 409, 413, 415, 422, 503),
+    responses=_problems(401, 404, 409, 413, 415, 422, 500, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -105,6 +112,8 @@ async def post_utterance(
 ) -> UtteranceResponse:
     body = await read_utterance(request)
     audio = body.audio_base64 if isinstance(body, UtteranceJSON) else body.audio
+    if audio is not None:
+        check_wav_complete(audio)
     scored = await engine.submit(
         UtteranceRequest(
             key=ConversationKey(namespace, conversation_id),
@@ -128,7 +137,7 @@ async def post_utterance(
     "/{conversation_id}",
     response_model=ConversationResponse,
     summary="The conversation's utterances and predictions, in order (never audio)",
-    responses=_problems(401, 404, 422, 503),
+    responses=_problems(401, 404, 422, 500, 503),
 )
 async def get_conversation(
     conversation_id: ConversationId, store: StoreDep, namespace: NamespaceDep
@@ -161,7 +170,7 @@ async def get_conversation(
     "/{conversation_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase the conversation and everything stored about it",
-    responses=_problems(401, 404, 422, 503),
+    responses=_problems(401, 404, 422, 500, 503),
 )
 async def delete_conversation(
     conversation_id: ConversationId, store: StoreDep, namespace: NamespaceDep

@@ -51,6 +51,7 @@ async def ready(services: ServicesDep) -> ReadyResponse:
 )
 async def metrics(services: ServicesDep, registry: MetricsDep) -> Response:
     if services.store is not None:
+        registry.evicted_conversations.set(services.store.evicted)
         with contextlib.suppress(StoreUnavailable):  # the gauge keeps its last value; /ready tells
             registry.active_conversations.set(await services.store.count_active())
     return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
