@@ -1,4 +1,4 @@
-"""`lpgnet train | evaluate | params`: the training side of the command line (a typer app).
+"""`lpgnet train | evaluate | params | export`: the training side of the command line (a typer app).
 
 `app.cli` mounts `cli` under the `lpgnet` console script (adding `serve`); `python -m model.cli ...`
 runs it alone. Progress goes to stderr; `evaluate --json` prints exactly one JSON object on stdout.
@@ -291,6 +291,34 @@ def params(
         typer.echo(f"checkpoint {c['path']} (hidden {c['config']['hidden']}): {c['parameters']:,}")
     else:
         typer.echo(f"checkpoint {path}: not found")
+
+
+@cli.command()
+def export(
+    out: Annotated[Path, typer.Option(help="Directory for the graphs and manifest.json.")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")
+    ] = None,
+    text_model: Annotated[str | None, typer.Option(help="Local text encoder directory.")] = None,
+    audio_model: Annotated[str | None, typer.Option(help="Local emotion2vec directory.")] = None,
+    tiny_dir: Annotated[Path | None, typer.Option(help="Directory of the tiny profile's encoders.")] = None,
+) -> None:
+    """ONNX graphs of LPGNet and of the checkpoint's encoders, with a manifest the service loads."""
+    from model.checkpoint import DEFAULT_CHECKPOINT
+    from model.encoders.base import EncoderMismatchError
+    from model.export import MANIFEST, export_bundle
+
+    path = checkpoint or DEFAULT_CHECKPOINT
+    if not path.exists():
+        raise _fail(f"checkpoint not found: {path}")
+    try:
+        bundle = export_bundle(path, out, text_model=text_model, audio_model=audio_model, tiny_dir=tiny_dir)
+    except EncoderMismatchError as exc:
+        raise _fail(str(exc)) from exc
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    for modality, entry in manifest["encoders"].items():
+        typer.echo(f"{modality}: {entry['spec']['name']} ({entry['backend']})")
+    typer.echo(f"wrote {bundle / MANIFEST}")
 
 
 def main() -> None:

@@ -152,3 +152,23 @@ def test_params_prints_the_paper_size_count(trained):
     assert 0 < counts["checkpoint"]["parameters"] < counts["paper_d768"]
     text = CliRunner().invoke(cli, ["params", "--checkpoint", str(ckpt)])
     assert f"{counts['paper_d768']:,}" in text.stdout
+
+
+def test_export_writes_the_default_checkpoints_graphs_and_manifest(tmp_path):
+    from model.checkpoint import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.exists():
+        pytest.fail(f"the default checkpoint is committed and must exist: {DEFAULT_CHECKPOINT}")
+    result = CliRunner().invoke(cli, ["export", "--out", str(tmp_path / "bundle")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["checkpoint"]["labels"] == load_checkpoint(DEFAULT_CHECKPOINT).labels
+    # MiniLM becomes a graph; prosody-8 is computed natively (numpy/librosa)
+    assert manifest["encoders"]["text"]["backend"] == "onnx"
+    assert manifest["encoders"]["audio"] == {
+        **manifest["encoders"]["audio"],
+        "backend": "native",
+        "kind": "prosody8",
+    }
+    assert (tmp_path / "bundle" / "lpgnet.onnx").exists()
+    assert (tmp_path / "bundle" / "text" / "model.onnx").exists()
