@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import io
 import logging
 import time
@@ -418,7 +417,17 @@ class Engine:
 
 
 def build_profile_encoders(settings: Settings, profile: str, needed: set[str]) -> dict[str, Encoder]:
-    """The profile's encoders for the modalities the checkpoint uses, with local-directory overrides."""
+    """The profile's encoders for the modalities the checkpoint uses, with local-directory overrides.
+
+    With backend=onnx and an exported bundle (`lpgnet export`), the encoders come from its graphs
+    (onnxruntime; native for numpy features); their specs are checked against the checkpoint like any.
+    """
+    bundle = onnx_bundle(settings)
+    if bundle is not None:
+        from model.export import load_bundle_encoders
+
+        served = load_bundle_encoders(bundle, device=settings.device, intra_op_threads=settings.onnx_threads)
+        return {m: e for m, e in served.items() if m in needed}
     from model.encoders.profiles import build_encoders  # heavy: transformers, funasr
 
     overrides: dict[str, Any] = {}
@@ -428,15 +437,21 @@ def build_profile_encoders(settings: Settings, profile: str, needed: set[str]) -
         overrides["audio_model"] = str(settings.audio_model)
     if settings.tiny_dir is not None:
         overrides["tiny_dir"] = settings.tiny_dir
-    if "backend" in inspect.signature(build_encoders).parameters:
-        overrides["backend"] = settings.backend  # ONNX encoders, where the profiles offer them
-    elif settings.backend == "onnx":
-        log.info("backend onnx: the network runs in onnxruntime, the encoders in PyTorch")
     try:
         built = build_encoders(profile, device=settings.device, **overrides)
     except (KeyError, ValueError) as exc:
         raise StartupError(f"cannot build the encoders of profile {profile!r}: {exc}") from exc
     return {m: e for m, e in built.items() if m in needed}
+
+
+def onnx_bundle(settings: Settings) -> Path | None:
+    """The `lpgnet export` directory to serve from, when backend=onnx names one."""
+    from model.export import MANIFEST
+
+    path = settings.onnx_model
+    if settings.backend != "onnx" or path is None or not (Path(path) / MANIFEST).is_file():
+        return None
+    return Path(path)
 
 
 def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> Network:
@@ -446,13 +461,20 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
             from model.export import OnnxLPGNet
         except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
             raise StartupError("LPGNET_BACKEND=onnx needs onnxruntime (or onnxruntime-gpu)") from exc
-        path = settings.onnx_model or Path(settings.checkpoint).with_suffix(".onnx")
+        from model.export import LPGNET_GRAPH
+
+        bundle = onnx_bundle(settings)
+        path = (
+            bundle / LPGNET_GRAPH
+            if bundle
+            else settings.onnx_model or Path(settings.checkpoint).with_suffix(".onnx")
+        )
         if not Path(path).is_file():
             raise StartupError(
-                f"LPGNET_BACKEND=onnx: no ONNX graph at {path}; export one with model.export.export_lpgnet "
-                "or set LPGNET_ONNX_MODEL"
+                f"LPGNET_BACKEND=onnx: no ONNX graph at {path}; write one with `lpgnet export --out DIR` "
+                "and set LPGNET_ONNX_MODEL=DIR"
             )
-        runner = OnnxLPGNet(path, device=settings.device)
+        runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=settings.onnx_threads)
         return lambda t, a, tm, am: runner(t, a, tm, am).logits
 
     module = checkpoint.model.to(device).eval()

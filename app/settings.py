@@ -39,7 +39,16 @@ class Settings(BaseSettings):
     backend: Literal["torch", "onnx"] = Field(default="torch", description="Runtime of the LPGNet network.")
     onnx_model: Path | None = Field(
         default=None,
-        description="ONNX graph of the network for backend=onnx; default: the checkpoint's .onnx.",
+        description=(
+            "backend=onnx: a directory written by `lpgnet export` (network and encoder graphs), or a"
+            " single LPGNet .onnx graph (encoders then run in PyTorch); default: the checkpoint's .onnx."
+        ),
+    )
+    onnx_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="onnxruntime intra-op threads per session (None: half the cores).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where encoders and network run."
@@ -102,6 +111,7 @@ class Settings(BaseSettings):
         "audio_model",
         "tiny_dir",
         "onnx_model",
+        "onnx_threads",
         "torch_threads",
         "redis_url",
         mode="before",

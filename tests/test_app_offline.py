@@ -12,10 +12,6 @@ from app.settings import Settings
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from tests.app_fixtures import Clip
 
-pytestmark = pytest.mark.skipif(
-    not DEFAULT_CHECKPOINT.is_file(), reason=f"default weights not trained yet: {DEFAULT_CHECKPOINT}"
-)
-
 
 @pytest.fixture
 def default_client(clean_env: None, start_client: Callable[..., TestClient]) -> TestClient:

@@ -32,3 +32,30 @@ def test_onnx_backend_matches_the_torch_backend(
         b = onnx_client.post("/conversations/c/utterances", json={"transcript": text}).json()
         assert a["index"] == b["index"] == i
         assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_exported_bundle_serves_the_default_weights_like_pytorch(
+    clean_env: None,
+    start_client: Callable[..., TestClient],
+    ravdess_clips: list[Any],
+    tmp_path: Path,
+) -> None:
+    """`lpgnet export` -> LPGNET_BACKEND=onnx + LPGNET_ONNX_MODEL=DIR: MiniLM and LPGNet in onnxruntime."""
+    from app.settings import Settings
+    from model.checkpoint import DEFAULT_CHECKPOINT
+    from model.export import export_bundle
+
+    bundle = export_bundle(DEFAULT_CHECKPOINT, tmp_path / "bundle")
+    torch_client = start_client(Settings())
+    onnx_client = start_client(Settings(backend="onnx", onnx_model=bundle, onnx_threads=1))
+    assert onnx_client.get("/model").json()["backend"] == "onnx"
+    for clip in ravdess_clips[:3]:
+        files = {"audio": (clip.path.name, clip.data, "audio/wav")}
+        a = torch_client.post(
+            "/conversations/c/utterances", files=files, data={"transcript": clip.transcript}
+        )
+        b = onnx_client.post("/conversations/c/utterances", files=files, data={"transcript": clip.transcript})
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert b.json()["index"] == a.json()["index"]
+        assert b.json()["probabilities"] == pytest.approx(a.json()["probabilities"], abs=1e-3)
