@@ -36,16 +36,25 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     )
 
 
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark (`python -m bench`; arguments pass through, e.g. --quick --json)."""
+    import os
+    import sys
+
+    # bench imports app and model, never the other way round: hand over to its own entry point
+    os.execv(sys.executable, [sys.executable, "-m", "bench", *ctx.args])
+
+
 def build_cli() -> typer.Typer:
-    """`serve`, plus the commands of `model.cli.cli` when that module imports (serving never needs it)."""
+    """`serve` and `bench`, plus the model's commands (train, evaluate, params, export)."""
     cli = typer.Typer(name="lpgnet", help="LPGNet emotion recognition in conversation.", no_args_is_help=True)
     cli.command()(serve)
-    try:
-        from model.cli import cli as model_cli
-    except ImportError as exc:
-        log.debug("model commands unavailable: %s", exc)
-    else:
-        cli.add_typer(model_cli)
+    cli.command(
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+    )(bench)
+    from model.cli import cli as model_cli
+
+    cli.add_typer(model_cli)
     return cli
 
 

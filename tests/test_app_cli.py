@@ -17,3 +17,14 @@ def test_model_commands_are_mounted_beside_serve() -> None:
     result = CliRunner().invoke(build_cli(), ["--help"])
     assert result.exit_code == 0, result.output
     assert "serve" in result.output and "train" in result.output
+    assert "export" in result.output and "bench" in result.output
+
+
+def test_bench_hands_its_arguments_to_the_benchmark_entry_point() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from app.cli import main; sys.argv = ['lpgnet', 'bench', '--help']; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m bench" in done.stdout and "--quick" in done.stdout
