@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from model.checkpoint import weights_digest
+from model.checkpoint import contract_payload, write_payload
 from model.encoders.base import EncoderSpec
 from model.lpgnet import InputNorm, LPGNetOutput
 
@@ -167,31 +167,20 @@ class BaselineCheckpoint:
 
 
 def save_baseline(ckpt: BaselineCheckpoint, path: str | Path) -> Path:
-    state = {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}
-    ckpt.version = weights_digest(state)
-    payload = {
-        "format_version": BASELINE_FORMAT,
-        "kind": "baseline",
-        "name": ckpt.name,
-        "version": ckpt.version,
-        "config": ckpt.config.to_dict(),
-        "state_dict": state,
-        "labels": list(ckpt.labels),
-        "encoders": {m: (s.to_dict() if s else None) for m, s in ckpt.encoders.items()},
-        "profile": ckpt.profile,
-        "normalization": ckpt.model.normalization(),
-        "context": ckpt.config.context,
-        "training": ckpt.training or {},
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
-    return path
-
-
-def is_baseline_file(path: str | Path) -> bool:
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return payload.get("kind") == "baseline"
+    """The checkpoint's own fields and atomic write, marked `kind: baseline` with its own format."""
+    payload = contract_payload(
+        ckpt.model,
+        ckpt.config.to_dict(),
+        labels=ckpt.labels,
+        encoders=ckpt.encoders,
+        profile=ckpt.profile,
+        name=ckpt.name,
+        context=ckpt.config.context,
+        training=ckpt.training or {},
+    )
+    payload.update(format_version=BASELINE_FORMAT, kind="baseline")
+    ckpt.version = payload["version"]
+    return write_payload(payload, path)
 
 
 def load_baseline(path: str | Path) -> BaselineCheckpoint:
@@ -218,7 +207,6 @@ __all__ = [
     "GRUBaseline",
     "LinearBaseline",
     "build_baseline",
-    "is_baseline_file",
     "load_baseline",
     "save_baseline",
 ]

@@ -59,32 +59,61 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:12]
 
 
-def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
-    if len(ckpt.labels) != ckpt.config.num_classes:
-        raise ValueError(f"{len(ckpt.labels)} labels for a model with {ckpt.config.num_classes} classes")
-    state = {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}
-    ckpt.version = weights_digest(state)
-    payload = {
+def contract_payload(
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    *,
+    labels: list[str],
+    encoders: dict[str, EncoderSpec],
+    profile: str,
+    name: str,
+    context: str,
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """The fields every saved model shares (LPGNet or a baseline); `version` is the weights' digest."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {
         "format_version": FORMAT_VERSION,
-        "name": ckpt.name,
-        "version": ckpt.version,
-        "config": ckpt.config.to_dict(),
+        "name": name,
+        "version": weights_digest(state),
+        "config": config,
         "state_dict": state,
-        "labels": list(ckpt.labels),
-        "encoders": {m: (s.to_dict() if s else None) for m, s in ckpt.encoders.items()},
-        "profile": ckpt.profile,
-        "normalization": ckpt.model.normalization(),
-        "context": ckpt.config.context,
-        "training": ckpt.training,
+        "labels": list(labels),
+        "encoders": {m: (s.to_dict() if s else None) for m, s in encoders.items()},
+        "profile": profile,
+        "normalization": model.normalization(),  # type: ignore[operator]
+        "context": context,
+        "training": training,
     }
+
+
+def write_payload(payload: dict[str, Any], path: str | Path) -> Path:
+    """torch.save to a temporary file, then rename: a reader never sees half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(payload, buf)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)  # atomic: a reader never sees half a checkpoint
+    tmp.replace(path)
     return path
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
+    if len(ckpt.labels) != ckpt.config.num_classes:
+        raise ValueError(f"{len(ckpt.labels)} labels for a model with {ckpt.config.num_classes} classes")
+    payload = contract_payload(
+        ckpt.model,
+        ckpt.config.to_dict(),
+        labels=ckpt.labels,
+        encoders=ckpt.encoders,
+        profile=ckpt.profile,
+        name=ckpt.name,
+        context=ckpt.config.context,
+        training=ckpt.training,
+    )
+    ckpt.version = payload["version"]
+    return write_payload(payload, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
