@@ -9,7 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from bench.runner import DEFAULT_HIDDEN, DEFAULT_OUT, run_bench
+from bench.options import DEFAULT_HIDDEN, DEFAULT_OUT
+from bench.runner import run_bench
 
 log = logging.getLogger("bench")
 

@@ -1,0 +1,77 @@
+"""What one benchmark run is asked to do: its options and how many requests each section sends.
+
+Shared by the orchestration (`bench.runner`), the setup (`bench.serving`) and the measurements
+(`bench.sections`), so it depends on none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from bench.models import DEFAULT_CACHE, REPO_ROOT
+
+DEFAULT_OUT = REPO_ROOT / ".cache" / "bench" / "report.json"
+CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")
+DEFAULT_HIDDEN = 128  # D that `lpgnet train` gives a checkpoint by default (model.train.TrainConfig)
+Backend = Literal["torch", "onnx"]
+RunKind = Literal["smoke", "quick", "full"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many requests each section sends (per mode)."""
+
+    latency: int  # concurrency-1 requests per mode, after `warmup`
+    requests: int  # per mode and concurrency level (rounded up to whole turns of every conversation)
+    rounds: int  # the concurrency blocks are repeated this many times, modes alternating
+    warmup: int
+    overhead: int
+    flat: int  # offline requests at utterance ~20 and again at ~200
+    flat_prefill: Literal["requests", "store"]  # how conversation B reaches utterance 190
+    inproc_under_load: bool = True  # False: the in-process engine is measured at concurrency 1 only
+
+    @classmethod
+    def for_kind(cls, kind: RunKind, requests: int | None = None) -> Plan:
+        plans = {
+            "smoke": cls(latency=3, requests=4, rounds=1, warmup=1, overhead=3, flat=3, flat_prefill="store"),
+            "quick": cls(
+                latency=4,
+                requests=4,
+                rounds=1,
+                warmup=1,
+                overhead=8,
+                flat=8,
+                flat_prefill="store",
+                inproc_under_load=False,  # keeps --quick under two minutes; HTTP is the service as deployed
+            ),
+            "full": cls(
+                latency=20, requests=48, rounds=2, warmup=2, overhead=30, flat=30, flat_prefill="requests"
+            ),
+        }
+        plan = plans[kind]
+        if requests is not None:
+            plan = cls(**{**asdict(plan), "latency": requests, "requests": requests})
+        return plan
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """The options of `run_bench`, as one value handed to the setup and every section."""
+
+    kind: RunKind = "full"
+    backend: Backend = "torch"
+    concurrency: tuple[int, ...] = (1, 4, 16)
+    requests: int | None = None
+    threads: int | None = None  # torch intra-op threads everywhere (None: torch's default)
+    http: bool = True
+    batch_max_size: int | None = None  # service micro-batching (None: the service's default)
+    batch_max_wait_ms: float | None = None
+    hidden: int = DEFAULT_HIDDEN  # D of the random production checkpoint
+    cache: Path = DEFAULT_CACHE
+    out: Path = DEFAULT_OUT
+
+    @property
+    def plan(self) -> Plan:
+        return Plan.for_kind(self.kind, self.requests)
