@@ -1,7 +1,7 @@
 """The engine: one object per process that turns an utterance into an emotion in causal context.
 
     decode audio (thread pool; resampled to the audio encoder's rate)
-      -> text / audio encoders (micro-batched, one thread each)
+      -> text / audio encoders (micro-batched; on CPU the audio batch fans out one clip per core)
       -> store.append (atomic: idempotency check + next index + vectors + the window (i-K, i],
                        all stored before i was assigned)
       -> LPGNet over those <= K utterances (micro-batched across conversations, own thread)
@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import os
 import time
 import uuid
 import wave
@@ -100,6 +101,7 @@ class Engine:
         settings: Settings,
         metrics: Metrics,
         device: str = "cpu",
+        backend: str = "torch",
     ) -> None:
         self.checkpoint = checkpoint
         self.labels = list(checkpoint.labels)
@@ -108,6 +110,7 @@ class Engine:
         self.settings = settings
         self.metrics = metrics
         self.device = device
+        self.backend = backend  # what runs LPGNet: "torch" or "onnx" (settings may say "auto")
         self._network = network
         self.ready = False
         wait_s = settings.batch_max_wait_ms / 1000.0
@@ -125,6 +128,14 @@ class Engine:
         self._audio = batcher("audio", self._encode_audios) if "audio" in encoders else None
         self._model = batcher("model", self._score_windows)
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lpgnet-decode")
+        # CPU: one clip per forward, one forward per core. emotion2vec is compute-bound at batch 1 and
+        # a padded batch of 8 costs ~26% more per clip (bench/RESULTS.md); CUDA wants the batch.
+        self.audio_workers = (settings.encoder_workers or cpu_cores()) if device == "cpu" else 0
+        self._audio_pool = (
+            ThreadPoolExecutor(max_workers=self.audio_workers, thread_name_prefix="lpgnet-audio")
+            if self.audio_workers > 1 and "audio" in encoders
+            else None
+        )
 
     # ---- construction ------------------------------------------------------------------------------
 
@@ -134,9 +145,11 @@ class Engine:
         path = Path(settings.checkpoint)
         if not path.is_file():
             raise StartupError(f"LPGNET_CHECKPOINT: no checkpoint file at {path}")
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         device = resolve_device(settings.device)
+        if settings.torch_threads or device.type == "cpu":
+            # On CPU, 1 by default: the text, audio and model batchers (and the audio workers) run
+            # at once, and 2-thread OpenMP teams on 2 cores turn every barrier into a scheduler wait.
+            torch.set_num_threads(settings.torch_threads or 1)
         checkpoint = load_checkpoint(path)
         profile = settings.profile or checkpoint.profile
         encoders = build_profile_encoders(settings, profile, needed=set(checkpoint.encoders))
@@ -148,16 +161,17 @@ class Engine:
             ) from exc
         if checkpoint.context != "causal":
             log.warning("checkpoint context is %r; served over past utterances only", checkpoint.context)
-        network = build_network(settings, checkpoint, device)
+        network, backend = build_network(settings, checkpoint, device)
         log.info(
-            "engine: %s %s, labels %s, profile %s, backend %s on %s, K=%d",
+            "engine: %s %s, labels %s, profile %s, LPGNet on %s (%s), K=%d, torch threads %d",
             checkpoint.name,
             checkpoint.version,
             checkpoint.labels,
             profile,
-            settings.backend,
+            backend,
             device,
             settings.context_window,
+            torch.get_num_threads(),
         )
         return cls(
             checkpoint=checkpoint,
@@ -167,6 +181,7 @@ class Engine:
             settings=settings,
             metrics=metrics,
             device=str(device),
+            backend=backend,
         )
 
     def start(self) -> None:
@@ -180,6 +195,8 @@ class Engine:
         for b in self._batchers():
             await b.close()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self._audio_pool is not None:
+            self._audio_pool.shutdown(wait=False, cancel_futures=True)
 
     def _batchers(self) -> list[MicroBatcher[Any, Any]]:
         return [b for b in (self._text, self._audio, self._model) if b is not None]
@@ -369,7 +386,15 @@ class Engine:
         return [(matrix[i], bool(truncated[i])) for i in range(len(texts))]
 
     def _encode_audios(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
-        vectors = self.encoders["audio"].encode_batch(list(waveforms))
+        encoder = self.encoders["audio"]
+        if self._audio_pool is not None and len(waveforms) > 1:
+
+            def one(waveform: np.ndarray) -> np.ndarray:
+                vector: np.ndarray = encoder.encode_batch([waveform])[0].detach().cpu().float().numpy()
+                return vector
+
+            return list(self._audio_pool.map(one, waveforms))
+        vectors = encoder.encode_batch(list(waveforms))
         matrix = vectors.detach().cpu().float().numpy()  # (N, Da)
         return [matrix[i] for i in range(len(waveforms))]
 
@@ -407,7 +432,7 @@ class Engine:
             "context": ckpt.context,
             "context_window": self.settings.context_window,
             "modalities": self.modalities,
-            "backend": self.settings.backend,
+            "backend": self.backend,
             "device": self.device,
             "encoders": {
                 m: {**e.spec.to_dict(), "sample_rate": e.sample_rate}
@@ -438,45 +463,80 @@ def build_profile_encoders(settings: Settings, profile: str, needed: set[str]) -
     if settings.tiny_dir is not None:
         overrides["tiny_dir"] = settings.tiny_dir
     try:
-        built = build_encoders(profile, device=settings.device, **overrides)
+        built = build_encoders(
+            profile, device=settings.device, precision=settings.encoder_precision, **overrides
+        )
     except (KeyError, ValueError) as exc:
         raise StartupError(f"cannot build the encoders of profile {profile!r}: {exc}") from exc
     return {m: e for m, e in built.items() if m in needed}
 
 
 def onnx_bundle(settings: Settings) -> Path | None:
-    """The `lpgnet export` directory to serve from, when backend=onnx names one."""
+    """The `lpgnet export` directory to serve from, when LPGNET_ONNX_MODEL names one (backend not torch)."""
     from model.export import MANIFEST
 
     path = settings.onnx_model
-    if settings.backend != "onnx" or path is None or not (Path(path) / MANIFEST).is_file():
+    if settings.backend == "torch" or path is None or not (Path(path) / MANIFEST).is_file():
         return None
     return Path(path)
 
 
-def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> Network:
-    """The LPGNet runtime: the checkpoint's PyTorch module, or its ONNX graph in onnxruntime."""
-    if settings.backend == "onnx":
-        try:
-            from model.export import OnnxLPGNet
-        except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
-            raise StartupError("LPGNET_BACKEND=onnx needs onnxruntime (or onnxruntime-gpu)") from exc
-        from model.export import LPGNET_GRAPH
+def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> tuple[Network, str]:
+    """The LPGNet runtime and its name ("torch" or "onnx").
 
-        bundle = onnx_bundle(settings)
-        path = (
-            bundle / LPGNET_GRAPH
-            if bundle
-            else settings.onnx_model or Path(settings.checkpoint).with_suffix(".onnx")
-        )
-        if not Path(path).is_file():
+    torch: the checkpoint's module. onnx: its graph in onnxruntime (a bundle's, LPGNET_ONNX_MODEL, or
+    the .onnx beside the checkpoint). auto, on CPU: the graph LPGNET_ONNX_MODEL names, else one
+    exported from the checkpoint into the cache once (LPGNet 1.7 vs 3.4 ms at 64 utterances on 2
+    cores); PyTorch when that fails, and on CUDA. A graph is checked against the checkpoint's module
+    on a random batch before it serves.
+    """
+    auto = settings.backend == "auto"
+    if settings.backend == "torch" or (auto and device.type != "cpu"):
+        return _torch_network(checkpoint, device), "torch"
+    try:
+        from model.export import OnnxLPGNet, cached_lpgnet_graph, check_graph_parity
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
+        if auto:
+            return _torch_network(checkpoint, device), "torch"
+        raise StartupError("LPGNET_BACKEND=onnx needs onnxruntime (or onnxruntime-gpu)") from exc
+    path = _named_graph(settings)
+    try:
+        if path is None:  # auto without a graph of its own: export the checkpoint once
+            path = cached_lpgnet_graph(checkpoint.model, settings.graph_cache)
+        elif not path.is_file():
             raise StartupError(
                 f"LPGNET_BACKEND=onnx: no ONNX graph at {path}; write one with `lpgnet export --out DIR` "
                 "and set LPGNET_ONNX_MODEL=DIR"
             )
-        runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=settings.onnx_threads)
-        return lambda t, a, tm, am: runner(t, a, tm, am).logits
+        else:
+            check_graph_parity(checkpoint.model, path)
+    except Exception as exc:
+        if not auto:
+            if isinstance(exc, StartupError):
+                raise
+            raise StartupError(f"the ONNX graph {path} does not serve {checkpoint.name}: {exc}") from exc
+        log.warning("LPGNet stays in PyTorch: its ONNX graph is not usable: %s", exc)
+        return _torch_network(checkpoint, device), "torch"
+    runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=settings.onnx_threads)
+    return (lambda t, a, tm, am: runner(t, a, tm, am).logits), "onnx"
 
+
+def _named_graph(settings: Settings) -> Path | None:
+    """The LPGNet graph the settings name: a bundle's or LPGNET_ONNX_MODEL's; for backend=onnx
+    without one, <checkpoint>.onnx. None: auto with nothing named (the cache decides)."""
+    from model.export import LPGNET_GRAPH
+
+    bundle = onnx_bundle(settings)
+    if bundle is not None:
+        return bundle / LPGNET_GRAPH
+    if settings.onnx_model is not None:
+        return Path(settings.onnx_model)
+    if settings.backend == "onnx":
+        return Path(settings.checkpoint).with_suffix(".onnx")
+    return None
+
+
+def _torch_network(checkpoint: Checkpoint, device: torch.device) -> Network:
     module = checkpoint.model.to(device).eval()
 
     @torch.inference_mode()
@@ -487,6 +547,14 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
         return out.logits.float().cpu()
 
     return run
+
+
+def cpu_cores() -> int:
+    """CPUs this process may run on (the container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _tone_wav(seconds: float, sample_rate: int = 16_000) -> bytes:

@@ -6,6 +6,7 @@ one from the environment. Ranges and cross-field rules are checked here, at star
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -36,13 +37,23 @@ class Settings(BaseSettings):
     tiny_dir: Path | None = Field(
         default=None, description="Profile `tiny`: where its random encoders are written."
     )
-    backend: Literal["torch", "onnx"] = Field(default="torch", description="Runtime of the LPGNet network.")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description=(
+            "Runtime of the LPGNet network. auto: onnxruntime on CPU (the checkpoint's graph, exported"
+            " once into cache_dir and checked against PyTorch; PyTorch if that fails), PyTorch on CUDA."
+        ),
+    )
     onnx_model: Path | None = Field(
         default=None,
         description=(
             "backend=onnx: a directory written by `lpgnet export` (network and encoder graphs), or a"
             " single LPGNet .onnx graph (encoders then run in PyTorch); default: the checkpoint's .onnx."
         ),
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where exported graphs are kept; default $XDG_CACHE_HOME/lpgnet (~/.cache/lpgnet).",
     )
     onnx_threads: int | None = Field(
         default=None,
@@ -54,7 +65,30 @@ class Settings(BaseSettings):
         default="auto", description="Where encoders and network run."
     )
     torch_threads: int | None = Field(
-        default=None, ge=1, le=256, description="torch intra-op threads (None: torch's)."
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "torch intra-op threads (None: 1 on CPU, where concurrency comes from encoder_workers and"
+            " the batchers running side by side; torch's default on CUDA)."
+        ),
+    )
+    encoder_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "CPU: audio clips of a micro-batch are encoded one per worker, this many at once (None:"
+            " one per core); batching clips of different lengths costs more per clip on CPU. CUDA:"
+            " one padded batch."
+        ),
+    )
+    encoder_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description=(
+            "PyTorch encoders on CPU: bf16 autocast (auto: where the CPU has native bf16; parity with"
+            " fp32 is tested), or fp32."
+        ),
     )
     context_window: int = Field(
         default=64, ge=1, le=4096, description="K: utterances of context the model sees."
@@ -96,7 +130,7 @@ class Settings(BaseSettings):
         default=16, ge=1, le=1024, description="Micro-batch bound per encoder and network."
     )
     batch_max_wait_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=1000,
         description="How long a batch waits for company; 0: never delay a lone request.",
@@ -111,8 +145,10 @@ class Settings(BaseSettings):
         "audio_model",
         "tiny_dir",
         "onnx_model",
+        "cache_dir",
         "onnx_threads",
         "torch_threads",
+        "encoder_workers",
         "redis_url",
         mode="before",
     )
@@ -160,3 +196,11 @@ class Settings(BaseSettings):
         window, those vectors are still there.
         """
         return 2 * self.context_window
+
+    @property
+    def graph_cache(self) -> Path:
+        """cache_dir, or the user's cache directory (XDG) when it is unset."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "lpgnet"

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 # what conftest's star import brings in: the fixtures only (helpers are imported by name)
 __all__ = [
     "clean_env",
+    "graph_cache",
     "make_settings",
     "ravdess_clips",
     "redis_prefix",
@@ -136,16 +137,28 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_specs: dict[s
 # ---- settings and apps --------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of exported LPGNet graphs for the session (backend auto exports each checkpoint once)."""
+    return tmp_path_factory.mktemp("graph-cache")
+
+
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No LPGNET_* variable of the machine leaks into the settings a test builds."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, graph_cache: Path) -> None:
+    """No LPGNET_* variable of the machine leaks into the settings a test builds.
+
+    Exported graphs go to the session's cache, not the user's home.
+    """
     for name in list(os.environ):
         if name.startswith("LPGNET_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("LPGNET_CACHE_DIR", str(graph_cache))
 
 
 @pytest.fixture
-def make_settings(clean_env: None, tiny_checkpoint: Path, tiny_encoder_dir: Path) -> Callable[..., Any]:
+def make_settings(
+    clean_env: None, tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path
+) -> Callable[..., Any]:
     """Settings for the tiny checkpoint on CPU, in-memory store; keyword arguments override."""
     from app.settings import Settings
 
@@ -154,6 +167,7 @@ def make_settings(clean_env: None, tiny_checkpoint: Path, tiny_encoder_dir: Path
             "checkpoint": tiny_checkpoint,
             "tiny_dir": tiny_encoder_dir,
             "device": "cpu",
+            "cache_dir": graph_cache,
             "batch_max_wait_ms": 0,
             "context_window": 4,
             "max_utterances_stored": 100,

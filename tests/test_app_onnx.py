@@ -24,7 +24,7 @@ def test_onnx_backend_matches_the_torch_backend(
     from model.export import export_lpgnet
 
     graph = export_lpgnet(load_checkpoint(tiny_checkpoint).model, tmp_path / "tiny.onnx")
-    torch_client = start_client(make_settings())
+    torch_client = start_client(make_settings(backend="torch"))
     onnx_client = start_client(make_settings(backend="onnx", onnx_model=graph))
     assert onnx_client.get("/model").json()["backend"] == "onnx"
     for i, text in enumerate(["hello", "this is taking forever", "thank you so much"]):
@@ -47,7 +47,7 @@ def test_exported_bundle_serves_the_default_weights_like_pytorch(
     from model.export import export_bundle
 
     bundle = export_bundle(DEFAULT_CHECKPOINT, tmp_path / "bundle")
-    torch_client = start_client(Settings())
+    torch_client = start_client(Settings(backend="torch", encoder_precision="fp32"))
     onnx_client = start_client(Settings(backend="onnx", onnx_model=bundle, onnx_threads=1))
     assert onnx_client.get("/model").json()["backend"] == "onnx"
     for clip in ravdess_clips[:3]:

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from app.exceptions import UnsupportedModality, UtteranceConflict, UtteranceInPr
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store import ConversationKey, MemoryStore
+from app.store.base import ContextRow
 from model.checkpoint import Checkpoint
 from model.encoders.audio import AudioTooLongError
 from model.encoders.base import EncoderSpec
@@ -80,10 +81,12 @@ async def make_engine(clean_env: None) -> AsyncIterator[Callable[..., Awaitable[
     async def make(encoders: dict[str, Any] | None = None, **overrides: Any) -> Engine:
         values: dict[str, Any] = {
             "device": "cpu",
+            "backend": "torch",  # the ONNX paths are tested on saved checkpoints below
             "batch_max_wait_ms": 0,
             "context_window": 3,
             "idempotency_wait_ms": 200,
         }
+        device = overrides.pop("engine_device", "cpu")
         values.update(overrides)
         settings = Settings(**values)
         ckpt = fake_checkpoint()
@@ -93,10 +96,11 @@ async def make_engine(clean_env: None) -> AsyncIterator[Callable[..., Awaitable[
         engine = Engine(
             checkpoint=ckpt,
             encoders=encoders if encoders is not None else {"text": FakeText(), "audio": FakeAudio()},
-            network=build_network(settings, ckpt, torch.device("cpu")),
+            network=build_network(settings, ckpt, torch.device("cpu"))[0],
             store=store,
             settings=settings,
             metrics=Metrics(),
+            device=device,
         )
         engine.start()
         engines.append(engine)
@@ -178,6 +182,52 @@ async def test_concurrent_requests_share_encoder_batches(make_engine: Any) -> No
     )
     assert all(a.index == 0 for a in answers)
     assert max(text.batches) > 1 and sum(text.batches) == 8
+
+
+class ThreadedAudio(FakeAudio):
+    """FakeAudio that records which thread ran each call and holds it briefly, so calls overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, str]] = []
+
+    def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+        self.calls.append((len(items), threading.current_thread().name))
+        time.sleep(0.05)
+        return super().encode_batch(items)
+
+
+async def _audio_burst(engine: Engine, n: int) -> list[Any]:
+    requests = [
+        UtteranceRequest(
+            ConversationKey("", f"c{i}"), audio=wav_bytes(seconds=0.1 * (i + 1), sample_rate=8_000)
+        )
+        for i in range(n)
+    ]
+    return await asyncio.gather(*(engine.submit(r) for r in requests))
+
+
+@pytest.mark.asyncio
+async def test_on_cpu_a_batch_of_clips_fans_out_one_clip_per_worker(make_engine: Any) -> None:
+    audio = ThreadedAudio()
+    engine = await make_engine({"audio": audio}, encoder_workers=2, batch_max_wait_ms=100, batch_max_size=8)
+    answers = await _audio_burst(engine, 6)
+    assert all(size == 1 for size, _ in audio.calls) and len(audio.calls) == 6
+    assert len({name for _, name in audio.calls if name.startswith("lpgnet-audio")}) == 2
+    # each answer holds its own clip's vector: the duration feature is 0.1 * (i + 1) s
+    for i, answer in enumerate(answers):
+        row = await engine.store.window(ConversationKey("", f"c{i}"), answer.index, 1)
+        assert row[0].audio is not None and float(row[0].audio[2]) == pytest.approx(0.1 * (i + 1), abs=1e-3)
+
+
+@pytest.mark.asyncio
+async def test_on_cuda_a_batch_of_clips_is_one_padded_batch(make_engine: Any) -> None:
+    audio = ThreadedAudio()
+    engine = await make_engine(
+        {"audio": audio}, engine_device="cuda", batch_max_wait_ms=100, batch_max_size=8
+    )
+    await _audio_burst(engine, 6)
+    assert max(size for size, _ in audio.calls) > 1 and sum(size for size, _ in audio.calls) == 6
 
 
 @pytest.mark.asyncio
@@ -304,9 +354,82 @@ def test_load_refuses_a_missing_checkpoint(make_settings: Callable[..., Settings
         Engine.load(make_settings(checkpoint=tmp_path / "missing.pt"), store, Metrics())
 
 
+def test_cpu_engine_runs_torch_on_one_thread_unless_told(
+    make_settings: Callable[..., Settings], restore_torch_threads: None
+) -> None:
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
+    torch.set_num_threads(2)
+    Engine.load(make_settings(backend="torch"), store, Metrics())
+    assert torch.get_num_threads() == 1
+    Engine.load(make_settings(backend="torch", torch_threads=2), store, Metrics())
+    assert torch.get_num_threads() == 2
+
+
+def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
+    make_settings: Callable[..., Settings], tmp_path: Path, restore_torch_threads: None
+) -> None:
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
+    cache = tmp_path / "cache"
+    engine = Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    assert engine.backend == "onnx" and engine.describe()["backend"] == "onnx"
+    (graph,) = cache.glob("*.onnx")
+    stamp = graph.stat().st_mtime_ns
+    again = Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    assert again.backend == "onnx" and [p.stat().st_mtime_ns for p in cache.glob("*.onnx")] == [stamp]
+    torch_engine = Engine.load(make_settings(backend="torch"), store, Metrics())
+    rng = np.random.default_rng(0)
+    cfg = engine.checkpoint.config
+    windows = [
+        [ContextRow(j, rng.standard_normal(cfg.text_dim).astype(np.float16), None) for j in range(n)]
+        for n in (1, 3)
+    ]
+    for got, want in zip(engine._score_windows(windows), torch_engine._score_windows(windows), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_auto_backend_falls_back_to_torch_when_export_fails(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    restore_torch_threads: None,
+) -> None:
+    import model.export
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(model.export, "export_lpgnet", broken)
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
+    engine = Engine.load(make_settings(cache_dir=tmp_path / "cache"), store, Metrics())
+    assert engine.backend == "torch" and "exporter exploded" in caplog.text
+    assert not list((tmp_path / "cache").glob("*"))  # nothing half-written left behind
+
+
+def test_onnx_backend_refuses_a_graph_of_another_checkpoint(
+    make_settings: Callable[..., Settings], tiny_specs: dict[str, Any], tmp_path: Path
+) -> None:
+    from model.checkpoint import load_checkpoint
+    from model.export import export_lpgnet
+
+    other = load_checkpoint(write_tiny_checkpoint(tmp_path / "other.pt", tiny_specs, seed=7))
+    graph = export_lpgnet(other.model, tmp_path / "other.onnx")
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
+    with pytest.raises(StartupError, match="does not serve"):
+        Engine.load(make_settings(backend="onnx", onnx_model=graph), store, Metrics())
+
+
 def test_onnx_backend_without_a_graph_fails_with_a_clear_message(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=2)
     with pytest.raises(StartupError, match="LPGNET_BACKEND=onnx"):
         Engine.load(make_settings(backend="onnx", onnx_model=tmp_path / "none.onnx"), store, Metrics())
+
+
+@pytest.fixture
+def restore_torch_threads() -> Iterator[None]:
+    """Engine.load sets torch's global thread count; put it back for the tests that follow."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -18,7 +18,18 @@ def test_defaults_serve_the_committed_weights_locally(clean_env: None) -> None:
     assert s.profile is None  # the checkpoint's own profile ("offline" for the default weights)
     assert s.host == "127.0.0.1"  # not every interface unless asked
     assert s.redis_url is None and s.api_keys == [] and s.store_transcripts is False
-    assert s.context_window == 64 and s.backend == "torch" and s.device == "auto"
+    assert s.context_window == 64 and s.backend == "auto" and s.device == "auto"
+    # the fast path on CPU: no batch wait for a lone request, bf16 encoders where the CPU has it
+    assert s.batch_max_wait_ms == 0 and s.encoder_precision == "auto" and s.encoder_workers is None
+
+
+def test_graph_cache_follows_xdg_unless_set(
+    clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("LPGNET_CACHE_DIR")  # clean_env points it at the session's cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Settings().graph_cache == tmp_path / "xdg" / "lpgnet"
+    assert Settings(cache_dir=tmp_path / "mine").graph_cache == tmp_path / "mine"
 
 
 def test_environment_variables_use_the_lpgnet_prefix(
@@ -44,6 +55,8 @@ def test_environment_variables_use_the_lpgnet_prefix(
         {"context_window": 64, "max_utterances_stored": 10},
         {"redis_url": "http://localhost:6379"},
         {"backend": "tensorrt"},
+        {"encoder_precision": "int4"},
+        {"encoder_workers": 0},
         {"device": "tpu"},
         {"max_request_bytes": 10},
         {"batch_max_wait_ms": -1},
@@ -61,8 +74,10 @@ def test_vectors_are_kept_for_twice_the_window(clean_env: None) -> None:
 
 
 def test_empty_variables_mean_unset(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PROFILE", "TEXT_MODEL", "AUDIO_MODEL", "REDIS_URL", "API_KEYS", "TORCH_THREADS"):
+    names = ("PROFILE", "TEXT_MODEL", "AUDIO_MODEL", "REDIS_URL", "API_KEYS", "TORCH_THREADS")
+    for name in (*names, "ENCODER_WORKERS", "CACHE_DIR"):
         monkeypatch.setenv(f"LPGNET_{name}", "")
     s = Settings()
     assert s.profile is None and s.text_model is None and s.audio_model is None
     assert s.redis_url is None and s.api_keys == [] and s.torch_threads is None
+    assert s.encoder_workers is None and s.cache_dir is None

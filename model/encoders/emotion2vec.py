@@ -40,6 +40,7 @@ from torch import nn
 from model.encoders.base import EncoderSpec
 from model.encoders.devices import resolve_device
 from model.encoders.identity import short_hash, weights_fingerprint
+from model.encoders.precision import Precision, cpu_autocast, resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,8 @@ class Emotion2VecEncoder:
             basename. Pass the canonical id when loading a local copy of a hub model.
         device: "cpu", "cuda" or "auto".
         fp16: run in float16 (CUDA only; off by default: FunASR's feature extractor is fp32-first).
+        precision: "fp32" (default), "bf16" (CPU autocast, ~1.8x cheaper where the CPU has native
+            bf16) or "auto" (bf16 only there); see `model.encoders.precision`.
         max_batch_seconds: padded audio per forward pass; bounds the (B, H, T, T) attention memory.
     """
 
@@ -195,6 +198,7 @@ class Emotion2VecEncoder:
         name: str | None = None,
         device: str | torch.device = "auto",
         fp16: bool = False,
+        precision: Precision = "fp32",
         max_batch_seconds: float = 120.0,
     ) -> None:
         source = str(model)
@@ -220,14 +224,19 @@ class Emotion2VecEncoder:
             modality="audio",
         )
         self.fp16 = fp16 and self.device.type == "cuda"
+        self.bf16 = resolve_bf16(precision, self.device)
         self.pooler = Emotion2VecPooler(torch_model).to(self.device).eval()
         if self.fp16:
             self.pooler.half()
         self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
         logger.info(
-            "audio encoder %s (version %s, dim %d) on %s", self.spec.name, self.spec.version, self.spec.dim,
-            self.device,
+            "audio encoder %s (version %s, dim %d) on %s%s", self.spec.name, self.spec.version, self.spec.dim,
+            self.device, self.precision_note,
         )
+
+    @property
+    def precision_note(self) -> str:
+        return " fp16" if self.fp16 else " bf16" if self.bf16 else ""
 
     def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
         """items: N waveforms (S_i,) float32 at 16 kHz -> (N, D) float32 CPU tensor."""
@@ -237,7 +246,7 @@ class Emotion2VecEncoder:
                 [items[i] for i in idx], normalize=self.normalize, min_samples=self.pooler.min_samples
             )
             source = source.to(self.device, torch.float16 if self.fp16 else torch.float32)
-            with torch.inference_mode():
+            with torch.inference_mode(), cpu_autocast(self.bf16):
                 vectors = self.pooler(source, padding_mask.to(self.device))
             out[idx] = vectors.float().cpu()
         return out

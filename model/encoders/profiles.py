@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from model.encoders.base import Encoder, EncoderSpec, Modality
+from model.encoders.precision import Precision
 from model.encoders.text import Pooling
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,12 @@ def build_encoders(
     text_model: str | None = None,
     audio_model: str | None = None,
     tiny_dir: str | Path | None = None,
+    precision: Precision = "fp32",
 ) -> dict[Modality, Encoder]:
     """Build the profile's encoders, keyed "text" / "audio" (a modality the profile lacks is absent).
 
-    `tiny` writes its random models on first use (deterministic, offline, atomic).
+    `tiny` writes its random models on first use (deterministic, offline, atomic). `precision`
+    applies to the PyTorch encoders (see `model.encoders.precision`); training keeps fp32.
     """
     resolved = resolve_profile(profile, text_model=text_model, audio_model=audio_model, tiny_dir=tiny_dir)
     if resolved.name == "tiny":
@@ -149,25 +152,34 @@ def build_encoders(
                 write_tiny_encoders(Path(config.model).parent)
     encoders: dict[Modality, Encoder] = {}
     if resolved.text is not None:
-        encoders["text"] = build_text_encoder(resolved.text, device=device)
+        encoders["text"] = build_text_encoder(resolved.text, device=device, precision=precision)
     if resolved.audio is not None:
-        encoders["audio"] = build_audio_encoder(resolved.audio, device=device)
+        encoders["audio"] = build_audio_encoder(resolved.audio, device=device, precision=precision)
     return encoders
 
 
-def build_text_encoder(config: TextEncoderConfig, *, device: str = "auto") -> Encoder:
+def build_text_encoder(
+    config: TextEncoderConfig, *, device: str = "auto", precision: Precision = "fp32"
+) -> Encoder:
     if config.kind != "hf":
         raise ValueError(f"unknown text encoder kind {config.kind!r}")
     from model.encoders.text import HFTextEncoder
 
-    return HFTextEncoder(config.model, pooling=config.pooling, name=config.name, device=device)
+    return HFTextEncoder(
+        config.model, pooling=config.pooling, name=config.name, device=device, precision=precision
+    )
 
 
-def build_audio_encoder(config: AudioEncoderConfig, *, device: str = "auto") -> Encoder:
+def build_audio_encoder(
+    config: AudioEncoderConfig, *, device: str = "auto", precision: Precision = "fp32"
+) -> Encoder:
+    """The audio encoder; `precision` only matters for emotion2vec (the others are numpy)."""
     if config.kind == "emotion2vec":
         from model.encoders.emotion2vec import DEFAULT_MODEL, Emotion2VecEncoder
 
-        return Emotion2VecEncoder(config.model or DEFAULT_MODEL, name=config.name, device=device)
+        return Emotion2VecEncoder(
+            config.model or DEFAULT_MODEL, name=config.name, device=device, precision=precision
+        )
     if config.kind == "prosody8":
         from model.encoders.prosody import Prosody8Encoder
 

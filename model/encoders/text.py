@@ -25,6 +25,7 @@ from torch import nn
 from model.encoders.base import EncoderSpec
 from model.encoders.devices import resolve_device
 from model.encoders.identity import short_hash, weights_fingerprint
+from model.encoders.precision import Precision, cpu_autocast, resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class HFTextEncoder:
             still tells different weights apart).
         device: "cpu", "cuda" or "auto" (CUDA when available).
         fp16: run in float16; default: True on CUDA, False on CPU.
+        precision: "fp32" (default), "bf16" (CPU autocast) or "auto" (bf16 where the CPU has it);
+            see `model.encoders.precision`.
         max_length: truncation length in tokens; default: sentence-transformers `max_seq_length`,
             else the tokenizer's `model_max_length` capped by the position embeddings.
         normalize: L2-normalise the output; default: True iff `modules.json` has a Normalize module.
@@ -97,6 +100,7 @@ class HFTextEncoder:
         name: str | None = None,
         device: str | torch.device = "auto",
         fp16: bool | None = None,
+        precision: Precision = "fp32",
         max_length: int | None = None,
         normalize: bool | None = None,
         batch_size: int = 32,
@@ -113,6 +117,7 @@ class HFTextEncoder:
         self.normalize = bool(st.get("normalize", False)) if normalize is None else normalize
         self.device = resolve_device(device)
         self.fp16 = (self.device.type == "cuda") if fp16 is None else fp16
+        self.bf16 = resolve_bf16(precision, self.device)
         self.batch_size = batch_size
 
         self.tokenizer = AutoTokenizer.from_pretrained(source, **load_kwargs)
@@ -143,9 +148,13 @@ class HFTextEncoder:
         self.pooler = TextPooler(transformer.to(self.device), self.pooling, self.normalize).eval()
         logger.info(
             "text encoder %s (version %s, dim %d) on %s%s, max %d tokens",
-            self.spec.name, self.spec.version, self.spec.dim, self.device, " fp16" if self.fp16 else "",
+            self.spec.name, self.spec.version, self.spec.dim, self.device, self.precision_note,
             self.max_length,
         )
+
+    @property
+    def precision_note(self) -> str:
+        return " fp16" if self.fp16 else " bf16" if self.bf16 else ""
 
     def tokenize(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:
         """Model inputs (B, L) for `texts` and which of them were truncated."""
@@ -161,7 +170,7 @@ class HFTextEncoder:
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             inputs, flags = self.tokenize([texts[i] for i in idx])
-            with torch.inference_mode():
+            with torch.inference_mode(), cpu_autocast(self.bf16):
                 vectors = self.pooler(**{k: v.to(self.device) for k, v in inputs.items()})
             out[idx] = vectors.float().cpu()
             for i, flag in zip(idx, flags, strict=True):

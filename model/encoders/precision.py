@@ -1,0 +1,58 @@
+"""Reduced-precision inference for the PyTorch encoders: one rule, shared by text and audio.
+
+"bf16" runs an encoder's forward under `torch.autocast("cpu", dtype=torch.bfloat16)`: matrix
+products and convolutions in bfloat16 with fp32 accumulation, norms and softmax in fp32. On CPUs with
+native bf16 (AVX512-BF16 or AMX) that is ~1.8x less CPU per emotion2vec-base clip; without it, torch
+emulates bf16 and it is slower than fp32, so "auto" only picks it where it is native.
+
+It is a runtime choice, not part of an encoder's identity (`EncoderSpec`): a checkpoint trained on
+fp32 features is served with bf16 ones. That is only allowed because of the parity bound tested in
+`tests/test_precision.py` on real inputs: cosine >= 0.99 between bf16 and fp32 vectors, and >= 99%
+of the shipped checkpoint's IEMOCAP test predictions unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN reports AVX512-BF16 / AMX support)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - torch built without oneDNN
+        return False
+
+
+def resolve_bf16(precision: Precision, device: torch.device) -> bool:
+    """True when encoders on `device` should run under bf16 autocast.
+
+    "auto": on CPUs with native bf16, off elsewhere (CUDA keeps each encoder's own fp16 rule).
+    "bf16" on CUDA is refused: this autocast path is for CPUs.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type != "cpu":
+        if precision == "bf16":
+            raise ValueError("precision 'bf16' is the CPU autocast path; on CUDA use fp32 (or fp16)")
+        return False
+    return precision == "bf16" or (precision == "auto" and native_bf16())
+
+
+@contextlib.contextmanager
+def cpu_autocast(enabled: bool) -> Iterator[None]:
+    """bf16 autocast on CPU when `enabled`, else nothing."""
+    if not enabled:
+        yield
+        return
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yield
