@@ -30,7 +30,9 @@ class MicroBatcher(Generic[Item, Result]):
         max_size: int,
         max_wait_s: float,
         on_batch: Callable[[int], None] | None = None,
+        thread_init: Callable[[], None] | None = None,
     ) -> None:
+        """`thread_init` runs once in the batch thread before its first batch (e.g. thread settings)."""
         self.name = name
         self._run_batch = run_batch
         self.max_size = max_size
@@ -38,7 +40,9 @@ class MicroBatcher(Generic[Item, Result]):
         self._on_batch = on_batch
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lpgnet-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"lpgnet-{name}", initializer=thread_init
+        )
 
     def start(self) -> None:
         """Start the worker on the running loop (the queue belongs to that loop)."""

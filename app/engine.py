@@ -114,6 +114,9 @@ class Engine:
         self._network = network
         self.ready = False
         wait_s = settings.batch_max_wait_ms / 1000.0
+        # torch's thread count is per thread once a thread has used it: every thread that runs model
+        # code sets its own, so whatever else the process does (a benchmark's baseline) cannot change it
+        self.torch_threads = settings.torch_threads or (1 if device == "cpu" else torch.get_num_threads())
 
         def batcher(name: str, run: Callable[[Sequence[Any]], Sequence[Any]]) -> MicroBatcher[Any, Any]:
             return MicroBatcher(
@@ -122,6 +125,7 @@ class Engine:
                 max_size=settings.batch_max_size,
                 max_wait_s=wait_s,
                 on_batch=metrics.batch_observer(name),
+                thread_init=self._init_thread,
             )
 
         self._text = batcher("text", self._encode_texts) if "text" in encoders else None
@@ -132,7 +136,9 @@ class Engine:
         # a padded batch of 8 costs ~26% more per clip (bench/RESULTS.md); CUDA wants the batch.
         self.audio_workers = (settings.encoder_workers or cpu_cores()) if device == "cpu" else 0
         self._audio_pool = (
-            ThreadPoolExecutor(max_workers=self.audio_workers, thread_name_prefix="lpgnet-audio")
+            ThreadPoolExecutor(
+                self.audio_workers, thread_name_prefix="lpgnet-audio", initializer=self._init_thread
+            )
             if self.audio_workers > 1 and "audio" in encoders
             else None
         )
@@ -146,10 +152,6 @@ class Engine:
         if not path.is_file():
             raise StartupError(f"LPGNET_CHECKPOINT: no checkpoint file at {path}")
         device = resolve_device(settings.device)
-        if settings.torch_threads or device.type == "cpu":
-            # On CPU, 1 by default: the text, audio and model batchers (and the audio workers) run
-            # at once, and 2-thread OpenMP teams on 2 cores turn every barrier into a scheduler wait.
-            torch.set_num_threads(settings.torch_threads or 1)
         checkpoint = load_checkpoint(path)
         profile = settings.profile or checkpoint.profile
         encoders = build_profile_encoders(settings, profile, needed=set(checkpoint.encoders))
@@ -163,7 +165,7 @@ class Engine:
             log.warning("checkpoint context is %r; served over past utterances only", checkpoint.context)
         network, backend = build_network(settings, checkpoint, device)
         log.info(
-            "engine: %s %s, labels %s, profile %s, LPGNet on %s (%s), K=%d, torch threads %d",
+            "engine: %s %s, labels %s, profile %s, LPGNet on %s (%s), K=%d",
             checkpoint.name,
             checkpoint.version,
             checkpoint.labels,
@@ -171,7 +173,6 @@ class Engine:
             backend,
             device,
             settings.context_window,
-            torch.get_num_threads(),
         )
         return cls(
             checkpoint=checkpoint,
@@ -197,6 +198,12 @@ class Engine:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         if self._audio_pool is not None:
             self._audio_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _init_thread(self) -> None:
+        """Runs first in every model thread. On CPU, 1 intra-op thread unless told: the text, audio
+        and model batchers and the audio workers run at once, and 2-thread OpenMP teams on 2 cores
+        turn every barrier into a scheduler wait (bench/RESULTS.md)."""
+        torch.set_num_threads(self.torch_threads)
 
     def _batchers(self) -> list[MicroBatcher[Any, Any]]:
         return [b for b in (self._text, self._audio, self._model) if b is not None]
@@ -434,8 +441,10 @@ class Engine:
             "modalities": self.modalities,
             "backend": self.backend,
             "device": self.device,
+            "torch_threads": self.torch_threads,
+            "audio_workers": self.audio_workers,
             "encoders": {
-                m: {**e.spec.to_dict(), "sample_rate": e.sample_rate}
+                m: {**e.spec.to_dict(), "sample_rate": e.sample_rate, "precision": _precision(e)}
                 for m, e in sorted(self.encoders.items())
             },
         }
@@ -547,6 +556,12 @@ def _torch_network(checkpoint: Checkpoint, device: torch.device) -> Network:
         return out.logits.float().cpu()
 
     return run
+
+
+def _precision(encoder: Encoder) -> str:
+    if getattr(encoder, "fp16", False):
+        return "fp16"
+    return "bf16" if getattr(encoder, "bf16", False) else "fp32"
 
 
 def cpu_cores() -> int:

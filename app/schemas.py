@@ -259,6 +259,7 @@ class EncoderInfo(BaseModel):
     dim: int
     modality: str
     sample_rate: int | None
+    precision: str = Field(description="fp32, or bf16 / fp16 where the encoder runs reduced precision.")
 
 
 class ModelResponse(BaseModel):
@@ -271,8 +272,10 @@ class ModelResponse(BaseModel):
     context: str = Field(description="Context mode of the checkpoint: causal or bidirectional.")
     context_window: int = Field(description="K: utterances of context per prediction.")
     modalities: list[str]
-    backend: str
+    backend: str = Field(description="Runtime of LPGNet: torch or onnx (onnxruntime).")
     device: str
+    torch_threads: int = Field(description="Intra-op threads of each model thread.")
+    audio_workers: int = Field(description="CPU: clips encoded at once, one per worker (0: batched).")
     encoders: dict[str, EncoderInfo]
 
 

@@ -36,11 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report file (default {DEFAULT_OUT})")
     parser.add_argument(
-        "--backend", choices=("torch", "onnx"), default="torch", help="runtime of the service"
+        "--backend",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="service LPGNET_BACKEND (auto: the default); onnx serves an `lpgnet export` bundle",
     )
     parser.add_argument("--concurrency", type=_levels, default=(1, 4, 16), help="levels, default 1,4,16")
     parser.add_argument("--requests", type=int, default=None, help="requests per mode and level")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads, service and naive (default: each one's)"
+    )
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default=None, help="service LPGNET_ENCODER_PRECISION"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="service LPGNET_ENCODER_WORKERS")
     parser.add_argument("--batch-max-size", type=int, default=None, help="service LPGNET_BATCH_MAX_SIZE")
     parser.add_argument(
         "--batch-max-wait-ms", type=float, default=None, help="service LPGNET_BATCH_MAX_WAIT_MS"
@@ -72,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             requests=args.requests,
             threads=args.threads,
+            precision=args.precision,
+            workers=args.workers,
             http=args.http,
             batch_max_size=args.batch_max_size,
             batch_max_wait_ms=args.batch_max_wait_ms,

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from bench.naive import NaiveConversation, NaivePipeline
 from bench.workload import Clip
@@ -43,8 +44,9 @@ class FloorMode:
 
     name = "floor"
 
-    def __init__(self, encoders: dict[str, Any]) -> None:
+    def __init__(self, encoders: dict[str, Any], *, threads: int) -> None:
         self.encoders = encoders
+        self.threads = threads  # the served model threads' torch count
         self.pids = [os.getpid()]
         self.sample_rate = encoders["audio"].sample_rate if "audio" in encoders else None
         self._waves: dict[str, np.ndarray] = {}
@@ -57,6 +59,7 @@ class FloorMode:
                 self._waves[clip.path.name] = clip.waveform(self.sample_rate)
 
     def _run(self, clip: Clip) -> float:
+        torch.set_num_threads(self.threads)  # per thread once set; cheap
         started = time.perf_counter()
         if "text" in self.encoders:
             t = time.perf_counter()
@@ -80,18 +83,24 @@ class NaiveMode:
 
     name = "naive"
 
-    def __init__(self, pipeline: NaivePipeline) -> None:
+    def __init__(self, pipeline: NaivePipeline, *, threads: int) -> None:
         self.pipeline = pipeline
         self.pids = [os.getpid()]
+        self.threads = threads  # torch intra-op threads of each request thread
         self._conversations: dict[str, NaiveConversation] = {}
         self._workers = 1
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="naive")
+        self._pool = self._new_pool(1)
+
+    def _new_pool(self, workers: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            workers, thread_name_prefix="naive", initializer=lambda: torch.set_num_threads(self.threads)
+        )
 
     def concurrency(self, workers: int) -> None:
         """Serve up to `workers` requests at once from here on."""
         if workers != self._workers:
             self._pool.shutdown(wait=True)
-            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="naive")
+            self._pool = self._new_pool(workers)
             self._workers = workers
 
     def _run(self, conversation_id: str, clip: Clip) -> float:

@@ -15,7 +15,7 @@ from bench.models import DEFAULT_CACHE, REPO_ROOT
 DEFAULT_OUT = REPO_ROOT / ".cache" / "bench" / "report.json"
 CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")
 DEFAULT_HIDDEN = 128  # D that `lpgnet train` gives a checkpoint by default (model.train.TrainConfig)
-Backend = Literal["torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx"]  # onnx: the `lpgnet export` bundle (encoders too)
 RunKind = Literal["smoke", "quick", "full"]
 
 
@@ -61,10 +61,12 @@ class BenchOptions:
     """The options of `run_bench`, as one value handed to the setup and every section."""
 
     kind: RunKind = "full"
-    backend: Backend = "torch"
+    backend: Backend = "auto"  # the service's default
     concurrency: tuple[int, ...] = (1, 4, 16)
     requests: int | None = None
-    threads: int | None = None  # torch intra-op threads everywhere (None: torch's default)
+    threads: int | None = None  # torch intra-op threads, service and naive (None: each one's default)
+    precision: str | None = None  # service LPGNET_ENCODER_PRECISION (None: the service's default)
+    workers: int | None = None  # service LPGNET_ENCODER_WORKERS
     http: bool = True
     batch_max_size: int | None = None  # service micro-batching (None: the service's default)
     batch_max_wait_ms: float | None = None

@@ -48,10 +48,12 @@ def run_bench(
     quick: bool = False,
     *,
     smoke: bool = False,
-    backend: Backend = "torch",
+    backend: Backend = "auto",
     concurrency: Sequence[int] = (1, 4, 16),
     requests: int | None = None,
     threads: int | None = None,
+    precision: str | None = None,
+    workers: int | None = None,
     http: bool = True,
     batch_max_size: int | None = None,
     batch_max_wait_ms: float | None = None,
@@ -67,6 +69,8 @@ def run_bench(
         concurrency=tuple(sorted(set(concurrency))),
         requests=requests,
         threads=threads,
+        precision=precision,
+        workers=workers,
         http=http,
         batch_max_size=batch_max_size,
         batch_max_wait_ms=batch_max_wait_ms,
@@ -90,14 +94,14 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
     from bench.server import ServiceProcess
 
     started = time.perf_counter()
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    threads = torch.get_num_threads()
+    # the naive baseline gets torch's default (what its user gets) unless --threads says otherwise;
+    # the service's model threads set their own count (LPGNET_TORCH_THREADS, 1 on CPU by default)
+    threads = opts.threads or torch.get_num_threads()
     facts = machine_facts(threads)
     cpu_share, own_cpu_at_start = CpuShare(), Stopwatch().cpu_seconds()
     plan = opts.plan
     clips = load_clips()
-    log.info("bench %s: backend %s, %d torch threads, plan %s", opts.kind, opts.backend, threads, plan)
+    log.info("bench %s: backend %s, naive on %d threads, plan %s", opts.kind, opts.backend, threads, plan)
 
     main, offline = await asyncio.to_thread(prepare_served, opts)
     settings = service_settings(main, opts)
@@ -111,11 +115,12 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             own_pids.append(server.pid)
         log.info("loading the in-process engine and the naive pipeline")
         engine = await load_engine(main, opts)
+        facts["service_torch_threads"] = engine.torch_threads
         text_dir, audio_dir = encoder_dirs(main)
         naive = await asyncio.to_thread(NaivePipeline.sharing, engine, text_dir, audio_dir, main.checkpoint)
-        floor = FloorMode(floor_encoders(engine, opts, threads))
+        floor = FloorMode(floor_encoders(engine, opts, engine.torch_threads), threads=engine.torch_threads)
         await asyncio.to_thread(floor.prepare, clips)
-        naive_mode, inproc = NaiveMode(naive), InProcessMode(engine)
+        naive_mode, inproc = NaiveMode(naive, threads=threads), InProcessMode(engine)
         modes: list[Any] = [floor, naive_mode, inproc]
         if server is not None:
             await asyncio.to_thread(server.wait_ready)

@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,34 +171,18 @@ async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, 
 
 
 def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
-    """LPGNet alone on one 64-utterance window, wall and CPU time, on the engine's backend."""
+    """LPGNet alone on one 64-utterance window, wall and CPU time, on the runtime the engine serves."""
     import torch
 
+    torch.set_num_threads(engine.torch_threads)  # as in the engine's own model thread
     cfg = engine.checkpoint.config
     rng = np.random.default_rng(0)
-    text = rng.standard_normal((1, CONTEXT_WINDOW, cfg.text_dim)).astype(np.float32)
-    audio = rng.standard_normal((1, CONTEXT_WINDOW, cfg.audio_dim)).astype(np.float32)
-    mask = np.ones((1, CONTEXT_WINDOW), dtype=bool)
-    if engine.settings.backend == "onnx":
-        from model.export import OnnxLPGNet
+    text = torch.from_numpy(rng.standard_normal((1, CONTEXT_WINDOW, cfg.text_dim)).astype(np.float32))
+    audio = torch.from_numpy(rng.standard_normal((1, CONTEXT_WINDOW, cfg.audio_dim)).astype(np.float32))
+    mask = torch.ones((1, CONTEXT_WINDOW), dtype=torch.bool)
 
-        graph = Path(engine.settings.onnx_model or Path(engine.settings.checkpoint).with_suffix(".onnx"))
-        if graph.is_dir():  # an `lpgnet export` bundle
-            from model.export import LPGNET_GRAPH
-
-            graph = graph / LPGNET_GRAPH
-        threads = getattr(engine.settings, "onnx_threads", None)
-        runner = OnnxLPGNet(graph, device="cpu", **({"intra_op_threads": threads} if threads else {}))
-
-        def forward() -> None:
-            runner(text, audio, mask, mask)
-    else:
-        module = engine.checkpoint.model.eval()
-        inputs = [torch.from_numpy(x) for x in (text, audio, mask, mask)]
-
-        def forward() -> None:
-            with torch.inference_mode():
-                module(*inputs)
+    def forward() -> None:
+        engine._network(text, audio, mask, mask)
 
     forward()
     wall, cpu = [], []
@@ -208,7 +191,7 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
             forward()
         wall.append(watch.wall_s * 1000.0)
         cpu.append(watch.cpu_s * 1000.0)
-    return {"backend": engine.settings.backend, "wall": summarize(wall), "cpu": summarize(cpu)}
+    return {"backend": engine.backend, "wall": summarize(wall), "cpu": summarize(cpu)}
 
 
 async def run_offline(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, Any]:

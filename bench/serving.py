@@ -121,8 +121,13 @@ def service_settings(served: Served, opts: BenchOptions) -> dict[str, Any]:
         "device": "cpu",
         "torch_threads": opts.threads,
         "context_window": CONTEXT_WINDOW,
+        "cache_dir": str(opts.cache / "graphs"),
         "log_level": "warning",
     }
+    if opts.precision is not None:
+        settings["encoder_precision"] = opts.precision
+    if opts.workers is not None:
+        settings["encoder_workers"] = opts.workers
     if served.onnx_model is not None:
         settings["onnx_model"] = str(served.onnx_model)
         if "onnx_threads" in _settings_fields():
@@ -196,7 +201,7 @@ async def close_engine(engine: Any) -> None:
 def floor_encoders(engine: Any, opts: BenchOptions, threads: int) -> dict[str, Any]:
     """The encoders on the chosen backend: the engine's own, or ONNX exports of them."""
     encoders = dict(engine.encoders)
-    if opts.backend == "torch" or all(type(e).__name__.startswith("Onnx") for e in encoders.values()):
+    if opts.backend != "onnx" or all(type(e).__name__.startswith("Onnx") for e in encoders.values()):
         return encoders
     from bench.models import export_onnx_encoders
     from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder

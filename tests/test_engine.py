@@ -354,15 +354,22 @@ def test_load_refuses_a_missing_checkpoint(make_settings: Callable[..., Settings
         Engine.load(make_settings(checkpoint=tmp_path / "missing.pt"), store, Metrics())
 
 
-def test_cpu_engine_runs_torch_on_one_thread_unless_told(
-    make_settings: Callable[..., Settings], restore_torch_threads: None
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("setting", "expected"), [(None, 1), (2, 2)])
+async def test_model_threads_run_torch_on_one_thread_on_cpu_unless_told(
+    make_engine: Any, restore_torch_threads: None, setting: int | None, expected: int
 ) -> None:
-    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
-    torch.set_num_threads(2)
-    Engine.load(make_settings(backend="torch"), store, Metrics())
-    assert torch.get_num_threads() == 1
-    Engine.load(make_settings(backend="torch", torch_threads=2), store, Metrics())
-    assert torch.get_num_threads() == 2
+    seen: list[int] = []
+
+    class CountingText(FakeText):
+        def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return super().encode_batch(items)
+
+    torch.set_num_threads(2)  # the process default must not leak into the model threads
+    engine = await make_engine({"text": CountingText()}, torch_threads=setting)
+    await engine.submit(UtteranceRequest(KEY, transcript="hello"))
+    assert seen == [expected] and engine.describe()["torch_threads"] == expected
 
 
 def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
