@@ -1,12 +1,14 @@
-"""`python -m bench` runs end to end and writes its report (the figures themselves are not tested).
+"""`lpgnet bench --quick` runs end to end and writes its report (the figures themselves are not tested).
 
-The smoke run uses the tiny random encoders, a handful of requests per section and the uvicorn
-service on loopback, so it finishes in well under a minute; the real benchmark is `--quick` or full.
+The quick run is the real benchmark with few requests: production-size random encoders (written once
+under .cache/bench-encoders, ~800 MB), the naive baseline, the floor and the uvicorn service on
+loopback; about a minute on a quiet 2-core machine, a few under load.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,53 +31,44 @@ REQUIRED_POSITIVE = (
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     if not RAVDESS_DIR.is_dir():
         pytest.skip(f"RAVDESS clips not found at {RAVDESS_DIR}")
-    tmp = tmp_path_factory.mktemp("bench")
-    out = tmp / "report.json"
-    command = [
-        sys.executable,
-        "-m",
-        "bench",
-        "--smoke",
-        "--json",
-        "--out",
-        str(out),
-        "--cache",
-        str(tmp / "cache"),
-    ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = tmp_path_factory.mktemp("bench") / "report.json"
+    lpgnet = shutil.which("lpgnet") or str(Path(sys.executable).with_name("lpgnet"))
+    command = [lpgnet, "bench", "--quick", "--json", "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return done, out
 
 
 @pytest.mark.slow
-def test_bench_smoke_writes_report_with_required_positive_figures(
-    smoke_run: tuple[subprocess.CompletedProcess[str], Path],
+def test_bench_quick_writes_report_with_required_positive_figures(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    _, out = smoke_run
+    _, out = quick_run
     report = json.loads(out.read_text())
     for key in REQUIRED_POSITIVE:
         assert isinstance(report[key], int | float) and report[key] > 0, (key, report.get(key))
     assert isinstance(report["device"], str) and report["device"]
-    assert report["run"] == "smoke"
+    assert report["run"] == "quick" and report["backend"] == "auto"  # the service's defaults
+    assert report["service_torch_threads"] >= 1 and report["naive_torch_threads"] >= 1
     assert set(report["concurrency"]) == {"1", "4", "16"}
 
 
 @pytest.mark.slow
 def test_bench_json_flag_prints_the_report_alone_on_stdout(
-    smoke_run: tuple[subprocess.CompletedProcess[str], Path],
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    done, out = smoke_run
+    done, out = quick_run
     assert json.loads(done.stdout) == json.loads(out.read_text())
 
 
 @pytest.mark.slow
-def test_bench_smoke_reports_targets_and_ratios(
-    smoke_run: tuple[subprocess.CompletedProcess[str], Path],
+def test_bench_quick_reports_targets_and_ratios(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    _, out = smoke_run
+    _, out = quick_run
     report = json.loads(out.read_text())
     assert set(report["targets"]) >= {"p50_over_floor", "throughput_16_over_naive", "overhead_p50_ms_ctx64"}
     for target in report["targets"].values():
@@ -92,3 +85,16 @@ def test_bench_cli_rejects_bad_concurrency_levels() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--concurrency", "0,4"])
     assert build_parser().parse_args(["--concurrency", "1,16"]).concurrency == (1, 16)
+
+
+@pytest.mark.slow
+def test_bench_smoke_runs_on_the_tiny_encoders(tmp_path: Path) -> None:
+    if not RAVDESS_DIR.is_dir():
+        pytest.skip(f"RAVDESS clips not found at {RAVDESS_DIR}")
+    out = tmp_path / "report.json"
+    command = [sys.executable, "-m", "bench", "--smoke", "--no-http", "--out", str(out)]
+    command += ["--cache", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["run"] == "smoke" and report["p50_ms"] > 0 and report["service_mode"] == "inproc"
