@@ -44,8 +44,8 @@ USER lpgnet
 # LPGNET_BACKEND=auto serves LPGNet's ONNX graph on CPU; export the default checkpoint's graph now so
 # the first start does not spend ~10 s on it (other checkpoints are exported at their first start)
 RUN python -c "from app.settings import Settings; from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint; \
-from model.export import cached_lpgnet_graph; \
-print(cached_lpgnet_graph(load_checkpoint(DEFAULT_CHECKPOINT).model, Settings().graph_cache))"
+from model.export import export_lpgnet_cached; \
+print(export_lpgnet_cached(load_checkpoint(DEFAULT_CHECKPOINT).model, Settings().graph_cache))"
 ENV LPGNET_HOST=0.0.0.0 \
     LPGNET_PORT=8000
 EXPOSE 8000

@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import io
 import logging
-import os
 import time
 import uuid
 import wave
@@ -39,7 +38,7 @@ from app.store.base import ContextRow, JSONDict, NewUtterance, StoredUtterance, 
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.encoders.audio import EmptyAudioError, decode_audio, resample
 from model.encoders.base import Encoder, EncoderMismatchError, check_encoders_match
-from model.encoders.devices import resolve_device
+from model.encoders.devices import count_available_cpus, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,8 @@ class Engine:
         self.ready = False
         wait_s = settings.batch_max_wait_ms / 1000.0
         # torch's thread count is per thread once a thread has used it: every thread that runs model
-        # code sets its own, so whatever else the process does (a benchmark's baseline) cannot change it
+        # code sets its own, so whatever else the process does (a benchmark's baseline) cannot change
+        # it. Setting it also changes the default of threads that have not used torch yet.
         self.torch_threads = settings.torch_threads or (1 if device == "cpu" else torch.get_num_threads())
 
         def batcher(name: str, run: Callable[[Sequence[Any]], Sequence[Any]]) -> MicroBatcher[Any, Any]:
@@ -132,12 +132,12 @@ class Engine:
         self._audio = batcher("audio", self._encode_audios) if "audio" in encoders else None
         self._model = batcher("model", self._score_windows)
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lpgnet-decode")
-        # CPU: one clip per forward, one forward per core. emotion2vec is compute-bound at batch 1 and
+        # CPU: one clip per forward, one forward per CPU. emotion2vec is compute-bound at batch 1 and
         # a padded batch of 8 costs ~26% more per clip (bench/RESULTS.md); CUDA wants the batch.
-        self.audio_workers = (settings.encoder_workers or cpu_cores()) if device == "cpu" else 0
+        self.audio_workers = (settings.encoder_workers or count_available_cpus()) if device == "cpu" else 0
         self._audio_pool = (
             ThreadPoolExecutor(
-                self.audio_workers, thread_name_prefix="lpgnet-audio", initializer=self._init_thread
+                self.audio_workers, thread_name_prefix="lpgnet-audio-worker", initializer=self._init_thread
             )
             if self.audio_workers > 1 and "audio" in encoders
             else None
@@ -215,7 +215,8 @@ class Engine:
             await self._text.submit("Warming up.")
         if self._audio is not None:
             waveform = await self._decode(_tone_wav(seconds=1.0))
-            await self._audio.submit(waveform)
+            # as many clips as workers, so every worker thread has run once before the first burst
+            await asyncio.gather(*(self._audio.submit(waveform) for _ in range(max(1, self.audio_workers))))
         cfg = self.checkpoint.config
         for length in sorted({1, self.settings.context_window}):
             row = (np.zeros(cfg.text_dim, np.float16), np.zeros(cfg.audio_dim, np.float16))
@@ -394,13 +395,15 @@ class Engine:
 
     def _encode_audios(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
         encoder = self.encoders["audio"]
-        if self._audio_pool is not None and len(waveforms) > 1:
 
-            def one(waveform: np.ndarray) -> np.ndarray:
-                vector: np.ndarray = encoder.encode_batch([waveform])[0].detach().cpu().float().numpy()
-                return vector
+        def one(waveform: np.ndarray) -> np.ndarray:
+            vector: np.ndarray = encoder.encode_batch([waveform])[0].detach().cpu().float().numpy()
+            return vector
 
-            return list(self._audio_pool.map(one, waveforms))
+        if self.audio_workers:  # CPU: one clip per forward, across the workers
+            if self._audio_pool is not None and len(waveforms) > 1:
+                return list(self._audio_pool.map(one, waveforms))
+            return [one(w) for w in waveforms]
         vectors = encoder.encode_batch(list(waveforms))
         matrix = vectors.detach().cpu().float().numpy()  # (N, Da)
         return [matrix[i] for i in range(len(waveforms))]
@@ -444,7 +447,11 @@ class Engine:
             "torch_threads": self.torch_threads,
             "audio_workers": self.audio_workers,
             "encoders": {
-                m: {**e.spec.to_dict(), "sample_rate": e.sample_rate, "precision": _precision(e)}
+                m: {
+                    **e.spec.to_dict(),
+                    "sample_rate": e.sample_rate,
+                    "precision": getattr(e, "precision", "fp32"),  # reduced-precision encoders say so
+                }
                 for m, e in sorted(self.encoders.items())
             },
         }
@@ -453,7 +460,8 @@ class Engine:
 def build_profile_encoders(settings: Settings, profile: str, needed: set[str]) -> dict[str, Encoder]:
     """The profile's encoders for the modalities the checkpoint uses, with local-directory overrides.
 
-    With backend=onnx and an exported bundle (`lpgnet export`), the encoders come from its graphs
+    With an exported bundle (`lpgnet export`) named by LPGNET_ONNX_MODEL (backend onnx or auto), the
+    encoders come from its graphs
     (onnxruntime; native for numpy features); their specs are checked against the checkpoint like any.
     """
     bundle = onnx_bundle(settings)
@@ -495,38 +503,35 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
 
     torch: the checkpoint's module. onnx: its graph in onnxruntime (a bundle's, LPGNET_ONNX_MODEL, or
     the .onnx beside the checkpoint). auto, on CPU: the graph LPGNET_ONNX_MODEL names, else one
-    exported from the checkpoint into the cache once (LPGNet 1.7 vs 3.4 ms at 64 utterances on 2
-    cores); PyTorch when that fails, and on CUDA. A graph is checked against the checkpoint's module
-    on a random batch before it serves.
+    exported from the checkpoint into the cache once (LPGNet 1.8 vs 3-11 ms at 64 utterances on 2
+    cores); PyTorch when exporting fails, and on CUDA. Every graph is checked against the checkpoint's
+    module on a random batch before it serves; a named graph that fails is a start-up error.
     """
     auto = settings.backend == "auto"
     if settings.backend == "torch" or (auto and device.type != "cpu"):
         return _torch_network(checkpoint, device), "torch"
-    try:
-        from model.export import OnnxLPGNet, cached_lpgnet_graph, check_graph_parity
-    except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
-        if auto:
-            return _torch_network(checkpoint, device), "torch"
-        raise StartupError("LPGNET_BACKEND=onnx needs onnxruntime (or onnxruntime-gpu)") from exc
+    from model.export import OnnxLPGNet, check_graph_parity, export_lpgnet_cached
+
     path = _named_graph(settings)
-    try:
-        if path is None:  # auto without a graph of its own: export the checkpoint once
-            path = cached_lpgnet_graph(checkpoint.model, settings.graph_cache)
-        elif not path.is_file():
-            raise StartupError(
-                f"LPGNET_BACKEND=onnx: no ONNX graph at {path}; write one with `lpgnet export --out DIR` "
-                "and set LPGNET_ONNX_MODEL=DIR"
-            )
-        else:
+    if path is None:  # auto without a graph of its own: export the checkpoint once
+        try:
+            path = export_lpgnet_cached(checkpoint.model, settings.graph_cache)
+            check_graph_parity(checkpoint.model, path)  # the cached file may have changed since
+        except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: serve PyTorch
+            log.warning("LPGNet stays in PyTorch: no usable ONNX graph in %s: %s", settings.graph_cache, exc)
+            return _torch_network(checkpoint, device), "torch"
+    elif not path.is_file():
+        raise StartupError(
+            f"no ONNX graph at {path}; write one with `lpgnet export --out DIR` and set LPGNET_ONNX_MODEL=DIR"
+        )
+    else:
+        try:
             check_graph_parity(checkpoint.model, path)
-    except Exception as exc:
-        if not auto:
-            if isinstance(exc, StartupError):
-                raise
+        except Exception as exc:
             raise StartupError(f"the ONNX graph {path} does not serve {checkpoint.name}: {exc}") from exc
-        log.warning("LPGNet stays in PyTorch: its ONNX graph is not usable: %s", exc)
-        return _torch_network(checkpoint, device), "torch"
-    runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=settings.onnx_threads)
+    # one intra-op thread per model thread on CPU, like torch (LPGNET_ONNX_THREADS overrides)
+    threads = settings.onnx_threads or (settings.torch_threads or 1 if device.type == "cpu" else None)
+    runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=threads)
     return (lambda t, a, tm, am: runner(t, a, tm, am).logits), "onnx"
 
 
@@ -556,20 +561,6 @@ def _torch_network(checkpoint: Checkpoint, device: torch.device) -> Network:
         return out.logits.float().cpu()
 
     return run
-
-
-def _precision(encoder: Encoder) -> str:
-    if getattr(encoder, "fp16", False):
-        return "fp16"
-    return "bf16" if getattr(encoder, "bf16", False) else "fp32"
-
-
-def cpu_cores() -> int:
-    """CPUs this process may run on (the container's share, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _tone_wav(seconds: float, sample_rate: int = 16_000) -> bytes:

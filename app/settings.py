@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.checkpoint import DEFAULT_CHECKPOINT
+from model.encoders.precision import Precision
 
 MIN_API_KEY_CHARS = 16
 
@@ -47,8 +48,8 @@ class Settings(BaseSettings):
     onnx_model: Path | None = Field(
         default=None,
         description=(
-            "backend=onnx: a directory written by `lpgnet export` (network and encoder graphs), or a"
-            " single LPGNet .onnx graph (encoders then run in PyTorch); default: the checkpoint's .onnx."
+            "A directory written by `lpgnet export` (network and encoder graphs), or a single LPGNet"
+            " .onnx graph (encoders then run in PyTorch); backend=onnx without it: the checkpoint's .onnx."
         ),
     )
     cache_dir: Path | None = Field(
@@ -59,7 +60,10 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=256,
-        description="onnxruntime intra-op threads per session (None: half the cores).",
+        description=(
+            "onnxruntime intra-op threads per session (None: LPGNet 1 on CPU, like torch_threads;"
+            " a bundle's encoder graphs half the CPUs)."
+        ),
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where encoders and network run."
@@ -83,7 +87,7 @@ class Settings(BaseSettings):
             " one padded batch."
         ),
     )
-    encoder_precision: Literal["auto", "fp32", "bf16"] = Field(
+    encoder_precision: Precision = Field(
         default="auto",
         description=(
             "PyTorch encoders on CPU: bf16 autocast (auto: where the CPU has native bf16; parity with"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.options import DEFAULT_HIDDEN, DEFAULT_OUT
 from bench.runner import run_bench
+from model.encoders.precision import PRECISIONS
 
 log = logging.getLogger("bench")
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="torch threads, service and naive (default: each one's)"
     )
     parser.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"), default=None, help="service LPGNET_ENCODER_PRECISION"
+        "--precision", choices=PRECISIONS, default=None, help="service LPGNET_ENCODER_PRECISION"
     )
     parser.add_argument("--workers", type=int, default=None, help="service LPGNET_ENCODER_WORKERS")
     parser.add_argument("--batch-max-size", type=int, default=None, help="service LPGNET_BATCH_MAX_SIZE")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from bench.models import DEFAULT_CACHE, REPO_ROOT
+from model.encoders.precision import Precision
 
 DEFAULT_OUT = REPO_ROOT / ".cache" / "bench" / "report.json"
 CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")
@@ -65,7 +66,7 @@ class BenchOptions:
     concurrency: tuple[int, ...] = (1, 4, 16)
     requests: int | None = None
     threads: int | None = None  # torch intra-op threads, service and naive (None: each one's default)
-    precision: str | None = None  # service LPGNET_ENCODER_PRECISION (None: the service's default)
+    precision: Precision | None = None  # service LPGNET_ENCODER_PRECISION (None: the service default)
     workers: int | None = None  # service LPGNET_ENCODER_WORKERS
     http: bool = True
     batch_max_size: int | None = None  # service micro-batching (None: the service's default)

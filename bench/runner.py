@@ -40,6 +40,7 @@ from bench.serving import (
 )
 from bench.stats import CpuShare, Stopwatch, machine_facts, peak_rss_mb, summarize
 from bench.workload import load_clips
+from model.encoders.precision import Precision
 
 log = logging.getLogger("bench")
 
@@ -52,7 +53,7 @@ def run_bench(
     concurrency: Sequence[int] = (1, 4, 16),
     requests: int | None = None,
     threads: int | None = None,
-    precision: str | None = None,
+    precision: Precision | None = None,
     workers: int | None = None,
     http: bool = True,
     batch_max_size: int | None = None,

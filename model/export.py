@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,11 @@ INPUT_NAMES = ["text", "audio", "text_mask", "audio_mask"]
 OUTPUT_NAMES = ["logits", "text_logits", "audio_logits"]
 
 
-def export_lpgnet(model: LPGNet, path: str | Path, opset: int = 18) -> Path:
+OPSET = 18
+EXPORT_VERSION = 1  # bump when export_lpgnet changes what it writes: cached graphs are then re-exported
+
+
+def export_lpgnet(model: LPGNet, path: str | Path, opset: int = OPSET) -> Path:
     """Write `model` (put in eval mode) as an ONNX graph with dynamic batch and utterance axes."""
     model = model.eval()
     cfg = model.cfg
@@ -79,32 +84,39 @@ def check_graph_parity(model: LPGNet, path: str | Path, *, tol: float = 1e-3, se
     with torch.inference_mode():
         expected = model.eval()(text, audio, text_mask, audio_mask).logits
     got = OnnxLPGNet(path, device="cpu", intra_op_threads=1)(text, audio, text_mask, audio_mask).logits
-    excess = ((got - expected).abs() - tol * (1 + expected.abs())) * valid
-    diff = float(((got - expected).abs() * valid).max())
-    if not float(excess.max()) <= 0:  # also catches NaN
+    gap = torch.where(valid, (got - expected).abs(), 0.0)  # padded rows may hold anything, NaN too
+    excess = torch.where(valid, gap - tol * (1 + expected.abs()), 0.0)
+    diff = float(gap.max())
+    if not float(excess.max()) <= 0:  # NaN in a valid row fails too
         raise ValueError(f"{Path(path).name}: onnxruntime logits differ from PyTorch by up to {diff:.3g}")
     return diff
 
 
-def cached_lpgnet_graph(model: LPGNet, cache_dir: str | Path) -> Path:
-    """`model`'s ONNX graph, exported once into `cache_dir`.
+def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path) -> Path:
+    """Export `model`'s ONNX graph into `cache_dir` unless it is there already; return its path.
 
-    The cache key hashes the config, every weight and buffer, and the torch version (the exporter),
-    so a retrained or replaced checkpoint gets a new graph. A new graph is checked against PyTorch
-    (`check_graph_parity`) before it is moved into place atomically; concurrent starts may export
-    twice but never read a half-written file. Exporting takes ~10 s on 2 cores.
+    The cache key hashes the config, every weight and buffer, the exporter (torch version, opset,
+    `EXPORT_VERSION`) and onnxruntime's version, so a retrained checkpoint or an upgrade gets a new
+    graph. A new graph must pass `check_graph_parity` before it is moved into place atomically
+    (concurrent starts may export twice, never read half a file). ~10 s on 2 cores. Callers should
+    still check a cached graph before serving it: the file may have been replaced since.
     """
+    import onnxruntime
+
     digest = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
+    digest.update(f"{EXPORT_VERSION}/{OPSET}/{torch.__version__}/{onnxruntime.__version__}".encode())
     state = model.state_dict()
     for key in sorted(state):
         digest.update(key.encode())
         digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
     cache = Path(cache_dir)
-    path = cache / f"lpgnet-{digest.hexdigest()[:20]}-torch{torch.__version__.split('+')[0]}.onnx"
+    path = cache / f"lpgnet-{digest.hexdigest()[:24]}.onnx"
     if path.is_file():
         return path
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+    fd, name = tempfile.mkstemp(dir=cache, prefix=f".{path.stem}.", suffix=".tmp.onnx")
+    os.close(fd)
+    tmp = Path(name)
     try:
         log.info("exporting LPGNet to %s (once per checkpoint)", path)
         export_lpgnet(model, tmp)

@@ -213,11 +213,21 @@ async def test_on_cpu_a_batch_of_clips_fans_out_one_clip_per_worker(make_engine:
     engine = await make_engine({"audio": audio}, encoder_workers=2, batch_max_wait_ms=100, batch_max_size=8)
     answers = await _audio_burst(engine, 6)
     assert all(size == 1 for size, _ in audio.calls) and len(audio.calls) == 6
-    assert len({name for _, name in audio.calls if name.startswith("lpgnet-audio")}) == 2
+    assert len({name for _, name in audio.calls if name.startswith("lpgnet-audio-worker")}) == 2
     # each answer holds its own clip's vector: the duration feature is 0.1 * (i + 1) s
     for i, answer in enumerate(answers):
         row = await engine.store.window(ConversationKey("", f"c{i}"), answer.index, 1)
         assert row[0].audio is not None and float(row[0].audio[2]) == pytest.approx(0.1 * (i + 1), abs=1e-3)
+
+
+@pytest.mark.asyncio
+async def test_on_cpu_with_one_worker_clips_are_still_encoded_one_per_forward(make_engine: Any) -> None:
+    audio = ThreadedAudio()
+    engine = await make_engine({"audio": audio}, encoder_workers=1, batch_max_wait_ms=100, batch_max_size=8)
+    await _audio_burst(engine, 4)
+    assert [size for size, _ in audio.calls] == [1, 1, 1, 1]
+    assert {name for _, name in audio.calls} == {"lpgnet-audio_0"}  # the batcher's own thread
+    assert engine.describe()["audio_workers"] == 1
 
 
 @pytest.mark.asyncio
@@ -372,8 +382,22 @@ async def test_model_threads_run_torch_on_one_thread_on_cpu_unless_told(
     assert seen == [expected] and engine.describe()["torch_threads"] == expected
 
 
+def _assert_same_answers(engine: Engine, reference: Engine) -> None:
+    rng = np.random.default_rng(0)
+    cfg = engine.checkpoint.config
+    windows = [
+        [ContextRow(j, rng.standard_normal(cfg.text_dim).astype(np.float16), None) for j in range(n)]
+        for n in (1, 3)
+    ]
+    for got, want in zip(engine._score_windows(windows), reference._score_windows(windows), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
-    make_settings: Callable[..., Settings], tmp_path: Path, restore_torch_threads: None
+    make_settings: Callable[..., Settings],
+    tiny_specs: dict[str, Any],
+    tmp_path: Path,
+    restore_torch_threads: None,
 ) -> None:
     store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
     cache = tmp_path / "cache"
@@ -383,15 +407,34 @@ def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
     stamp = graph.stat().st_mtime_ns
     again = Engine.load(make_settings(cache_dir=cache), store, Metrics())
     assert again.backend == "onnx" and [p.stat().st_mtime_ns for p in cache.glob("*.onnx")] == [stamp]
-    torch_engine = Engine.load(make_settings(backend="torch"), store, Metrics())
-    rng = np.random.default_rng(0)
-    cfg = engine.checkpoint.config
-    windows = [
-        [ContextRow(j, rng.standard_normal(cfg.text_dim).astype(np.float16), None) for j in range(n)]
-        for n in (1, 3)
-    ]
-    for got, want in zip(engine._score_windows(windows), torch_engine._score_windows(windows), strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    _assert_same_answers(engine, Engine.load(make_settings(backend="torch"), store, Metrics()))
+    # another checkpoint in the same cache gets a graph of its own and answers like its own weights
+    other = write_tiny_checkpoint(tmp_path / "other.pt", tiny_specs, seed=7)
+    other_engine = Engine.load(make_settings(checkpoint=other, cache_dir=cache), store, Metrics())
+    assert other_engine.backend == "onnx" and len(list(cache.glob("*.onnx"))) == 2
+    _assert_same_answers(
+        other_engine, Engine.load(make_settings(checkpoint=other, backend="torch"), store, Metrics())
+    )
+
+
+def test_auto_backend_does_not_trust_a_cached_graph_that_changed(
+    make_settings: Callable[..., Settings],
+    tiny_specs: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    restore_torch_threads: None,
+) -> None:
+    from model.checkpoint import load_checkpoint
+    from model.export import export_lpgnet
+
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
+    cache = tmp_path / "cache"
+    Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    (graph,) = cache.glob("*.onnx")
+    other = load_checkpoint(write_tiny_checkpoint(tmp_path / "other.pt", tiny_specs, seed=7))
+    export_lpgnet(other.model, graph)  # the cached file now holds another model's graph
+    engine = Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    assert engine.backend == "torch" and "differ from PyTorch" in caplog.text
 
 
 def test_auto_backend_falls_back_to_torch_when_export_fails(
@@ -403,14 +446,23 @@ def test_auto_backend_falls_back_to_torch_when_export_fails(
 ) -> None:
     import model.export
 
-    def broken(*args: Any, **kwargs: Any) -> None:
+    def broken(model: Any, path: Path, *args: Any, **kwargs: Any) -> None:
+        Path(path).write_bytes(b"half a graph")  # the exporter dies after writing part of the file
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(model.export, "export_lpgnet", broken)
     store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
     engine = Engine.load(make_settings(cache_dir=tmp_path / "cache"), store, Metrics())
     assert engine.backend == "torch" and "exporter exploded" in caplog.text
-    assert not list((tmp_path / "cache").glob("*"))  # nothing half-written left behind
+    assert not list((tmp_path / "cache").iterdir())  # nothing half-written left behind
+
+
+def test_a_named_graph_that_is_missing_is_a_startup_error_under_auto_too(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
+    with pytest.raises(StartupError, match="LPGNET_ONNX_MODEL"):
+        Engine.load(make_settings(onnx_model=tmp_path / "typo.onnx"), store, Metrics())
 
 
 def test_onnx_backend_refuses_a_graph_of_another_checkpoint(
@@ -430,13 +482,13 @@ def test_onnx_backend_without_a_graph_fails_with_a_clear_message(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=2)
-    with pytest.raises(StartupError, match="LPGNET_BACKEND=onnx"):
+    with pytest.raises(StartupError, match="no ONNX graph"):
         Engine.load(make_settings(backend="onnx", onnx_model=tmp_path / "none.onnx"), store, Metrics())
 
 
 @pytest.fixture
 def restore_torch_threads() -> Iterator[None]:
-    """Engine.load sets torch's global thread count; put it back for the tests that follow."""
+    """Model threads set torch's thread count, which also moves the process default; put it back."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

@@ -83,3 +83,33 @@ def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_e
     torch.testing.assert_close(
         served["audio"].encode_batch(waves), encoders["audio"].encode_batch(waves), atol=1e-4, rtol=1e-4
     )
+
+
+@pytest.fixture(scope="module")
+def causal_graph(tmp_path_factory):
+    """A small causal model and its exported graph (one export for the tests below)."""
+    torch.manual_seed(0)
+    model = LPGNet(LPGNetConfig(text_dim=6, audio_dim=5, hidden=8, num_classes=3, context="causal")).eval()
+    return model, export_lpgnet(model, tmp_path_factory.mktemp("graph") / "lpgnet.onnx")
+
+
+def test_parity_check_refuses_another_models_graph_and_accepts_its_own(causal_graph):
+    from model.export import check_graph_parity
+
+    model, graph = causal_graph
+    assert check_graph_parity(model, graph) < 1e-3
+    torch.manual_seed(1)
+    stranger = LPGNet(model.cfg).eval()
+    with pytest.raises(ValueError, match="differ from PyTorch"):
+        check_graph_parity(stranger, graph)
+
+
+def test_cached_export_is_keyed_by_the_exporter_version_too(causal_graph, tmp_path, monkeypatch):
+    import model.export as export
+
+    model, _ = causal_graph
+    first = export.export_lpgnet_cached(model, tmp_path)
+    assert export.export_lpgnet_cached(model, tmp_path) == first  # a hit: no second export
+    monkeypatch.setattr(export, "EXPORT_VERSION", export.EXPORT_VERSION + 1)
+    second = export.export_lpgnet_cached(model, tmp_path)
+    assert second != first and sorted(tmp_path.iterdir()) == sorted([first, second])

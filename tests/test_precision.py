@@ -3,11 +3,14 @@
 Bound (issue: performance): cosine >= 0.99 between bf16 and fp32 vectors on real inputs, and >= 99%
 of the offline profile's IEMOCAP test predictions unchanged. The committed checkpoint's text
 encoder (MiniLM, real weights) is the model these predictions come from; emotion2vec is checked on
-real speech with its production shape (random weights: the real ones cannot be downloaded here).
+real speech with its production shape (random weights: the real ones cannot be downloaded here;
+LPGNET_PARITY_EMOTION2VEC=DIR runs the same check on a real FunASR model directory).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.encoders.precision import native_bf16, resolve_bf16
+from model.encoders.precision import has_native_bf16, resolve_bf16
 from tests.conftest_encoders import IEMOCAP_TABLE
 
 MIN_COSINE = 0.99
@@ -26,9 +29,34 @@ def cosines(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1).numpy()
 
 
-def test_auto_uses_bf16_only_on_cpus_that_have_it() -> None:
-    assert resolve_bf16("auto", torch.device("cpu")) == native_bf16()
+@pytest.fixture
+def cpu_features(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Pretend the x86 CPU has (or lacks) AVX512-BF16 and AMX; the cached answer is reset around it."""
+    import model.encoders.precision as precision
+
+    def set_features(*, avx512_bf16: bool, amx: bool) -> None:
+        monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        has_native_bf16.cache_clear()
+
+    yield set_features
+    has_native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "native"), [(False, False, False), (True, False, True), (False, True, True)]
+)
+def test_auto_uses_bf16_only_on_cpus_with_bf16_instructions(
+    cpu_features: Callable[..., None], avx512_bf16: bool, amx: bool, native: bool
+) -> None:
+    """An AVX-512 CPU without AVX512-BF16/AMX only emulates bf16 (slower than fp32): auto stays fp32."""
+    cpu_features(avx512_bf16=avx512_bf16, amx=amx)
+    assert resolve_bf16("auto", torch.device("cpu")) is native
     assert resolve_bf16("bf16", torch.device("cpu")) and not resolve_bf16("fp32", torch.device("cpu"))
+
+
+def test_bf16_is_refused_on_cuda_and_unknown_precisions_everywhere() -> None:
     assert not resolve_bf16("auto", torch.device("cuda"))
     with pytest.raises(ValueError, match="CUDA"):
         resolve_bf16("bf16", torch.device("cuda"))
@@ -41,7 +69,7 @@ def test_bf16_is_a_runtime_choice_not_an_identity(tiny_encoder_paths: Any) -> No
 
     fp32 = Emotion2VecEncoder(tiny_encoder_paths.audio, device="cpu", precision="fp32")
     bf16 = Emotion2VecEncoder(tiny_encoder_paths.audio, device="cpu", precision="bf16")
-    assert bf16.bf16 and not fp32.bf16
+    assert bf16.precision == "bf16" and fp32.precision == "fp32"
     assert bf16.spec == fp32.spec  # a checkpoint trained on fp32 features is served with bf16 ones
 
 
@@ -60,10 +88,14 @@ def test_emotion2vec_base_shape_bf16_vectors_keep_cosine_099_on_real_speech(
     from bench.models import SHARED_E2V_CONFIG, write_emotion2vec_base
     from model.encoders.emotion2vec import Emotion2VecEncoder
 
-    if not SHARED_E2V_CONFIG.is_file():
-        pytest.skip(f"emotion2vec base config not found at {SHARED_E2V_CONFIG} (../shared)")
-    directory = tmp_path_factory.mktemp("e2v-base") / "emotion2vec-base"
-    write_emotion2vec_base(directory)
+    real = os.environ.get("LPGNET_PARITY_EMOTION2VEC")  # a real model directory, when one exists
+    if real:
+        directory = Path(real)
+    else:
+        if not SHARED_E2V_CONFIG.is_file():
+            pytest.skip(f"emotion2vec base config not found at {SHARED_E2V_CONFIG} (../shared)")
+        directory = tmp_path_factory.mktemp("e2v-base") / "emotion2vec-base"
+        write_emotion2vec_base(directory)
     fp32 = Emotion2VecEncoder(directory, device="cpu", precision="fp32")
     bf16 = Emotion2VecEncoder(directory, device="cpu", precision="bf16")
     sims = cosines(bf16.encode_batch(speech_16k), fp32.encode_batch(speech_16k))

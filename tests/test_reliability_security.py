@@ -12,6 +12,7 @@ import hmac
 import logging
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -384,6 +385,28 @@ def test_container_runs_as_a_non_root_user() -> None:
     after = final[final.rindex("USER") :]  # steps after it run as that user (a build-time export)
     assert not re.search(r"\b(sudo|su)\b", after)
     assert "CMD" in final[final.rindex("USER") :]
+
+
+@pytest.mark.slow
+def test_the_dockerfile_build_time_graph_export_runs(tmp_path: Path) -> None:
+    """The image exports the default checkpoint's LPGNet graph at build time (no Docker engine here:
+    the same Python command runs against this checkout, with a fresh home directory)."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    after_user = dockerfile[dockerfile.rindex("\nUSER ") :]  # the step runs as the service's user
+    match = re.search(r'^RUN python -c "(.*?)"$', after_user, flags=re.M | re.S)
+    assert match, "no build-time export step in the Dockerfile"
+    code = match.group(1).replace("\\\n", "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LPGNET_", "XDG_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**env, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    graph = Path(done.stdout.strip().splitlines()[-1])
+    assert graph.is_file() and graph.is_relative_to(tmp_path / ".cache" / "lpgnet")
 
 
 # ---- an asyncio variant of the isolation check under concurrency ---------------------------------------

@@ -40,7 +40,7 @@ from torch import nn
 from model.encoders.base import EncoderSpec
 from model.encoders.devices import resolve_device
 from model.encoders.identity import short_hash, weights_fingerprint
-from model.encoders.precision import Precision, cpu_autocast, resolve_bf16
+from model.encoders.precision import Precision, cpu_autocast, precision_name, resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Emotion2VecEncoder:
             basename. Pass the canonical id when loading a local copy of a hub model.
         device: "cpu", "cuda" or "auto".
         fp16: run in float16 (CUDA only; off by default: FunASR's feature extractor is fp32-first).
-        precision: "fp32" (default), "bf16" (CPU autocast, ~1.8x cheaper where the CPU has native
+        precision: "fp32" (default), "bf16" (CPU autocast, 1.4-1.8x cheaper where the CPU has native
             bf16) or "auto" (bf16 only there); see `model.encoders.precision`.
         max_batch_seconds: padded audio per forward pass; bounds the (B, H, T, T) attention memory.
     """
@@ -230,13 +230,18 @@ class Emotion2VecEncoder:
             self.pooler.half()
         self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
         logger.info(
-            "audio encoder %s (version %s, dim %d) on %s%s", self.spec.name, self.spec.version, self.spec.dim,
-            self.device, self.precision_note,
+            "audio encoder %s (version %s, dim %d) on %s, %s",
+            self.spec.name,
+            self.spec.version,
+            self.spec.dim,
+            self.device,
+            self.precision,
         )
 
     @property
-    def precision_note(self) -> str:
-        return " fp16" if self.fp16 else " bf16" if self.bf16 else ""
+    def precision(self) -> str:
+        """"fp32", or "bf16" / "fp16" where the forward runs in reduced precision."""
+        return precision_name(fp16=self.fp16, bf16=self.bf16)
 
     def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
         """items: N waveforms (S_i,) float32 at 16 kHz -> (N, D) float32 CPU tensor."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from model.encoders.base import EncoderSpec
+from model.encoders.devices import count_available_cpus
 from model.encoders.emotion2vec import SAMPLE_RATE, Emotion2VecEncoder, length_batches, prepare_waveforms
 from model.encoders.text import MODEL_INPUT_NAMES, HFTextEncoder, require_strings, tokenize_texts
 
@@ -124,14 +124,16 @@ def _read_meta(directory: Path, kind: str) -> dict[str, Any]:
 def create_session(path: str | Path, *, device: str = "auto", intra_op_threads: int | None = None) -> Any:
     """An onnxruntime session: CUDA when `device` is not "cpu" and onnxruntime has it, else CPU.
 
-    `intra_op_threads` defaults to half the CPU cores (at least 1): the service runs a text and an
-    audio session side by side, and onnxruntime's own default (all cores each) oversubscribes.
+    `intra_op_threads` defaults to half the CPUs this process may use (at least 1): the service runs a
+    text and an audio session side by side, and onnxruntime's own default (all cores each)
+    oversubscribes. Idle pool threads do not spin: they would take CPU from the other sessions.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads or max(1, (os.cpu_count() or 2) // 2)
+    options.intra_op_num_threads = intra_op_threads or max(1, count_available_cpus() // 2)
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     providers = ["CPUExecutionProvider"]
     # Ask onnxruntime, not torch: the service pairs a CPU torch wheel with onnxruntime-gpu.

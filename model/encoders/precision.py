@@ -2,8 +2,8 @@
 
 "bf16" runs an encoder's forward under `torch.autocast("cpu", dtype=torch.bfloat16)`: matrix
 products and convolutions in bfloat16 with fp32 accumulation, norms and softmax in fp32. On CPUs with
-native bf16 (AVX512-BF16 or AMX) that is ~1.8x less CPU per emotion2vec-base clip; without it, torch
-emulates bf16 and it is slower than fp32, so "auto" only picks it where it is native.
+native bf16 (AVX512-BF16 or AMX) that is 1.4-1.8x less CPU per emotion2vec-base clip (bench/RESULTS.md);
+without it, torch emulates bf16 and it is slower than fp32, so "auto" only picks it where it is native.
 
 It is a runtime choice, not part of an encoder's identity (`EncoderSpec`): a checkpoint trained on
 fp32 features is served with bf16 ones. That is only allowed because of the parity bound tested in
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 from collections.abc import Iterator
 from typing import Literal
 
@@ -25,8 +26,14 @@ PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
 
 
 @functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (oneDNN reports AVX512-BF16 / AMX support)."""
+def has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively: AVX512-BF16 or AMX on x86, oneDNN's check elsewhere.
+
+    oneDNN's own `_is_mkldnn_bf16_supported` is true on any AVX-512 x86 CPU, including those that
+    only emulate bf16 (slower than fp32), so x86 asks for the instructions themselves.
+    """
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # pragma: no cover - torch built without oneDNN
@@ -45,7 +52,12 @@ def resolve_bf16(precision: Precision, device: torch.device) -> bool:
         if precision == "bf16":
             raise ValueError("precision 'bf16' is the CPU autocast path; on CUDA use fp32 (or fp16)")
         return False
-    return precision == "bf16" or (precision == "auto" and native_bf16())
+    return precision == "bf16" or (precision == "auto" and has_native_bf16())
+
+
+def precision_name(*, fp16: bool, bf16: bool) -> str:
+    """What an encoder reports as its precision: "fp16", "bf16" or "fp32"."""
+    return "fp16" if fp16 else "bf16" if bf16 else "fp32"
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from torch import nn
 from model.encoders.base import EncoderSpec
 from model.encoders.devices import resolve_device
 from model.encoders.identity import short_hash, weights_fingerprint
-from model.encoders.precision import Precision, cpu_autocast, resolve_bf16
+from model.encoders.precision import Precision, cpu_autocast, precision_name, resolve_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +147,15 @@ class HFTextEncoder:
             transformer = transformer.half()
         self.pooler = TextPooler(transformer.to(self.device), self.pooling, self.normalize).eval()
         logger.info(
-            "text encoder %s (version %s, dim %d) on %s%s, max %d tokens",
-            self.spec.name, self.spec.version, self.spec.dim, self.device, self.precision_note,
+            "text encoder %s (version %s, dim %d) on %s, %s, max %d tokens",
+            self.spec.name, self.spec.version, self.spec.dim, self.device, self.precision,
             self.max_length,
         )
 
     @property
-    def precision_note(self) -> str:
-        return " fp16" if self.fp16 else " bf16" if self.bf16 else ""
+    def precision(self) -> str:
+        """"fp32", or "bf16" / "fp16" where the forward runs in reduced precision."""
+        return precision_name(fp16=self.fp16, bf16=self.bf16)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:
         """Model inputs (B, L) for `texts` and which of them were truncated."""
