@@ -7,11 +7,14 @@ model, so they are inside the graph: the runner feeds raw encoder vectors, exact
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,15 @@ def export_lpgnet(model: LPGNet, path: str | Path, opset: int = OPSET) -> Path:
     dyn = {name: {0: batch, 1: utts} for name in INPUT_NAMES}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    program = torch.onnx.export(
+    with quiet_exporter():
+        program = _export(model, example, dyn, opset)
+        assert program is not None
+        program.save(str(path))
+    return path
+
+
+def _export(model: LPGNet, example: tuple[torch.Tensor, ...], dyn: dict[str, Any], opset: int) -> Any:
+    return torch.onnx.export(
         model,
         example,
         input_names=INPUT_NAMES,
@@ -56,9 +67,25 @@ def export_lpgnet(model: LPGNet, path: str | Path, opset: int = OPSET) -> Path:
         dynamo=True,
         verbose=False,
     )
-    assert program is not None
-    program.save(str(path))
-    return path
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Keep the dynamo exporter's chatter (hundreds of pass-by-pass INFO lines from onnxscript and
+    onnx_ir, notices about torchvision ops, deprecation warnings) out of the service's log.
+
+    The exporter resets its libraries' logger levels itself, so records below ERROR are disabled
+    process-wide for the export's ~10 s; it runs once per checkpoint, during start-up. Errors still
+    log and raise.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def check_graph_parity(model: LPGNet, path: str | Path, *, tol: float = 1e-3, seed: int = 0) -> float:
@@ -132,7 +159,7 @@ class OnnxLPGNet:
 
     def __init__(self, path: str | Path, device: str = "auto", intra_op_threads: int | None = None) -> None:
         self.session = create_session(path, device=device, intra_op_threads=intra_op_threads)
-        log.info("LPGNet ONNX session on %s", self.session.get_providers()[0])
+        log.debug("LPGNet ONNX session on %s", self.session.get_providers()[0])
 
     def __call__(
         self,
