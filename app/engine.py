@@ -516,7 +516,11 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     if path is None:  # auto without a graph of its own: export the checkpoint once
         try:
             path = export_lpgnet_cached(checkpoint.model, settings.graph_cache)
-            check_graph_parity(checkpoint.model, path)  # the cached file may have changed since
+            try:
+                check_graph_parity(checkpoint.model, path)
+            except ValueError as exc:  # the file changed since it was written (its name is its content)
+                log.warning("re-exporting %s: %s", path.name, exc)
+                path = export_lpgnet_cached(checkpoint.model, settings.graph_cache, refresh=True)
         except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: serve PyTorch
             log.warning("LPGNet stays in PyTorch: no usable ONNX graph in %s: %s", settings.graph_cache, exc)
             return _torch_network(checkpoint, device), "torch"

@@ -82,9 +82,9 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description=(
-            "CPU: audio clips of a micro-batch are encoded one per worker, this many at once (None:"
-            " one per core); batching clips of different lengths costs more per clip on CPU. CUDA:"
-            " one padded batch."
+            "CPU: audio clips are encoded one per forward, this many at once (None: one per CPU this"
+            " process may use, a cgroup quota included); padded batches cost more per clip on CPU."
+            " CUDA: one padded batch."
         ),
     )
     encoder_precision: Precision = Field(

@@ -119,14 +119,15 @@ def check_graph_parity(model: LPGNet, path: str | Path, *, tol: float = 1e-3, se
     return diff
 
 
-def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path) -> Path:
+def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path, *, refresh: bool = False) -> Path:
     """Export `model`'s ONNX graph into `cache_dir` unless it is there already; return its path.
 
     The cache key hashes the config, every weight and buffer, the exporter (torch version, opset,
     `EXPORT_VERSION`) and onnxruntime's version, so a retrained checkpoint or an upgrade gets a new
     graph. A new graph must pass `check_graph_parity` before it is moved into place atomically
     (concurrent starts may export twice, never read half a file). ~10 s on 2 cores. Callers should
-    still check a cached graph before serving it: the file may have been replaced since.
+    still check a cached graph before serving it: the file may have been replaced since; `refresh`
+    exports it again over whatever is there.
     """
     import onnxruntime
 
@@ -138,7 +139,7 @@ def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path) -> Path:
         digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
     cache = Path(cache_dir)
     path = cache / f"lpgnet-{digest.hexdigest()[:24]}.onnx"
-    if path.is_file():
+    if path.is_file() and not refresh:
         return path
     cache.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=cache, prefix=f".{path.stem}.", suffix=".tmp.onnx")
@@ -148,6 +149,7 @@ def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path) -> Path:
         log.info("exporting LPGNet to %s (once per checkpoint)", path)
         export_lpgnet(model, tmp)
         check_graph_parity(model, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep other users (a shared cache, the image) out
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

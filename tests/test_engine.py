@@ -417,7 +417,7 @@ def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
     )
 
 
-def test_auto_backend_does_not_trust_a_cached_graph_that_changed(
+def test_auto_backend_exports_again_over_a_cached_graph_that_changed(
     make_settings: Callable[..., Settings],
     tiny_specs: dict[str, Any],
     tmp_path: Path,
@@ -434,7 +434,9 @@ def test_auto_backend_does_not_trust_a_cached_graph_that_changed(
     other = load_checkpoint(write_tiny_checkpoint(tmp_path / "other.pt", tiny_specs, seed=7))
     export_lpgnet(other.model, graph)  # the cached file now holds another model's graph
     engine = Engine.load(make_settings(cache_dir=cache), store, Metrics())
-    assert engine.backend == "torch" and "differ from PyTorch" in caplog.text
+    assert "differ from PyTorch" in caplog.text and engine.backend == "onnx"
+    assert graph.stat().st_mode & 0o777 == 0o644  # readable by other users of a shared cache
+    _assert_same_answers(engine, Engine.load(make_settings(backend="torch"), store, Metrics()))
 
 
 def test_auto_backend_falls_back_to_torch_when_export_fails(

@@ -109,7 +109,8 @@ def test_cached_export_is_keyed_by_the_exporter_version_too(causal_graph, tmp_pa
 
     model, _ = causal_graph
     first = export.export_lpgnet_cached(model, tmp_path)
-    assert export.export_lpgnet_cached(model, tmp_path) == first  # a hit: no second export
+    stamp = first.stat().st_mtime_ns
+    assert export.export_lpgnet_cached(model, tmp_path) == first and first.stat().st_mtime_ns == stamp
     monkeypatch.setattr(export, "EXPORT_VERSION", export.EXPORT_VERSION + 1)
     second = export.export_lpgnet_cached(model, tmp_path)
     assert second != first and sorted(tmp_path.iterdir()) == sorted([first, second])
