@@ -19,14 +19,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+
+from model.encoders.tiny import write_once
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +48,6 @@ class BenchModels:
     text: Path
     audio: Path
     checkpoint: Path  # random LPGNet over (768, 768); its .onnx sits beside it for backend onnx
-
-
-def write_once(target: Path, marker: str, write: Callable[[Path], None]) -> Path:
-    """Run `write(staging_dir)` and rename it to `target`, unless `target/marker` already exists."""
-    if (target / marker).is_file():
-        return target
-    if target.exists():  # incomplete leftovers
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(staging)
-        with contextlib.suppress(OSError):  # a concurrent writer got there first: same content
-            staging.rename(target)
-            log.info("wrote %s", target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def write_bert_base(directory: Path) -> None:

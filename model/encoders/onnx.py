@@ -32,7 +32,12 @@ import torch
 from model.encoders.base import EncoderSpec
 from model.encoders.devices import count_available_cpus
 from model.encoders.emotion2vec import SAMPLE_RATE, Emotion2VecEncoder, length_batches, prepare_waveforms
-from model.encoders.text import MODEL_INPUT_NAMES, HFTextEncoder, require_strings, tokenize_texts
+from model.encoders.text import (
+    MODEL_INPUT_NAMES,
+    HFTextEncoder,
+    encode_by_length,
+    tokenize_texts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,18 +171,13 @@ class OnnxTextEncoder:
 
     def encode_with_info(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         """texts: N strings -> ((N, D) float32, N truncation flags), as `HFTextEncoder`."""
-        require_strings(texts)
-        out = np.zeros((len(texts), self.spec.dim), dtype=np.float32)
-        truncated = [False] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            inputs, flags = tokenize_texts(self.tokenizer, [texts[i] for i in idx], self.max_length)
+
+        def encode(batch: list[str]) -> tuple[torch.Tensor, list[bool]]:
+            inputs, flags = tokenize_texts(self.tokenizer, batch, self.max_length)
             feed = {name: inputs[name].numpy().astype(np.int64) for name in self.input_names}
-            out[idx] = self.session.run([OUTPUT_NAME], feed)[0]
-            for i, flag in zip(idx, flags, strict=True):
-                truncated[i] = flag
-        return torch.from_numpy(out), truncated
+            return torch.from_numpy(self.session.run([OUTPUT_NAME], feed)[0]), flags
+
+        return encode_by_length(texts, self.spec.dim, self.batch_size, encode)
 
     def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
         """items: N strings -> (N, D) float32."""

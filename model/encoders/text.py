@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,24 +163,39 @@ class HFTextEncoder:
 
     def encode_with_info(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         """texts: N strings ("" is fine) -> ((N, D) float32, N flags: was the text truncated)."""
-        require_strings(texts)
-        out = torch.zeros((len(texts), self.spec.dim), dtype=torch.float32)
-        truncated = [False] * len(texts)
-        # Similar lengths share a batch, so little compute goes to padding.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            inputs, flags = self.tokenize([texts[i] for i in idx])
+
+        def encode(batch: list[str]) -> tuple[torch.Tensor, list[bool]]:
+            inputs, flags = self.tokenize(batch)
             with torch.inference_mode(), cpu_autocast(self.bf16):
                 vectors = self.pooler(**{k: v.to(self.device) for k, v in inputs.items()})
-            out[idx] = vectors.float().cpu()
-            for i, flag in zip(idx, flags, strict=True):
-                truncated[i] = flag
-        return out, truncated
+            return vectors.float().cpu(), flags
+
+        return encode_by_length(texts, self.spec.dim, self.batch_size, encode)
 
     def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
         """items: N strings -> (N, D) float32 CPU tensor."""
         return self.encode_with_info(items)[0]
+
+
+def encode_by_length(
+    texts: Sequence[str],
+    dim: int,
+    batch_size: int,
+    encode: Callable[[list[str]], tuple[torch.Tensor, list[bool]]],
+) -> tuple[torch.Tensor, list[bool]]:
+    """Run `encode` (B texts -> ((B, D) float32, B truncation flags)) over batches of similar length,
+    so little compute goes to padding, and return ((N, D), N flags) in the order of `texts`."""
+    require_strings(texts)
+    out = torch.zeros((len(texts), dim), dtype=torch.float32)
+    truncated = [False] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        vectors, flags = encode([texts[i] for i in idx])
+        out[idx] = vectors
+        for i, flag in zip(idx, flags, strict=True):
+            truncated[i] = flag
+    return out, truncated
 
 
 def require_strings(texts: Sequence[str]) -> None:

@@ -22,6 +22,7 @@ import logging
 import shutil
 import string
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,25 +92,32 @@ def write_tiny_encoders(out_dir: str | Path, *, overwrite: bool = False) -> Tiny
     """
     out = Path(out_dir)
     paths = TinyEncoderPaths(text=out / TEXT_DIRNAME, audio=out / AUDIO_DIRNAME)
-    for target, marker, write in (
-        (paths.text, "model.safetensors", write_tiny_bert),
-        (paths.audio, "model.pt", write_tiny_emotion2vec),
-    ):
-        if (target / marker).is_file() and not overwrite:
-            continue
-        if target.exists():  # stale, incomplete or to be overwritten
-            shutil.rmtree(target)
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=out))
-        try:
-            write(staging)
-            with contextlib.suppress(OSError):  # another writer won the race; its copy is identical
-                staging.rename(target)
-                logger.info("wrote %s", target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+    write_once(paths.text, "model.safetensors", write_tiny_bert, overwrite=overwrite)
+    write_once(paths.audio, "model.pt", write_tiny_emotion2vec, overwrite=overwrite)
     return paths
+
+
+def write_once(target: Path, marker: str, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Run `write(staging_dir)` and rename it to `target`, unless `target/marker` already exists.
+
+    Leftovers without the marker (an interrupted writer) are removed first; when two writers race,
+    the first rename wins and the other's identical copy is dropped.
+    """
+    if (target / marker).is_file() and not overwrite:
+        return target
+    if target.exists():  # stale, incomplete or to be overwritten
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(staging)
+        with contextlib.suppress(OSError):  # another writer won the race; its copy is identical
+            staging.rename(target)
+            logger.info("wrote %s", target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def write_tiny_bert(directory: Path) -> None:
