@@ -39,11 +39,10 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.encoders.audio import EmptyAudioError, decode_audio, resample
 from model.encoders.base import Encoder, EncoderMismatchError, check_encoders_match
 from model.encoders.devices import count_available_cpus, resolve_device
+from model.serving import ArrayWindow, Network, last_row_probabilities
 
 log = logging.getLogger(__name__)
 
-# (text (B, U, Dt), audio (B, U, Da), text_mask (B, U), audio_mask (B, U)) -> fused logits (B, U, C)
-Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 # A retry whose first attempt left no prediction this long after it started is taken as crashed
 # and scored from the stored context; a younger one answers 409 "in progress".
@@ -163,6 +162,15 @@ class Engine:
             ) from exc
         if checkpoint.context != "causal":
             log.warning("checkpoint context is %r; served over past utterances only", checkpoint.context)
+        if settings.context_window != checkpoint.serving.window:
+            log.warning(
+                "LPGNET_CONTEXT_WINDOW=%d but %s was selected and evaluated with K=%d: answers differ from "
+                "`lpgnet evaluate` unless it is run with --window %d",
+                settings.context_window,
+                checkpoint.name,
+                checkpoint.serving.window,
+                settings.context_window,
+            )
         network, backend = build_network(settings, checkpoint, device)
         log.info(
             "engine: %s %s, labels %s, profile %s, LPGNet on %s (%s), K=%d",
@@ -409,28 +417,14 @@ class Engine:
         return [matrix[i] for i in range(len(waveforms))]
 
     def _score_windows(self, windows: Sequence[list[ContextRow]]) -> list[np.ndarray]:
-        """Pad B context windows on the right into one batch; return each window's last-row probabilities.
-
-        Right padding cannot change a row's output: the model is causal and padded rows are masked.
-        """
+        """Each context window's last-row probabilities: `model.serving`'s padding and softmax, the
+        very code `lpgnet evaluate` runs, so serving = evaluation."""
         cfg = self.checkpoint.config
-        b, u = len(windows), max(len(w) for w in windows)
-        text = np.zeros((b, u, cfg.text_dim), np.float32)  # (B, U, Dt)
-        audio = np.zeros((b, u, cfg.audio_dim), np.float32)  # (B, U, Da)
-        text_mask = np.zeros((b, u), bool)  # (B, U)
-        audio_mask = np.zeros((b, u), bool)
-        for i, rows in enumerate(windows):
-            for j, row in enumerate(rows):
-                if row.text is not None:
-                    text[i, j], text_mask[i, j] = row.text, True
-                if row.audio is not None:
-                    audio[i, j], audio_mask[i, j] = row.audio, True
-        logits = self._network(
-            *(torch.from_numpy(x) for x in (text, audio, text_mask, audio_mask))
-        )  # (B, U, C)
-        last = torch.tensor([len(w) - 1 for w in windows])
-        probabilities = torch.softmax(logits[torch.arange(b), last].double(), dim=-1)  # (B, C)
-        return list(probabilities.numpy())
+        batch = [
+            ArrayWindow.from_rows([(r.text, r.audio) for r in rows], cfg.text_dim, cfg.audio_dim)
+            for rows in windows
+        ]
+        return list(last_row_probabilities(self._network, batch).numpy())
 
     def describe(self) -> JSONDict:
         ckpt = self.checkpoint

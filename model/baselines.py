@@ -16,7 +16,7 @@ Dimension legend: B dialogues, U utterances, Dt/Da text/audio dims, D hidden, C 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from torch import nn
 from model.checkpoint import contract_payload, write_payload
 from model.encoders.base import EncoderSpec
 from model.lpgnet import InputNorm, LPGNetOutput
+from model.serving import ServingContract
 
 BaselineKind = Literal["linear", "gru"]
 BASELINE_FORMAT = 1
@@ -156,6 +157,7 @@ class BaselineCheckpoint:
     name: str = "baseline"
     version: str = ""
     training: dict[str, Any] | None = None
+    serving: ServingContract = field(default_factory=ServingContract)
 
     @property
     def config(self) -> BaselineConfig:
@@ -177,6 +179,7 @@ def save_baseline(ckpt: BaselineCheckpoint, path: str | Path) -> Path:
         name=ckpt.name,
         context=ckpt.config.context,
         training=ckpt.training or {},
+        serving=ckpt.serving,
     )
     payload.update(format_version=BASELINE_FORMAT, kind="baseline")
     ckpt.version = payload["version"]
@@ -198,6 +201,7 @@ def load_baseline(path: str | Path) -> BaselineCheckpoint:
         name=str(payload["name"]),
         version=str(payload["version"]),
         training=dict(payload.get("training", {})),
+        serving=ServingContract.from_dict(payload.get("serving")),
     )
 
 

@@ -12,7 +12,9 @@ the exact model and feed it exactly the features it was trained on:
     profile         encoder profile name the features came from (e.g. "offline")
     normalization   {"text": {"mean", "std"}, "audio": {...}} (also inside state_dict; here for readers)
     context         "causal" | "bidirectional" (also in config)
-    training        free-form: data, split, seed, selected epoch, metrics
+    serving         ServingContract: the window K and storage precision the checkpoint was selected
+                    and evaluated with (older files: the defaults, K = 64, float16)
+    training        free-form: data, split, seed, selected epoch, metrics, the whole TrainConfig
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 
 from model.encoders.base import EncoderSpec
 from model.lpgnet import LPGNet, LPGNetConfig
+from model.serving import ServingContract
 
 FORMAT_VERSION = 1
 
@@ -40,6 +43,7 @@ class Checkpoint:
     name: str = "lpgnet"
     version: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    serving: ServingContract = field(default_factory=ServingContract)
 
     @property
     def config(self) -> LPGNetConfig:
@@ -69,6 +73,7 @@ def contract_payload(
     name: str,
     context: str,
     training: dict[str, Any],
+    serving: ServingContract,
 ) -> dict[str, Any]:
     """The fields every saved model shares (LPGNet or a baseline); `version` is the weights' digest."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -83,6 +88,7 @@ def contract_payload(
         "profile": profile,
         "normalization": model.normalization(),  # type: ignore[operator]
         "context": context,
+        "serving": serving.to_dict(),
         "training": training,
     }
 
@@ -111,6 +117,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         name=ckpt.name,
         context=ckpt.config.context,
         training=ckpt.training,
+        serving=ckpt.serving,
     )
     ckpt.version = payload["version"]
     return write_payload(payload, path)
@@ -134,6 +141,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         name=str(payload.get("name", "lpgnet")),
         version=str(payload["version"]),
         training=dict(payload.get("training", {})),
+        serving=ServingContract.from_dict(payload.get("serving")),
     )
 
 

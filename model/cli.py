@@ -20,21 +20,22 @@ cli = typer.Typer(help="Train and evaluate LPGNet emotion recognition in convers
 logger = logging.getLogger("model.cli")
 
 
-class ModelChoice(StrEnum):
-    lpgnet = "lpgnet"
-    linear = "linear"
-    gru = "gru"
-
-
-class ContextChoice(StrEnum):
-    causal = "causal"
-    bidirectional = "bidirectional"
-
-
 class ModalityChoice(StrEnum):
     both = "both"
     text = "text"
     audio = "audio"
+
+
+class SplitChoice(StrEnum):
+    train = "train"
+    valid = "valid"
+    test = "test"
+    all = "all"
+
+
+class ProtocolChoice(StrEnum):
+    served = "served"
+    offline = "offline"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -53,56 +54,30 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @cli.command()
 def train(
     data: Annotated[
-        Path | None, typer.Option(help="Corpus: IEMOCAP table / release dir / generic JSONL.")
+        list[Path] | None,
+        typer.Option(help="Corpus: IEMOCAP table / release dir / generic JSONL; repeat for several."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config TOML (model, loss, optim, augment, select).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config field: table.field=value (repeatable)."),
     ] = None,
     profile: Annotated[str, typer.Option(help="Encoder profile: offline | production | tiny.")] = "offline",
-    context: Annotated[ContextChoice, typer.Option(help="causal (live service) or bidirectional.")] = (
-        ContextChoice.causal
-    ),
     labels: Annotated[
         str | None,
-        typer.Option(
-            help="iemocap4 | iemocap6 | a,b,c (default: iemocap4 for IEMOCAP, else the file's labels)."
-        ),
+        typer.Option(help="iemocap4 | iemocap6 | a,b,c (default: iemocap4 for IEMOCAP, else the file's)."),
     ] = None,
     labelled_only: Annotated[bool, typer.Option(help="Keep only labelled utterances as context.")] = False,
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0..N-1 + --seed-start).")] = 1,
     seed_start: Annotated[int, typer.Option(help="First seed.")] = 0,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory (default runs/<model>-<profile>-<context>).")
-    ] = (None),
+        Path | None, typer.Option(help="Output directory (default runs/<kind>-<profile>).")
+    ] = None,
     save_as: Annotated[
         Path | None, typer.Option(help="Also copy the representative checkpoint here.")
     ] = None,
-    model: Annotated[ModelChoice, typer.Option(help="lpgnet or a baseline.")] = ModelChoice.lpgnet,
-    modalities: Annotated[
-        ModalityChoice, typer.Option(help="both, or a unimodal variant.")
-    ] = ModalityChoice.both,
-    hidden: Annotated[int, typer.Option(help="Hidden size D.")] = 128,
-    heads: Annotated[int, typer.Option(help="Attention heads.")] = 1,
-    kernel_size: Annotated[int, typer.Option(help="Projection kernel over utterances.")] = 1,
-    dropout: Annotated[float, typer.Option()] = 0.1,
-    recency_bias: Annotated[bool, typer.Option(help="Learnable distance penalty in attention.")] = False,
-    intra_attention: Annotated[bool, typer.Option(help="Ablation: t->t, a->a streams.")] = True,
-    inter_attention: Annotated[bool, typer.Option(help="Ablation: t<-a, a<-t streams.")] = True,
-    ffn: Annotated[bool, typer.Option(help="Ablation: FFN residual stage.")] = True,
-    gated_fusion: Annotated[bool, typer.Option(help="Ablation: dual gated fusion (else average).")] = True,
-    w_task: Annotated[float, typer.Option(help="Loss weight of the fused teacher CE.")] = 1.5,
-    w_ce: Annotated[float, typer.Option(help="Loss weight of the students' CE.")] = 1.0,
-    w_kl: Annotated[float, typer.Option(help="Loss weight of the distillation KL.")] = 0.3,
-    tau: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of every CE term.")] = 0.1,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
-    patience: Annotated[int, typer.Option(min=1, help="Early stopping patience (epochs).")] = 10,
-    batch_size: Annotated[int, typer.Option(min=1, help="Dialogues per step.")] = 4,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    weight_decay: Annotated[float, typer.Option()] = 0.01,
-    modality_dropout: Annotated[
-        float, typer.Option(help="Fraction of utterances losing text or audio.")
-    ] = 0.2,
-    class_weights: Annotated[bool, typer.Option(help="Inverse-frequency class weights.")] = False,
-    select_metric: Annotated[str, typer.Option(help="Validation metric selecting the epoch.")] = "accuracy",
-    threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 1,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Feature cache (default <repo>/.cache/features).")
     ] = None,
@@ -110,51 +85,38 @@ def train(
     plots: Annotated[bool, typer.Option(help="Write confusion and learning-curve PNGs.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train LPGNet or a baseline over N seeds; write checkpoints, metrics.json and figures."""
-    _setup_logging(verbose)
-    import torch
+    """Train LPGNet or a baseline over N seeds; write checkpoints, metrics.json, train.toml, figures.
 
-    from model.data import default_iemocap_table, load_corpus
+    Everything about the run is one config: --config FILE, --set table.field=value.
+    The committed default weights: --config weights/lpgnet-offline-causal.toml.
+    """
+    _setup_logging(verbose)
+    from model.config import TrainConfig
+    from model.data import combine_corpora, default_iemocap_table, load_corpus
     from model.data import labelled_only as keep_labelled
     from model.encoders.base import Encoder
     from model.encoders.profiles import build_encoders
     from model.features import FeatureCache, extract_features
-    from model.losses import LossWeights
-    from model.train import TrainConfig, format_summary, train_seeds
+    from model.train import format_summary, train_seeds
 
-    torch.set_num_threads(threads)
-    data = data or default_iemocap_table()
-    if not data.exists():
-        raise _fail(f"data not found: {data}")
-    cfg = TrainConfig(
-        model=model.value,
-        context=context.value,
-        modalities=modalities.value,
-        hidden=hidden,
-        heads=heads,
-        kernel_size=kernel_size,
-        dropout=dropout,
-        recency_bias=recency_bias,
-        intra_attention=intra_attention,
-        inter_attention=inter_attention,
-        ffn=ffn,
-        gated_fusion=gated_fusion,
-        loss=LossWeights(task=w_task, ce=w_ce, kl=w_kl, tau=tau, label_smoothing=label_smoothing),
-        epochs=epochs,
-        patience=patience,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        modality_dropout=modality_dropout,
-        class_weights=class_weights,
-        select_metric=select_metric,
-        threads=threads,
-    )
-    corpus = load_corpus(data, labels)
+    try:
+        cfg = TrainConfig.from_toml(config) if config else TrainConfig()
+        cfg = cfg.with_overrides(list(overrides or []))
+    except (OSError, ValueError, TypeError) as exc:
+        raise _fail(f"training config: {exc}") from exc
+    paths = list(data or [default_iemocap_table()])
+    for p in paths:
+        if not p.exists():
+            raise _fail(f"data not found: {p}")
+    try:
+        corpora = [load_corpus(p, labels) for p in paths]
+        corpus = combine_corpora(corpora) if len(corpora) > 1 else corpora[0]
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     if labelled_only:
         corpus = keep_labelled(corpus)
     if not corpus.split("train").n_labelled() or not corpus.split("valid").n_labelled():
-        raise _fail(f"{data}: the train and valid splits need labelled utterances (labels {corpus.labels})")
+        raise _fail(f"the train and valid splits need labelled utterances (labels {corpus.labels})")
     built = build_encoders(profile, device=device)
     encoders: dict[str, Encoder | None] = {str(m): e for m, e in built.items()}
     cache = FeatureCache(cache_dir)
@@ -163,19 +125,17 @@ def train(
     finally:
         cache.close()
     typer.echo(f"features: {len(features.dialogues)} dialogues, coverage {features.coverage()}", err=True)
-    out = out or Path("runs") / f"{model.value}-{profile}-{context.value}"
+    out = out or Path("runs") / f"{cfg.kind}-{profile}-{cfg.model.context}"
     data_info = {
-        "path": str(data),
+        "paths": [str(p) for p in paths],
         "corpus": corpus.name,
         "label_set": corpus.label_set.name,
         "labelled_only": labelled_only,
-        "split_rule": "test = session 5; valid = the 12 COSMIC validation dialogues of sessions 1-4"
-        if corpus.name.startswith("iemocap")
-        else "split field or hashed 10% validation dialogues",
+        "split_rule": "IEMOCAP: test = session 5, valid = the 12 COSMIC validation dialogues of "
+        "sessions 1-4; generic JSONL: its split field, else a hashed 10% of dialogues as validation",
     }
-    result = train_seeds(
-        features, cfg, list(range(seed_start, seed_start + seeds)), out, profile, data_info, plots=plots
-    )
+    seed_list = list(range(seed_start, seed_start + seeds))
+    result = train_seeds(features, cfg, seed_list, out, profile, data_info, plots=plots)
     typer.echo(format_summary(result), err=True)
     if save_as:
         save_as.parent.mkdir(parents=True, exist_ok=True)
@@ -189,22 +149,38 @@ def evaluate(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")
     ] = None,
-    split: Annotated[str, typer.Option(help="train | valid | test | all.")] = "test",
-    labels: Annotated[str | None, typer.Option(help="Override the checkpoint's label mapping.")] = None,
+    split: Annotated[SplitChoice, typer.Option(help="Which split to score.")] = SplitChoice.test,
+    modalities: Annotated[
+        ModalityChoice, typer.Option(help="Modalities a client sends: both, text only or audio only.")
+    ] = ModalityChoice.both,
+    protocol: Annotated[
+        ProtocolChoice,
+        typer.Option(help="served: what the service answers (window K, float16); offline: whole dialogues."),
+    ] = ProtocolChoice.served,
+    window: Annotated[
+        int | None,
+        typer.Option(min=1, help="Context window K (default: the checkpoint's; mirror the service's)."),
+    ] = None,
+    label_map: Annotated[
+        str | None, typer.Option(help="Named raw-code mapping for a generic JSONL holding corpus codes.")
+    ] = None,
     labelled_only: Annotated[
         bool | None, typer.Option(help="Context setting (default: the checkpoint's training setting).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Also write every answered utterance's probabilities (JSONL).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache directory.")] = None,
     device: Annotated[str, typer.Option(help="Encoder device.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Score a checkpoint on a corpus split (accuracy, UA, F1s, binary accuracy/F1, per class)."""
+    """Score a checkpoint on a corpus split as the service answers it (accuracy, UA, F1s, per class)."""
     _setup_logging(verbose)
     from model.checkpoint import DEFAULT_CHECKPOINT
     from model.data import default_iemocap_table
     from model.encoders.base import EncoderMismatchError
-    from model.evaluate import evaluate_checkpoint
+    from model.evaluate import evaluation_report, predict_checkpoint, prediction_rows
 
     data = data or default_iemocap_table()
     if not data.exists():
@@ -213,20 +189,36 @@ def evaluate(
     if not ckpt_path.exists():
         raise _fail(f"checkpoint not found: {ckpt_path}")
     try:
-        metrics = evaluate_checkpoint(
+        ckpt, features, contract, preds = predict_checkpoint(
             ckpt_path,
             data,
-            split,
+            split.value,
+            modalities=modalities.value,
+            protocol=protocol.value,
+            window=window,
             cache_dir=cache_dir,
-            labels=labels,
+            label_map=label_map,
             only_labelled=labelled_only,
             device=device,
-            progress=not as_json,
+            progress=True,
         )
     except EncoderMismatchError as exc:
         raise _fail(f"the checkpoint's encoders do not match its profile's: {exc}") from exc
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    metrics = evaluation_report(
+        ckpt,
+        features,
+        contract,
+        preds,
+        split=split.value,
+        modalities=modalities.value,
+        protocol=protocol.value,
+    )
+    if predictions is not None:
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        rows = prediction_rows(features, preds)
+        predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if as_json:
         typer.echo(json.dumps(metrics))
         return
@@ -240,8 +232,11 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     from model.metrics import HEADLINE
 
     console = Console()
+    read, scored = metrics["labelled_read"]["total"], metrics["labelled_scored"]["total"]
     head = Table(
-        title=f"{metrics['split']}: {metrics['n']} labelled utterances ({metrics['context']} context)"
+        title=f"{metrics['split']}: {scored} of {read} labelled utterances scored "
+        f"({metrics['context']} context, {metrics['modalities']}, {metrics['protocol']}, "
+        f"K={metrics['window']})"
     )
     head.add_column("metric")
     head.add_column("value", justify="right")

@@ -6,10 +6,14 @@ Three on-disk formats are read into one representation (`Corpus` of `Dialogue`s 
    text, raw labels, dialogue order and the 8 precomputed prosodic features (column `prosody`,
    exposed as the precomputed feature "prosody8"); no audio.
 2. A generic JSONL, one utterance per line (`read_jsonl` documents the fields).
-3. The official `IEMOCAP_full_release` directory layout (`read_iemocap_release`).
+3. The official `IEMOCAP_full_release` directory layout (`model.iemocap_release`).
 
 Labels: a corpus carries raw labels; a `LabelSet` maps them to class names (or to None: unlabelled,
-but still context). `iemocap4` is the 4-class task of the paper (hap + exc -> happy).
+but still context). `iemocap4` is the 4-class task of the paper (hap + exc -> happy). Raw labels are
+checked, never silently dropped: a raw label that is neither a class of the set nor one of the codes the
+set deliberately leaves unlabelled (IEMOCAP's `fru`, `sur`, ... under `iemocap4`) is an
+`UnknownLabelsError` naming every unknown value and its count. In a generic JSONL, `label` holds class
+names; raw corpus codes are read only through an explicit, named mapping (`label_map="iemocap4"`).
 
 Context: by default every utterance of a dialogue is context and only labelled ones count in the
 loss and the metrics; `labelled_only=True` keeps only the labelled utterances (the paper's setting).
@@ -23,13 +27,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from model.labels import (
+    LABEL_SETS,
+    LabelSet,
+    UnknownLabelsError,
+    get_label_set,
+    identity_label_set,
+    raw_code_mapping,
+)
 
 Split = str  # "train" | "valid" | "test"
 SPLITS = ("train", "valid", "test")
@@ -53,58 +65,6 @@ IEMOCAP_VALID_DIALOGUES = frozenset(
 )
 IEMOCAP_TEST_SESSION = 5
 PROSODY_FEATURE = "prosody8"  # name of the IEMOCAP table's `prosody` column as a precomputed feature
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Class names in logit order, and the raw corpus label each one comes from."""
-
-    name: str
-    labels: tuple[str, ...]
-    mapping: Mapping[str, str]  # raw label -> class name; raw labels not in it are unlabelled
-
-    def map(self, raw: str | None) -> str | None:
-        return None if raw is None else self.mapping.get(raw)
-
-    def index(self, label: str | None) -> int:
-        return -1 if label is None else self.labels.index(label)
-
-
-LABEL_SETS: dict[str, LabelSet] = {
-    "iemocap4": LabelSet(
-        "iemocap4",
-        ("neutral", "happy", "sad", "angry"),
-        {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"},
-    ),
-    "iemocap6": LabelSet(
-        "iemocap6",
-        ("happy", "sad", "neutral", "angry", "excited", "frustrated"),
-        {
-            "hap": "happy",
-            "sad": "sad",
-            "neu": "neutral",
-            "ang": "angry",
-            "exc": "excited",
-            "fru": "frustrated",
-        },
-    ),
-}
-
-
-def identity_label_set(labels: Sequence[str], name: str = "corpus") -> LabelSet:
-    """A corpus's own label list: each raw label is its own class."""
-    return LabelSet(name, tuple(labels), {x: x for x in labels})
-
-
-def get_label_set(spec: str | LabelSet | Sequence[str]) -> LabelSet:
-    """`iemocap4` / `iemocap6`, a comma-separated list of labels, a list, or a LabelSet."""
-    if isinstance(spec, LabelSet):
-        return spec
-    if isinstance(spec, str):
-        if spec in LABEL_SETS:
-            return LABEL_SETS[spec]
-        return identity_label_set([s.strip() for s in spec.split(",") if s.strip()])
-    return identity_label_set(list(spec))
 
 
 @dataclass
@@ -168,6 +128,20 @@ def relabel(corpus: Corpus, labels: str | LabelSet | Sequence[str]) -> Corpus:
     return Corpus(corpus.name, dialogues, ls)
 
 
+def combine_corpora(corpora: Sequence[Corpus]) -> Corpus:
+    """Several corpora with the same class names as one; each dialogue keeps its corpus's name in
+    `metadata["corpus"]` (per-corpus sampling, selection and reports)."""
+    first = corpora[0]
+    for c in corpora[1:]:
+        if c.labels != first.labels:
+            raise ValueError(f"corpus {c.name} has labels {c.labels}, {first.name} has {first.labels}")
+    dialogues = [replace(d, metadata={**d.metadata, "corpus": c.name}) for c in corpora for d in c.dialogues]
+    ids = [d.dialogue_id for d in dialogues]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the corpora share dialogue ids; give each corpus its own ids")
+    return Corpus("+".join(c.name for c in corpora), dialogues, first.label_set)
+
+
 def labelled_only(corpus: Corpus) -> Corpus:
     """Keep only labelled utterances as context (the paper's setting); empty dialogues are dropped."""
     dialogues = [
@@ -176,7 +150,7 @@ def labelled_only(corpus: Corpus) -> Corpus:
     return replace(corpus, dialogues=[d for d in dialogues if d.utterances])
 
 
-def _finish(corpus: Corpus, only_labelled: bool) -> Corpus:
+def finish(corpus: Corpus, only_labelled: bool) -> Corpus:
     return labelled_only(corpus) if only_labelled else corpus
 
 
@@ -198,12 +172,12 @@ def default_iemocap_table(repo: str | Path | None = None) -> Path:
 
 def read_iemocap_table(
     path: str | Path | None = None,
-    labels: str | LabelSet | Sequence[str] = "iemocap4",
+    labels: str | LabelSet | Sequence[str] | None = "iemocap4",
     labelled_only: bool = False,
 ) -> Corpus:
     """Read the shared IEMOCAP utterance table (fields in its README) into a Corpus."""
     path = Path(path) if path else default_iemocap_table()
-    ls = get_label_set(labels)
+    ls = raw_code_mapping(labels)
     dialogues: dict[str, Dialogue] = {}
     with path.open(encoding="utf-8") as f:
         for line in f:
@@ -225,7 +199,9 @@ def read_iemocap_table(
                     features={PROSODY_FEATURE: r.get("prosody")},
                 )
             )
-    return _finish(Corpus("iemocap", list(dialogues.values()), ls), labelled_only)
+    corpus = Corpus("iemocap", list(dialogues.values()), ls)
+    ls.check((u.raw_label for u in corpus.utterances()), path)
+    return finish(corpus, labelled_only)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -241,6 +217,7 @@ def read_jsonl(
     labels: str | LabelSet | Sequence[str] | None = None,
     labelled_only: bool = False,
     valid_fraction: float = 0.1,
+    label_map: str | LabelSet | None = None,
 ) -> Corpus:
     """Read a generic conversation corpus: one JSON object per utterance, one per line.
 
@@ -249,16 +226,20 @@ def read_jsonl(
         turn         int, optional: position in the dialogue (default: file order)
         text         str | null: the transcript (null: text modality missing)
         audio        str | null: path to a wav/flac file, relative to the JSONL's folder or absolute
-        label        str | null: the class name (null: unlabelled, still context)
+        label        str | null: a class name of the label set in use (null: unlabelled, still
+                     context); raw corpus codes only with a named `label_map`
         features     {name: [floats] | null}, optional: precomputed vectors keyed by extractor spec name
                      (e.g. "prosody8"); used instead of running that extractor
         split        "train" | "valid" | "test", optional, per dialogue
         session      int, optional, metadata
         utterance_id str, optional (default "<dialogue_id>_<turn>")
 
-    `labels`: a label set name or list; default: the sorted set of labels in the file. Dialogues
-    without a `split` get one from a hash of their id: `valid_fraction` of them validation, the rest
-    train (deterministic, so reruns agree).
+    `labels`: the class names in use (a list, a comma-separated string, or a named set whose class
+    names are meant, e.g. "iemocap4" = neutral, happy, sad, angry); default: the sorted set of labels
+    in the file. `label_map`: a named raw-code mapping (e.g. "iemocap4": `exc` -> happy) for files
+    whose `label` holds corpus codes. A label that is none of these is an `UnknownLabelsError`.
+    Dialogues without a `split` get one from a hash of their id: `valid_fraction` of them
+    validation, the rest train (deterministic, so reruns agree).
     """
     path = Path(path)
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -268,10 +249,16 @@ def read_jsonl(
                 r = json.loads(line)
                 r.setdefault("turn", n)
                 rows.setdefault(str(r["dialogue_id"]), []).append(r)
-    if labels is None:
-        ls = identity_label_set(sorted({r["label"] for rs in rows.values() for r in rs if r.get("label")}))
+    if label_map is not None:
+        ls = get_label_set(label_map)
+        wanted = None if labels is None else list(get_label_set(labels).labels)
+        if wanted is not None and wanted != list(ls.labels):
+            raise ValueError(f"label map {ls.name!r} gives {list(ls.labels)}, not {wanted}")
+    elif labels is not None:
+        ls = get_label_set(labels).classes()
     else:
-        ls = get_label_set(labels)
+        ls = identity_label_set(sorted({r["label"] for rs in rows.values() for r in rs if r.get("label")}))
+    ls.check((r.get("label") for rs in rows.values() for r in rs), path)
     dialogues = []
     for did, rs in rows.items():
         rs.sort(key=lambda r: r["turn"])
@@ -298,11 +285,14 @@ def read_jsonl(
             )
         session = next((r["session"] for r in rs if r.get("session") is not None), None)
         dialogues.append(Dialogue(did, utts, session, split))
-    return _finish(Corpus(path.stem, dialogues, ls), labelled_only)
+    return finish(Corpus(path.stem, dialogues, ls), labelled_only)
 
 
 def write_jsonl(corpus: Corpus, path: str | Path) -> Path:
-    """Write a corpus in the generic JSONL format (audio only when it is a path)."""
+    """Write a corpus in the generic JSONL format (audio only when it is a path).
+
+    `label` is the class name under the corpus's label set; the raw code, where it differs, goes to
+    `raw_label` (ignored by the reader)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
@@ -314,10 +304,12 @@ def write_jsonl(corpus: Corpus, path: str | Path) -> Path:
                     "turn": turn,
                     "text": u.text,
                     "audio": str(u.audio) if isinstance(u.audio, str | Path) else None,
-                    "label": u.raw_label,
+                    "label": u.label,
                     "split": d.split,
                     "session": d.session,
                 }
+                if u.raw_label is not None and u.raw_label != u.label:
+                    row["raw_label"] = u.raw_label  # the corpus's own code, for reference only
                 if u.features:
                     row["features"] = u.features
                 f.write(json.dumps(row) + "\n")
@@ -325,81 +317,32 @@ def write_jsonl(corpus: Corpus, path: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------
-# (c) the official IEMOCAP_full_release layout
-
-_EVAL_LINE = re.compile(r"^\[(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\]\s+(?P<uid>Ses\S+)\s+(?P<emo>\w+)\s+\[")
-_TRANS_LINE = re.compile(r"^(?P<uid>Ses\S+)\s+\[(?P<start>[\d.]+)-(?P<end>[\d.]+)\]:\s*(?P<text>.*)$")
-
-
-def read_iemocap_release(
-    root: str | Path, labels: str | LabelSet | Sequence[str] = "iemocap4", labelled_only: bool = False
-) -> Corpus:
-    """Read `IEMOCAP_full_release`: Session{1..5}/dialog/EmoEvaluation/*.txt (labels and times),
-    Session*/dialog/transcriptions/*.txt (text), Session*/sentences/wav/<dialog>/<utt>.wav (audio).
-
-    Every utterance that has an EmoEvaluation line is kept, in order of start time. Audio is the
-    wav path when the file exists, else missing; text is missing when no transcription line exists.
-    """
-    root = Path(root)
-    ls = get_label_set(labels)
-    dialogues = []
-    for session_dir in sorted(root.glob("Session[0-9]*")):
-        session = int(session_dir.name.removeprefix("Session"))
-        for eval_file in sorted((session_dir / "dialog" / "EmoEvaluation").glob("*.txt")):
-            did = eval_file.stem
-            texts: dict[str, str] = {}
-            trans_file = session_dir / "dialog" / "transcriptions" / f"{did}.txt"
-            if trans_file.exists():
-                for line in trans_file.read_text(encoding="utf-8", errors="replace").splitlines():
-                    m = _TRANS_LINE.match(line.strip())
-                    if m:
-                        texts[m["uid"]] = m["text"].strip()
-            rows = []
-            for line in eval_file.read_text(encoding="utf-8", errors="replace").splitlines():
-                m = _EVAL_LINE.match(line.strip())
-                if m:
-                    rows.append((float(m["start"]), m["uid"], m["emo"]))
-            rows.sort()
-            utts = []
-            for _, uid, emo in rows:
-                wav = session_dir / "sentences" / "wav" / did / f"{uid}.wav"
-                utts.append(
-                    Utterance(
-                        utterance_id=uid,
-                        text=texts.get(uid) or None,
-                        audio=wav if wav.exists() else None,
-                        raw_label=emo,
-                        label=ls.map(emo),
-                        speaker=uid.rsplit("_", 1)[-1][:1],
-                    )
-                )
-            if utts:
-                dialogues.append(Dialogue(did, utts, session, iemocap_split(did, session)))
-    if not dialogues:
-        raise FileNotFoundError(f"{root}: no Session*/dialog/EmoEvaluation/*.txt found")
-    return _finish(Corpus("iemocap_release", dialogues, ls), labelled_only)
-
-
-# ---------------------------------------------------------------------------------------------------
 
 
 def load_corpus(
-    path: str | Path, labels: str | LabelSet | Sequence[str] | None = None, labelled_only: bool = False
+    path: str | Path,
+    labels: str | LabelSet | Sequence[str] | None = None,
+    labelled_only: bool = False,
+    label_map: str | LabelSet | None = None,
 ) -> Corpus:
     """Read any supported corpus, telling the format from the path.
 
     A directory with Session* folders -> the official IEMOCAP layout; a JSONL whose first row has
     `utterance_id`, `emotion` and `session` -> the shared IEMOCAP table; any other JSONL -> generic.
-    `labels` defaults to iemocap4 for IEMOCAP and to the file's own labels for generic JSONL.
+    `labels` are the class names in use (IEMOCAP formats: the named raw-code mapping with those
+    classes, iemocap4 by default); generic JSONL holds class names unless `label_map` names a mapping
+    of raw codes.
     """
     path = Path(path)
     if path.is_dir():
-        return read_iemocap_release(path, labels or "iemocap4", labelled_only)
+        from model.iemocap_release import read_iemocap_release
+
+        return read_iemocap_release(path, label_map or labels, labelled_only)
     with path.open(encoding="utf-8") as f:
         first = json.loads(next(line for line in f if line.strip()))
     if {"utterance_id", "emotion", "session"} <= first.keys():
-        return read_iemocap_table(path, labels or "iemocap4", labelled_only)
-    return read_jsonl(path, labels, labelled_only)
+        return read_iemocap_table(path, label_map or labels, labelled_only)
+    return read_jsonl(path, labels, labelled_only, label_map=label_map)
 
 
 __all__ = [
@@ -409,13 +352,15 @@ __all__ = [
     "LABEL_SETS",
     "LabelSet",
     "PROSODY_FEATURE",
+    "UnknownLabelsError",
     "Utterance",
+    "combine_corpora",
     "default_iemocap_table",
     "get_label_set",
     "labelled_only",
     "load_corpus",
-    "read_iemocap_release",
     "read_iemocap_table",
+    "raw_code_mapping",
     "read_jsonl",
     "relabel",
     "write_jsonl",

@@ -1,15 +1,19 @@
-"""Score a trained checkpoint (LPGNet or baseline) on a corpus split.
+"""Score a trained checkpoint (LPGNet or baseline) on a corpus split, as the service would answer.
 
 The checkpoint decides everything about its inputs: its encoders are rebuilt from its profile and
-must match the specs it records (else `EncoderMismatchError`), its labels come from the file, and
-its context mode is in its config. The label mapping of the corpus is the training one when the
-checkpoint records a known label set, otherwise each class name maps to itself.
+must match the specs it records (else `EncoderMismatchError`), its labels come from the file, its
+context mode is in its config, and its `ServingContract` (window K, float16 storage) is applied the
+way the service applies it (`model.serving.predict_served`). `modalities` removes text or audio from
+every utterance (what a text-only chatbot or an audio-only line sends); utterances left with neither
+are never sent, so a labelled one is read but not scored, and the per-class counts say so.
+`protocol="offline"` is the paper's: whole dialogues at once in float32 (bidirectional checkpoints).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +21,13 @@ import torch
 
 from model.baselines import BaselineCheckpoint, load_baseline
 from model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
-from model.data import LABEL_SETS, LabelSet, get_label_set, identity_label_set, labelled_only, load_corpus
+from model.data import Corpus, labelled_only, load_corpus
 from model.encoders.base import Encoder, EncoderSpec, check_encoders_match
-from model.features import FeatureCache, extract_features
-from model.train import evaluate_model
+from model.features import FeatureCache, FeatureSet, extract_features
+from model.scoring import DialoguePrediction, Protocol, predict_dialogues, score
+from model.serving import MODALITY_SETTINGS, Modalities, ServingContract
+
+SPLIT_CHOICES = ("train", "valid", "test", "all")
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +43,6 @@ def load_any_checkpoint(path: str | Path | None = None) -> AnyCheckpoint:
     return load_baseline(path) if payload.get("kind") == "baseline" else load_checkpoint(path)
 
 
-def checkpoint_label_set(ckpt: AnyCheckpoint) -> LabelSet:
-    """The raw-label mapping the checkpoint was trained with (its class names, in its order)."""
-    name = ((ckpt.training or {}).get("data") or {}).get("label_set")
-    if name in LABEL_SETS and list(LABEL_SETS[name].labels) == list(ckpt.labels):
-        return LABEL_SETS[name]
-    return identity_label_set(ckpt.labels)
-
-
 def build_checkpoint_encoders(ckpt: AnyCheckpoint, device: str = "auto") -> dict[str, Encoder]:
     """Build the checkpoint's profile and check its encoders against the recorded specs."""
     from model.encoders.profiles import build_encoders
@@ -54,58 +53,157 @@ def build_checkpoint_encoders(ckpt: AnyCheckpoint, device: str = "auto") -> dict
     return {m: e for m, e in encoders.items() if m in ckpt.encoders}
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path | AnyCheckpoint | None,
+def load_eval_corpus(
+    ckpt: AnyCheckpoint,
     data: str | Path,
-    split: str = "test",
-    encoders: Mapping[str, Encoder] | None = None,
-    cache_dir: str | Path | None = None,
-    labels: str | None = None,
+    split: str,
+    label_map: str | None = None,
     only_labelled: bool | None = None,
-    device: str = "auto",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Metrics (see `model.metrics`) of `checkpoint` on `split` of the corpus at `data`.
+) -> Corpus:
+    """The `split` of the corpus at `data`, labelled with the checkpoint's class names.
 
-    `encoders` defaults to the checkpoint's profile (checked against its specs); `only_labelled`
-    defaults to the context setting the checkpoint was trained with.
+    IEMOCAP formats carry raw codes and are read through the named mapping with the checkpoint's
+    classes; a generic JSONL holds class names unless `label_map` names a raw-code mapping. A label
+    that is neither raises `UnknownLabelsError` (nothing is silently dropped).
     """
-    ckpt = (
-        checkpoint
-        if isinstance(checkpoint, Checkpoint | BaselineCheckpoint)
-        else load_any_checkpoint(checkpoint)
-    )
-    if encoders is None:
-        encoders = build_checkpoint_encoders(ckpt, device)
-    else:
-        check_encoders_match(ckpt.encoders, {m: e.spec for m, e in encoders.items() if m in ckpt.encoders})
-    label_set = get_label_set(labels) if labels else checkpoint_label_set(ckpt)
-    if list(label_set.labels) != list(ckpt.labels):
-        raise ValueError(f"label set {list(label_set.labels)} differs from the checkpoint's {ckpt.labels}")
-    data_info = (ckpt.training or {}).get("data") or {}
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLIT_CHOICES)}")
     if only_labelled is None:
-        only_labelled = bool(data_info.get("labelled_only", False))
-    corpus = load_corpus(data, label_set)
+        only_labelled = bool(((ckpt.training or {}).get("data") or {}).get("labelled_only", False))
+    corpus = load_corpus(data, ckpt.labels, label_map=label_map)
+    if list(corpus.labels) != list(ckpt.labels):
+        raise ValueError(f"labels {corpus.labels} differ from the checkpoint's {ckpt.labels}")
     if only_labelled:
         corpus = labelled_only(corpus)
     corpus = corpus.split(split)
     if not corpus.dialogues:
         raise ValueError(f"no dialogues in split {split!r} of {data}")
+    return corpus
+
+
+def predict_checkpoint(
+    checkpoint: str | Path | AnyCheckpoint | None,
+    data: str | Path,
+    split: str = "test",
+    *,
+    modalities: Modalities = "both",
+    protocol: Protocol = "served",
+    window: int | None = None,
+    encoders: Mapping[str, Encoder] | None = None,
+    cache_dir: str | Path | None = None,
+    label_map: str | None = None,
+    only_labelled: bool | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> tuple[AnyCheckpoint, FeatureSet, ServingContract, list[DialoguePrediction]]:
+    """What the service answers for every utterance of `split` (or the offline protocol's answers).
+
+    `window` overrides the checkpoint's K (to mirror a service configured with another
+    LPGNET_CONTEXT_WINDOW); `encoders` defaults to the checkpoint's profile, checked against its specs.
+    """
+    if split not in SPLIT_CHOICES:  # before anything heavy loads
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLIT_CHOICES)}")
+    if modalities not in MODALITY_SETTINGS:
+        raise ValueError(f"unknown modalities {modalities!r}: use one of {', '.join(MODALITY_SETTINGS)}")
+    ckpt = (
+        checkpoint
+        if isinstance(checkpoint, Checkpoint | BaselineCheckpoint)
+        else load_any_checkpoint(checkpoint)
+    )
+    corpus = load_eval_corpus(ckpt, data, split, label_map, only_labelled)
+    if encoders is None:
+        encoders = build_checkpoint_encoders(ckpt, device)
+    else:
+        check_encoders_match(ckpt.encoders, {m: e.spec for m, e in encoders.items() if m in ckpt.encoders})
     cache = FeatureCache(cache_dir)
     try:
         features = extract_features(corpus, encoders, cache, progress=progress)
     finally:
         cache.close()
-    metrics = evaluate_model(ckpt.model, features)
+    contract = ckpt.serving if window is None else replace(ckpt.serving, window=window)
+    predictions = predict_dialogues(
+        ckpt.model,
+        features.dialogues,
+        contract=contract,
+        causal=ckpt.context == "causal",
+        modalities=modalities,
+        protocol=protocol,
+    )
+    return ckpt, features, contract, predictions
+
+
+def evaluation_report(
+    ckpt: AnyCheckpoint,
+    features: FeatureSet,
+    contract: ServingContract,
+    predictions: list[DialoguePrediction],
+    *,
+    split: str,
+    modalities: str,
+    protocol: str,
+) -> dict[str, Any]:
+    """`model.scoring.score`'s metrics and counts, with what was evaluated and how."""
+    metrics = score(predictions, features.labels)
     metrics.update(
         {
             "split": split,
             "checkpoint": {"name": ckpt.name, "version": ckpt.version, "profile": ckpt.profile},
             "context": ckpt.context,
-            "labelled_only": only_labelled,
+            "modalities": modalities,
+            "protocol": protocol,
+            "window": contract.window,
+            "storage": contract.storage,
         }
     )
     return metrics
 
 
-__all__ = ["build_checkpoint_encoders", "evaluate_checkpoint", "load_any_checkpoint"]
+def evaluate_checkpoint(
+    checkpoint: str | Path | AnyCheckpoint | None,
+    data: str | Path,
+    split: str = "test",
+    **options: Any,
+) -> dict[str, Any]:
+    """Metrics (see `model.metrics`) of `checkpoint` on `split` of the corpus at `data`, computed
+    from what the service would answer (`predict_checkpoint`'s options), with per-class counts of the
+    labelled utterances read and scored."""
+    ckpt, features, contract, predictions = predict_checkpoint(checkpoint, data, split, **options)
+    return evaluation_report(
+        ckpt,
+        features,
+        contract,
+        predictions,
+        split=split,
+        modalities=options.get("modalities", "both"),
+        protocol=options.get("protocol", "served"),
+    )
+
+
+def prediction_rows(features: FeatureSet, predictions: list[DialoguePrediction]) -> list[dict[str, Any]]:
+    """One JSON-able row per utterance answered: ids, label, probabilities by class name."""
+    rows = []
+    for p in predictions:
+        d = p.dialogue
+        for pos, probs in zip(p.positions.tolist(), p.probabilities.tolist(), strict=True):
+            label = int(d.labels[pos])
+            rows.append(
+                {
+                    "dialogue_id": d.dialogue_id,
+                    "utterance_id": d.utterance_ids[pos] if d.utterance_ids else f"{d.dialogue_id}_{pos}",
+                    "label": features.labels[label] if label >= 0 else None,
+                    "probabilities": dict(zip(features.labels, probs, strict=True)),
+                }
+            )
+    return rows
+
+
+__all__ = [
+    "SPLIT_CHOICES",
+    "build_checkpoint_encoders",
+    "evaluate_checkpoint",
+    "evaluation_report",
+    "load_any_checkpoint",
+    "load_eval_corpus",
+    "predict_checkpoint",
+    "prediction_rows",
+]

@@ -154,6 +154,7 @@ class DialogueFeatures:
     split: str | None = None
     session: int | None = None
     utterance_ids: list[str] = field(default_factory=list)
+    corpus: str = ""  # which corpus the dialogue comes from (multi-corpus training and reports)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -277,6 +278,7 @@ def extract_features(
                 d.split,
                 d.session,
                 [u.utterance_id for u in d.utterances],
+                str(d.metadata.get("corpus") or corpus.name),
             )
         )
         pos += n

@@ -1,15 +1,14 @@
-"""Figures of a training run (matplotlib, Agg backend: no display needed)."""
+"""Figures of a training run (matplotlib `Figure` objects rendered by Agg: no display, and no
+process-wide backend switch at import)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def plot_confusion(
@@ -18,7 +17,9 @@ def plot_confusion(
     """Row-normalised confusion matrix (rows = reference) with the counts written in each cell."""
     m = np.asarray(cm, dtype=np.float64)
     rates = m / np.clip(m.sum(1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.1 * len(labels) + 1.5))
+    fig = Figure(figsize=(1.2 * len(labels) + 2, 1.1 * len(labels) + 1.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -35,7 +36,6 @@ def plot_confusion(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -47,7 +47,9 @@ def plot_learning_curves(
 ) -> Path:
     """Training loss and the validation metric per epoch, one line per run (e.g. per seed)."""
     names = list(names) if names is not None else [f"run {k}" for k in range(len(histories))]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_metric = fig.subplots(1, 2)
     for k, hist in enumerate(histories):
         epochs = [h["epoch"] for h in hist]
         ax_loss.plot(epochs, [h["train_loss"] for h in hist], label=names[k])
@@ -61,7 +63,6 @@ def plot_learning_curves(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

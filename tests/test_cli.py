@@ -65,10 +65,10 @@ def trained(tmp_path_factory):
             "offline",
             "--labels",
             "happy,sad,angry",
-            "--hidden",
-            "8",
-            "--epochs",
-            "2",
+            "--set",
+            "model.hidden=8",
+            "--set",
+            "optim.epochs=2",
             "--out",
             str(out),
             "--cache-dir",
@@ -106,6 +106,10 @@ def test_evaluate_json_prints_one_object_with_the_required_metrics(trained):
     assert metrics.keys() >= REQUIRED
     assert metrics["n"] == 5
     assert set(metrics["per_class"]) == {"happy", "sad", "angry"}
+    # every labelled utterance of the split is read and scored, counted per class
+    assert metrics["labelled_read"]["total"] == metrics["labelled_scored"]["total"] == 5
+    assert sum(metrics["labelled_scored"][c] for c in ("happy", "sad", "angry")) == 5
+    assert (metrics["modalities"], metrics["protocol"], metrics["window"]) == ("both", "served", 64)
     assert metrics["binary_accuracy"] == pytest.approx(1 - 2 * (1 - metrics["accuracy"]) / 3)
 
 
@@ -172,3 +176,69 @@ def test_export_writes_the_default_checkpoints_graphs_and_manifest(tmp_path):
     }
     assert (tmp_path / "bundle" / "lpgnet.onnx").exists()
     assert (tmp_path / "bundle" / "text" / "model.onnx").exists()
+
+
+def _evaluate(args, trained):
+    _, ckpt, cache = trained
+    return CliRunner().invoke(
+        cli, ["evaluate", "--checkpoint", str(ckpt), "--cache-dir", str(cache), "--device", "cpu", *args]
+    )
+
+
+def test_evaluate_scores_every_class_name_label_of_a_generic_jsonl(trained, tmp_path):
+    """The bug of issue 10: class names were read through IEMOCAP's raw codes and mostly dropped."""
+    data, _, _ = trained
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for r in rows:
+        r["split"] = "test"
+    path = tmp_path / "all-test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = _evaluate(["--data", str(path), "--split", "test", "--json"], trained)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    counts = {c: sum(r["label"] == c for r in rows) for c in ("happy", "sad", "angry")}
+    assert metrics["n"] == len(rows) == 30
+    assert metrics["labelled_read"] == {"total": 30, **counts}
+    assert metrics["labelled_scored"] == {"total": 30, **counts}
+
+
+def test_evaluate_refuses_unknown_labels_naming_them_and_their_counts(trained, tmp_path):
+    data, _, _ = trained
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[0]["label"], rows[1]["label"], rows[2]["label"] = "hap", "hap", "furious"
+    path = tmp_path / "codes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = _evaluate(["--data", str(path), "--json"], trained)
+    assert result.exit_code == 2
+    assert "'hap' (2)" in result.output and "'furious' (1)" in result.output
+    assert result.stdout == ""  # no half-result on stdout
+
+
+def test_evaluate_reads_raw_codes_only_through_a_named_label_map(trained, tmp_path):
+    data, ckpt, cache = trained
+    codes = {"happy": "hap", "sad": "sad", "angry": "ang"}
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for r in rows:
+        r["label"] = codes[r["label"]]
+    path = tmp_path / "codes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # iemocap4's classes differ from this checkpoint's three: a clear error, not a silent subset
+    result = _evaluate(["--data", str(path), "--label-map", "iemocap4", "--json"], trained)
+    assert result.exit_code == 2 and "label map 'iemocap4' gives" in result.output
+
+
+def test_evaluate_checks_the_split_before_loading_anything(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--checkpoint", str(tmp_path / "missing.pt"), "--split", "tset", "--json"]
+    )
+    assert result.exit_code == 2
+    assert "tset" in result.output and "checkpoint not found" not in result.output
+
+
+@pytest.mark.parametrize("modalities", ["text", "audio"])
+def test_evaluate_removes_a_modality_from_every_utterance(trained, modalities):
+    data, _, _ = trained
+    result = _evaluate(["--data", str(data), "--modalities", modalities, "--json"], trained)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["modalities"] == modalities and metrics["n"] == 5

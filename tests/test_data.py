@@ -12,6 +12,7 @@ import pytest
 from model.data import (
     IEMOCAP_VALID_DIALOGUES,
     PROSODY_FEATURE,
+    UnknownLabelsError,
     get_label_set,
     labelled_only,
     load_corpus,
@@ -160,3 +161,43 @@ def test_label_sets_by_name_and_by_list():
     own = get_label_set("joy, anger")
     assert own.labels == ("joy", "anger") and own.map("anger") == "anger"
     assert np.array_equal([own.index("joy"), own.index("anger")], [0, 1])
+
+
+def test_generic_jsonl_labels_are_class_names_and_unknown_ones_are_named(tmp_path):
+    rows = [
+        {"dialogue_id": "d", "text": "a", "label": "happy"},
+        {"dialogue_id": "d", "text": "b", "label": "neutral"},
+        {"dialogue_id": "d", "text": "c", "label": "exc"},
+        {"dialogue_id": "d", "text": "d", "label": "exc"},
+        {"dialogue_id": "d", "text": "e", "label": None},
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(UnknownLabelsError, match=r"'exc' \(2\)"):
+        read_jsonl(path, labels="iemocap4")  # iemocap4's class names, not its raw codes
+    rows[2]["label"] = rows[3]["label"] = "sad"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    corpus = read_jsonl(path, labels="iemocap4")
+    assert corpus.labels == ["neutral", "happy", "sad", "angry"]
+    assert [u.label for u in corpus.utterances()] == ["happy", "neutral", "sad", "sad", None]
+
+
+def test_generic_jsonl_raw_codes_through_a_named_mapping(tmp_path):
+    codes = ["hap", "exc", "neu", "fru", "ang", None]
+    path = tmp_path / "codes.jsonl"
+    path.write_text("\n".join(json.dumps({"dialogue_id": "d", "text": "x", "label": c}) for c in codes))
+    corpus = read_jsonl(path, label_map="iemocap4")
+    # fru is a code iemocap4 knowingly leaves out: unlabelled context, not an error
+    assert [u.label for u in corpus.utterances()] == ["happy", "happy", "neutral", None, "angry", None]
+    path.write_text(json.dumps({"dialogue_id": "d", "text": "x", "label": "joy"}))
+    with pytest.raises(UnknownLabelsError, match="'joy' \\(1\\)"):
+        read_jsonl(path, label_map="iemocap4")
+
+
+def test_written_jsonl_holds_class_names_and_reads_back_with_the_same_labels(iemocap, tmp_path):
+    if not TABLE.exists():
+        pytest.skip(f"shared IEMOCAP table absent ({TABLE})")
+    small = iemocap.split("test")
+    back = read_jsonl(write_jsonl(small, tmp_path / "s5.jsonl"), labels=small.labels)
+    assert [u.label for u in back.utterances()] == [u.label for u in small.utterances()]
+    assert back.n_labelled() == 1241

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model.data import load_corpus, read_iemocap_release
+from model.data import load_corpus
+from model.iemocap_release import read_iemocap_release
 
 EVAL_HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
 

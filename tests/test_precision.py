@@ -124,12 +124,11 @@ def test_offline_profile_bf16_keeps_99_percent_of_iemocap_test_predictions(minil
     from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from model.data import load_corpus
     from model.encoders.profiles import build_encoders
-    from model.evaluate import checkpoint_label_set
     from model.features import extract_features
 
     ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
     assert ckpt.profile == "offline"
-    corpus = load_corpus(IEMOCAP_TABLE, checkpoint_label_set(ckpt)).split("test")
+    corpus = load_corpus(IEMOCAP_TABLE, ckpt.labels).split("test")
     predictions, text_vectors = {}, {}
     for precision in ("fp32", "bf16"):
         encoders = build_encoders("offline", device="cpu", precision=precision)  # type: ignore[arg-type]

@@ -13,13 +13,17 @@ import pytest
 import torch
 from sklearn.feature_extraction.text import HashingVectorizer
 
+from model.augment import as_sent, crop, drop_modalities, epoch_dialogues
 from model.checkpoint import load_checkpoint
+from model.config import AugmentConfig, OptimConfig, SelectConfig
 from model.data import read_iemocap_table
 from model.encoders.base import EncoderSpec
 from model.encoders.precomputed import PrecomputedEncoder
 from model.features import FeatureCache, extract_features, normalization_stats
 from model.losses import LossWeights
-from model.train import TrainConfig, collate, drop_modalities, train_one, train_seeds
+from model.lpgnet import LPGNetConfig
+from model.serving import ServingContract
+from model.train import TrainConfig, collate, train_one, train_seeds
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TABLE = SHARED / "data" / "iemocap" / "utterances.jsonl"
@@ -77,16 +81,32 @@ def test_second_extraction_is_served_entirely_from_the_cache(iemocap_features):
 @needs_table
 def test_short_real_run_beats_chance_on_session5_and_writes_its_outputs(iemocap_features, tmp_path):
     features, *_ = iemocap_features
-    cfg = TrainConfig(hidden=32, epochs=2, patience=2, batch_size=8, lr=3e-3, modality_dropout=0.1, threads=1)
+    cfg = TrainConfig(
+        model=LPGNetConfig(hidden=32, context="causal"),
+        optim=OptimConfig(epochs=2, patience=2, batch_size=8, lr=3e-3),
+        augment=AugmentConfig(modality_dropout=0.1, dialogue_modality_dropout=0.3, window=True),
+        select=SelectConfig(modalities=("both", "text")),
+    )
     result = train_seeds(
         features, cfg, [0], tmp_path, profile="test", data_info={"label_set": "iemocap4"}, progress=False
     )
-    test = result["test"]
-    assert result["runs"][0]["test"]["n"] == 1241
+    test = result["test"]["both"]
+    run_test = result["runs"][0]["test"]
+    assert run_test["both"]["n"] == run_test["text"]["n"] == 1241  # every session-5 label has text
+    assert run_test["audio"]["labelled_read"]["total"] == 1241
+    assert run_test["audio"]["n"] == 1239  # two labelled utterances have no prosody: never sent
+    assert result["test"]["text"]["accuracy"]["mean"] > 0.4
     # chance is 0.25 (majority class 0.31): the model must clearly beat it
     assert test["accuracy"]["mean"] > 0.45, test
     assert test["binary_accuracy"]["mean"] == pytest.approx(1 - 2 * (1 - test["accuracy"]["mean"]) / 4)
-    for name in ("model.pt", "seed0/model.pt", "metrics.json", "confusion.png", "learning_curve.png"):
+    for name in (
+        "model.pt",
+        "seed0/model.pt",
+        "metrics.json",
+        "train.toml",
+        "confusion.png",
+        "learning_curve.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["splits"]["test"]["labelled"] == 1241
@@ -95,6 +115,9 @@ def test_short_real_run_beats_chance_on_session5_and_writes_its_outputs(iemocap_
     assert ckpt.encoders["audio"].name == "prosody8" and ckpt.encoders["text"].name == "hashed-words"
     assert ckpt.context == "causal" and ckpt.profile == "test"
     assert 1 <= ckpt.training["selected_epoch"] <= 2
+    assert ckpt.serving == ServingContract(window=64, storage="float16")
+    assert TrainConfig.from_dict(ckpt.training["train_config"]) == cfg  # the run's config, whole
+    assert TrainConfig.from_toml(tmp_path / "train.toml") == cfg
     stats = normalization_stats(features.split("train"))  # training split only
     assert torch.allclose(ckpt.model.audio_norm.mean, stats["audio"]["mean"])
 
@@ -127,17 +150,27 @@ def _toy_features():
 @pytest.mark.parametrize("model", ["lpgnet", "linear", "gru"])
 @pytest.mark.parametrize("context", ["causal", "bidirectional"])
 def test_every_model_learns_a_separable_toy_task(model, context):
-    cfg = TrainConfig(model=model, context=context, hidden=16, epochs=20, patience=20, lr=5e-3)
+    cfg = TrainConfig(
+        kind=model,
+        model=LPGNetConfig(hidden=16, context=context),
+        optim=OptimConfig(epochs=20, patience=20, lr=5e-3),
+    )
     run = train_one(_toy_features(), cfg, seed=0)
-    assert run.valid["accuracy"] > 0.9  # the selected epoch fits the split it was chosen on
-    assert run.test["accuracy"] > 0.75  # and generalises (3 small dialogues: a loose bound)
+    assert run.valid["both"]["accuracy"] > 0.9  # the selected epoch fits the split it was chosen on
+    assert run.test["both"]["accuracy"] > 0.75  # and generalises (3 small dialogues: a loose bound)
+    assert run.test["text"]["accuracy"] > 0.75  # text carries the signal: text alone holds up
 
 
 @pytest.mark.parametrize("modalities", ["text", "audio"])
 def test_unimodal_lpgnet_runs(modalities):
-    cfg = TrainConfig(modalities=modalities, hidden=8, epochs=2, loss=LossWeights(ce=0.5))
+    cfg = TrainConfig(
+        model=LPGNetConfig(modalities=modalities, hidden=8),
+        optim=OptimConfig(epochs=2),
+        loss=LossWeights(ce=0.5),
+    )
     run = train_one(_toy_features(), cfg, seed=0)
-    assert run.model.cfg.modalities == modalities and run.test["n"] > 0
+    assert run.model.cfg.modalities == modalities and list(run.test) == [modalities]
+    assert run.test[modalities]["n"] > 0
 
 
 def test_collate_pads_with_no_modality_and_no_label():
@@ -156,3 +189,69 @@ def test_modality_dropout_never_removes_both_modalities():
     dropped = (tm & am).sum() - (t2 & a2).sum()
     assert 0.5 < dropped / (tm & am).sum() < 0.7
     assert not (t2 & ~tm).any() and not (a2 & ~am).any()
+
+
+def test_as_sent_removes_utterances_left_without_a_modality():
+    d = _toy_features().dialogues[0]
+    d.text_mask[1] = False  # utterance 1: audio only
+    d.audio_mask[2] = False  # utterance 2: text only
+    text_only = as_sent(d, keep_text=True, keep_audio=False)
+    assert len(text_only) == len(d) - 1 and not text_only.audio_mask.any()
+    assert text_only.labels.tolist() == [y for i, y in enumerate(d.labels.tolist()) if i != 1]
+    assert (text_only.audio == 0).all()
+    audio_only = as_sent(d, keep_text=False, keep_audio=True)
+    assert len(audio_only) == int(d.audio_mask.sum()) and not audio_only.text_mask.any()
+
+
+def test_crop_takes_a_run_of_at_most_k_consecutive_utterances():
+    import random
+
+    d = _toy_features().dialogues[2]  # 8 utterances
+    seen = set()
+    for seed in range(30):
+        c = crop(d, 3, random.Random(seed))
+        assert len(c) == 3
+        start = next(s for s in range(len(d) - 2) if torch.equal(d.text[s : s + 3], c.text))
+        assert c.labels.tolist() == d.labels[start : start + 3].tolist()
+        seen.add(start)
+    assert len(seen) > 2  # different windows on different draws
+    assert crop(d, 20, random.Random(0)) is d
+
+
+def test_epoch_dialogues_sends_whole_dialogues_with_one_modality_and_weights_corpora():
+    import random
+    from dataclasses import replace
+
+    fs = _toy_features()
+    dialogues = [replace(d, corpus="a" if i % 2 else "b") for i, d in enumerate(fs.dialogues)]
+    train = replace(fs, dialogues=dialogues)
+    cfg = TrainConfig(
+        augment=AugmentConfig(dialogue_modality_dropout=1.0, corpus_weights={"a": 2.0, "b": 0.5})
+    )
+    out = epoch_dialogues(train, cfg, random.Random(0))
+    assert len(out) == 2 * 6 + 3  # corpus a twice, half of corpus b
+    assert all(not (d.text_mask.any() and d.audio_mask.any()) for d in out)  # one modality each
+    kinds = {bool(d.text_mask.any()) for d in out}
+    assert kinds == {True, False}  # both text-only and audio-only dialogues occur
+
+
+def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
+    cfg = TrainConfig(
+        model=LPGNetConfig(hidden=64, context="causal", recency_bias=True),
+        augment=AugmentConfig(dialogue_modality_dropout=0.4, corpus_weights={"dailydialog": 0.1}),
+        select=SelectConfig(modalities=("both", "text", "audio")),
+    )
+    path = tmp_path / "run.toml"
+    path.write_text(cfg.to_toml())
+    assert TrainConfig.from_toml(path) == cfg
+    changed = cfg.with_overrides(["model.hidden=32", "optim.lr=5e-4", "augment.window=true", "kind=gru"])
+    assert (changed.model.hidden, changed.optim.lr, changed.augment.window, changed.kind) == (
+        32,
+        5e-4,
+        True,
+        "gru",
+    )
+    with pytest.raises(ValueError, match="no field"):
+        cfg.with_overrides(["model.hiden=32"])
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"optim": {"epochs": 3, "lr_typo": 1}})

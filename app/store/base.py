@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from model.serving import STORAGE_DTYPE
+
 JSONDict = dict[str, Any]
-VECTOR_DTYPE = np.dtype("<f2")  # float16 is plenty for normalised encoder features; half the memory
+# float16, the precision the checkpoint's ServingContract was evaluated with (`lpgnet evaluate`)
+VECTOR_DTYPE = STORAGE_DTYPE
 
 
 @dataclass(frozen=True)

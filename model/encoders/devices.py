@@ -13,7 +13,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" picks CUDA when available, else CPU; asking for CUDA without one is an error."""
+    """ "auto" picks CUDA when available, else CPU; asking for CUDA without one is an error."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":

@@ -48,7 +48,10 @@ class EGeMAPSEncoder:
         for wave in items:
             values = self._smile.process_signal(np.asarray(wave, dtype=np.float32), SAMPLE_RATE).to_numpy()[0]
             if np.isnan(values).any():
-                logger.debug("eGeMAPS: %d features undefined for a %d-sample clip, set to 0",
-                             int(np.isnan(values).sum()), len(wave))
+                logger.debug(
+                    "eGeMAPS: %d features undefined for a %d-sample clip, set to 0",
+                    int(np.isnan(values).sum()),
+                    len(wave),
+                )
             rows.append(np.nan_to_num(values, nan=0.0))
         return as_float32_matrix(rows, self.spec.dim)

@@ -240,7 +240,7 @@ class Emotion2VecEncoder:
 
     @property
     def precision(self) -> str:
-        """"fp32", or "bf16" / "fp16" where the forward runs in reduced precision."""
+        """ "fp32", or "bf16" / "fp16" where the forward runs in reduced precision."""
         return precision_name(fp16=self.fp16, bf16=self.bf16)
 
     def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:

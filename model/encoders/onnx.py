@@ -54,15 +54,23 @@ def export_text_encoder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     module = copy.deepcopy(encoder.pooler).float().cpu().eval()
-    inputs, _ = tokenize_texts(encoder.tokenizer, ["a short text", "and a rather longer one, for shapes"],
-                               encoder.max_length)
+    inputs, _ = tokenize_texts(
+        encoder.tokenizer, ["a short text", "and a rather longer one, for shapes"], encoder.max_length
+    )
     names = [n for n in MODEL_INPUT_NAMES if n in inputs]  # TextPooler.forward's positional order
     axes = {name: {0: "batch", 1: "tokens"} for name in names}
     args = tuple(inputs[n] for n in names)
     _export(module, args, out / GRAPH_FILE, names, axes, dynamo=dynamo, opset=opset)
     encoder.tokenizer.save_pretrained(out)
-    _write_meta(out, {"kind": "hf-text", "spec": encoder.spec.to_dict(), "max_length": encoder.max_length,
-                      "input_names": names})
+    _write_meta(
+        out,
+        {
+            "kind": "hf-text",
+            "spec": encoder.spec.to_dict(),
+            "max_length": encoder.max_length,
+            "input_names": names,
+        },
+    )
     return out
 
 
@@ -79,10 +87,25 @@ def export_emotion2vec(
         dummy, normalize=encoder.normalize, min_samples=module.min_samples
     )
     axes = {"source": {0: "batch", 1: "samples"}, "padding_mask": {0: "batch", 1: "samples"}}
-    _export(module, (source, padding_mask), out / GRAPH_FILE, ["source", "padding_mask"], axes,
-            dynamo=dynamo, opset=opset)
-    _write_meta(out, {"kind": "emotion2vec", "spec": encoder.spec.to_dict(), "sample_rate": SAMPLE_RATE,
-                      "normalize": encoder.normalize, "min_samples": module.min_samples})
+    _export(
+        module,
+        (source, padding_mask),
+        out / GRAPH_FILE,
+        ["source", "padding_mask"],
+        axes,
+        dynamo=dynamo,
+        opset=opset,
+    )
+    _write_meta(
+        out,
+        {
+            "kind": "emotion2vec",
+            "spec": encoder.spec.to_dict(),
+            "sample_rate": SAMPLE_RATE,
+            "normalize": encoder.normalize,
+            "min_samples": module.min_samples,
+        },
+    )
     return out
 
 
@@ -155,7 +178,11 @@ class OnnxTextEncoder:
     sample_rate: int | None = None
 
     def __init__(
-        self, directory: str | Path, *, device: str = "auto", intra_op_threads: int | None = None,
+        self,
+        directory: str | Path,
+        *,
+        device: str = "auto",
+        intra_op_threads: int | None = None,
         batch_size: int = 32,
     ) -> None:
         from transformers import AutoTokenizer
@@ -190,7 +217,11 @@ class OnnxEmotion2VecEncoder:
     sample_rate: int | None = SAMPLE_RATE
 
     def __init__(
-        self, directory: str | Path, *, device: str = "auto", intra_op_threads: int | None = None,
+        self,
+        directory: str | Path,
+        *,
+        device: str = "auto",
+        intra_op_threads: int | None = None,
         max_batch_seconds: float = 120.0,
     ) -> None:
         root = Path(directory)

@@ -100,8 +100,16 @@ def _assemble(y: np.ndarray, harmonic_mean_value: float) -> np.ndarray:
     a = librosa.autocorrelate(clipped)  # FFT-based inside librosa
     auto_corr_max = 1000 * np.max(a) / len(a)
     auto_corr_std = np.std(a)
-    values = (sig_mean, sig_std, rmse_mean, rmse_std, silence, 1000 * harmonic_mean_value,
-              auto_corr_max, auto_corr_std)
+    values = (
+        sig_mean,
+        sig_std,
+        rmse_mean,
+        rmse_std,
+        silence,
+        1000 * harmonic_mean_value,
+        auto_corr_max,
+        auto_corr_std,
+    )
     return np.array([float(v) for v in values], dtype=np.float64)
 
 

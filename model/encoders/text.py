@@ -148,13 +148,17 @@ class HFTextEncoder:
         self.pooler = TextPooler(transformer.to(self.device), self.pooling, self.normalize).eval()
         logger.info(
             "text encoder %s (version %s, dim %d) on %s, %s, max %d tokens",
-            self.spec.name, self.spec.version, self.spec.dim, self.device, self.precision,
+            self.spec.name,
+            self.spec.version,
+            self.spec.dim,
+            self.device,
+            self.precision,
             self.max_length,
         )
 
     @property
     def precision(self) -> str:
-        """"fp32", or "bf16" / "fp16" where the forward runs in reduced precision."""
+        """ "fp32", or "bf16" / "fp16" where the forward runs in reduced precision."""
         return precision_name(fp16=self.fp16, bf16=self.bf16)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:

@@ -45,26 +45,72 @@ _SHARED_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "encoders" / "
 # The keys of FunASR's emotion2vec template (MIT license) that shape the network at inference, shrunk.
 # Used when ../shared/encoders/emotion2vec_base_config.yaml is not there; the shared file wins otherwise.
 _FALLBACK_MODEL_CONF: dict[str, Any] = {
-    "loss_beta": 0.0, "loss_scale": None, "depth": 8, "start_drop_path_rate": 0.0,
-    "end_drop_path_rate": 0.0, "num_heads": 12, "norm_eps": 1e-05, "norm_affine": True,
-    "encoder_dropout": 0.1, "post_mlp_drop": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0,
-    "dropout_input": 0.0, "layerdrop": 0.05, "embed_dim": 768, "mlp_ratio": 4.0,
-    "layer_norm_first": False, "average_top_k_layers": 8, "end_of_block_targets": False,
-    "clone_batch": 8, "supported_modality": "AUDIO", "cls_type": "chunk", "normalize": True,
-    "modalities": {"audio": {
-        "type": "AUDIO", "prenet_depth": 4, "prenet_layerdrop": 0.05, "prenet_dropout": 0.1,
-        "start_drop_path_rate": 0.0, "end_drop_path_rate": 0.0, "num_extra_tokens": 10,
-        "init_extra_token_zero": True, "mask_noise_std": 0.01, "mask_prob_min": None, "mask_prob": 0.5,
-        "inverse_mask": False, "mask_prob_adjust": 0.05, "keep_masked_pct": 0.0, "mask_length": 5,
-        "add_masks": False, "remove_masks": False, "mask_dropout": 0.0, "encoder_zero_mask": True,
-        "mask_channel_prob": 0.0, "mask_channel_length": 64, "ema_local_encoder": False,
-        "local_grad_mult": 1.0, "use_alibi_encoder": True, "alibi_scale": 1.0, "learned_alibi": False,
-        "alibi_max_pos": None, "learned_alibi_scale": True, "learned_alibi_scale_per_head": True,
-        "learned_alibi_scale_per_layer": False, "num_alibi_heads": 12, "model_depth": 8,
-        "decoder": None, "extractor_mode": "layer_norm",
-        "feature_encoder_spec": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]",
-        "conv_pos_width": 95, "conv_pos_groups": 16, "conv_pos_depth": 5, "conv_pos_pre_ln": False,
-    }},
+    "loss_beta": 0.0,
+    "loss_scale": None,
+    "depth": 8,
+    "start_drop_path_rate": 0.0,
+    "end_drop_path_rate": 0.0,
+    "num_heads": 12,
+    "norm_eps": 1e-05,
+    "norm_affine": True,
+    "encoder_dropout": 0.1,
+    "post_mlp_drop": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "dropout_input": 0.0,
+    "layerdrop": 0.05,
+    "embed_dim": 768,
+    "mlp_ratio": 4.0,
+    "layer_norm_first": False,
+    "average_top_k_layers": 8,
+    "end_of_block_targets": False,
+    "clone_batch": 8,
+    "supported_modality": "AUDIO",
+    "cls_type": "chunk",
+    "normalize": True,
+    "modalities": {
+        "audio": {
+            "type": "AUDIO",
+            "prenet_depth": 4,
+            "prenet_layerdrop": 0.05,
+            "prenet_dropout": 0.1,
+            "start_drop_path_rate": 0.0,
+            "end_drop_path_rate": 0.0,
+            "num_extra_tokens": 10,
+            "init_extra_token_zero": True,
+            "mask_noise_std": 0.01,
+            "mask_prob_min": None,
+            "mask_prob": 0.5,
+            "inverse_mask": False,
+            "mask_prob_adjust": 0.05,
+            "keep_masked_pct": 0.0,
+            "mask_length": 5,
+            "add_masks": False,
+            "remove_masks": False,
+            "mask_dropout": 0.0,
+            "encoder_zero_mask": True,
+            "mask_channel_prob": 0.0,
+            "mask_channel_length": 64,
+            "ema_local_encoder": False,
+            "local_grad_mult": 1.0,
+            "use_alibi_encoder": True,
+            "alibi_scale": 1.0,
+            "learned_alibi": False,
+            "alibi_max_pos": None,
+            "learned_alibi_scale": True,
+            "learned_alibi_scale_per_head": True,
+            "learned_alibi_scale_per_layer": False,
+            "num_alibi_heads": 12,
+            "model_depth": 8,
+            "decoder": None,
+            "extractor_mode": "layer_norm",
+            "feature_encoder_spec": "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]",
+            "conv_pos_width": 95,
+            "conv_pos_groups": 16,
+            "conv_pos_depth": 5,
+            "conv_pos_pre_ln": False,
+        }
+    },
 }
 _TINY_MODEL_CONF = {"embed_dim": 32, "depth": 1, "num_heads": 2}
 _TINY_AUDIO_CONF = {
@@ -127,11 +173,15 @@ def write_tiny_bert(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # vocab.txt + tokenizer_config.json is the one tokenizer layout every transformers version loads.
     (directory / "vocab.txt").write_text("\n".join(_tiny_vocab()) + "\n")
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "BertTokenizer",
-        "do_lower_case": True,
-        "model_max_length": TINY_TEXT_MAX_LENGTH,
-    }))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "BertTokenizer",
+                "do_lower_case": True,
+                "model_max_length": TINY_TEXT_MAX_LENGTH,
+            }
+        )
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -179,8 +229,35 @@ def _base_emotion2vec_config() -> dict[str, Any]:
 def _tiny_vocab() -> list[str]:
     """BERT special tokens, characters and their continuations, and a few frequent words."""
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    words = ["the", "a", "and", "to", "of", "i", "you", "it", "is", "that", "what", "no", "yes", "oh",
-             "okay", "know", "don", "'", "t", "s", "just", "well", "right", "so", "me", "my", "not"]
+    words = [
+        "the",
+        "a",
+        "and",
+        "to",
+        "of",
+        "i",
+        "you",
+        "it",
+        "is",
+        "that",
+        "what",
+        "no",
+        "yes",
+        "oh",
+        "okay",
+        "know",
+        "don",
+        "'",
+        "t",
+        "s",
+        "just",
+        "well",
+        "right",
+        "so",
+        "me",
+        "my",
+        "not",
+    ]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     for token in chars + words + [f"##{c}" for c in chars]:
         if token not in vocab:

@@ -1,0 +1,89 @@
+"""What the network sees in training, so that it works on what clients send (`AugmentConfig`).
+
+- `drop_modalities`: a fraction of the utterances with both modalities lose one (per step);
+- `as_sent`: a dialogue as a client sending only some modalities would send it (utterances left
+  with neither are never sent, so they are removed);
+- `crop`: a random run of at most K utterances, the context the service keeps;
+- `epoch_dialogues`: one epoch's dialogues, sampled per corpus and augmented as configured.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import torch
+
+from model.config import TrainConfig
+from model.features import DialogueFeatures, FeatureSet
+
+
+def drop_modalities(
+    text_mask: torch.Tensor, audio_mask: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide text or audio (each half the time) of a fraction `p` of the utterances that have both."""
+    both = text_mask & audio_mask
+    r = torch.rand(text_mask.shape, generator=generator)
+    drop_text = both & (r < p / 2)
+    drop_audio = both & (r >= p / 2) & (r < p)
+    return text_mask & ~drop_text, audio_mask & ~drop_audio
+
+
+def as_sent(d: DialogueFeatures, keep_text: bool, keep_audio: bool) -> DialogueFeatures:
+    """The dialogue as a client sending only these modalities would: utterances left empty removed."""
+    tm, am = d.text_mask & keep_text, d.audio_mask & keep_audio
+    kept = torch.nonzero(tm | am).flatten()
+    return replace(
+        d,
+        text=d.text[kept] * tm[kept].unsqueeze(-1),
+        audio=d.audio[kept] * am[kept].unsqueeze(-1),
+        text_mask=tm[kept],
+        audio_mask=am[kept],
+        labels=d.labels[kept],
+        utterance_ids=[d.utterance_ids[i] for i in kept.tolist()] if d.utterance_ids else [],
+    )
+
+
+def crop(d: DialogueFeatures, k: int, rng: random.Random) -> DialogueFeatures:
+    """A random run of at most k consecutive utterances: the context the service keeps."""
+    if len(d) <= k:
+        return d
+    s = rng.randrange(0, len(d) - k + 1)
+    return replace(
+        d,
+        text=d.text[s : s + k],
+        audio=d.audio[s : s + k],
+        text_mask=d.text_mask[s : s + k],
+        audio_mask=d.audio_mask[s : s + k],
+        labels=d.labels[s : s + k],
+        utterance_ids=d.utterance_ids[s : s + k],
+    )
+
+
+def epoch_dialogues(train: FeatureSet, cfg: TrainConfig, rng: random.Random) -> list[DialogueFeatures]:
+    """One epoch's training dialogues: sampled per corpus, augmented as the config says, shuffled."""
+    aug = cfg.augment
+    by_corpus: dict[str, list[DialogueFeatures]] = {}
+    for d in train.dialogues:
+        by_corpus.setdefault(d.corpus, []).append(d)
+    chosen: list[DialogueFeatures] = []
+    for corpus, ds in sorted(by_corpus.items()):
+        w = aug.corpus_weights.get(corpus, 1.0)
+        whole, frac = int(w), w - int(w)
+        chosen += ds * whole + rng.sample(ds, round(frac * len(ds)))
+    out = []
+    for d in chosen:
+        r = rng.random()
+        if r < aug.dialogue_modality_dropout / 2:
+            d = as_sent(d, keep_text=True, keep_audio=False)
+        elif r < aug.dialogue_modality_dropout:
+            d = as_sent(d, keep_text=False, keep_audio=True)
+        if aug.window:
+            d = crop(d, cfg.serving.window, rng)
+        if len(d) and bool((d.labels >= 0).any()):
+            out.append(d)
+    rng.shuffle(out)
+    return out
+
+
+__all__ = ["as_sent", "crop", "drop_modalities", "epoch_dialogues"]

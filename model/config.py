@@ -1,0 +1,175 @@
+"""One configuration object per training run: network, loss, optimiser, augmentation, selection.
+
+`TrainConfig` nests the network's own `LPGNetConfig` and the loss's `LossWeights` instead of
+repeating their fields; it is stored whole in every checkpoint (`training.train_config`) and read from
+a TOML file (`lpgnet train --config weights/<name>.toml`), whose tables mirror the fields:
+
+    kind = "lpgnet"            # or "linear" / "gru" (baselines)
+    [model]                    # LPGNetConfig; input dims and classes come from the data
+    hidden = 128
+    context = "causal"
+    [loss]                     # LossWeights
+    label_smoothing = 0.1
+    [optim]                    # OptimConfig
+    epochs = 30
+    [augment]                  # AugmentConfig
+    modality_dropout = 0.2
+    [select]                   # SelectConfig
+    metric = "accuracy"
+
+`with_overrides(["model.hidden=256", "optim.lr=5e-4"])` applies the CLI's `--set` overrides.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from model.losses import LossWeights
+from model.lpgnet import LPGNetConfig
+from model.serving import DEFAULT_WINDOW, MODALITY_SETTINGS, ServingContract
+
+ModelKind = Literal["lpgnet", "linear", "gru"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 30
+    patience: int = 10  # stop after this many epochs without a better validation score
+    batch_size: int = 4  # dialogues per step
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    threads: int = 1  # torch intra-op threads of the training thread (set per thread, not globally)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What the network sees in training, so that it works on what the service will receive."""
+
+    modality_dropout: float = 0.2  # fraction of both-modality utterances losing text or audio
+    # fraction of training dialogues sent whole with one modality (half text-only, half audio-only),
+    # utterances left with none removed: what a text-only chatbot or an audio-only line sends
+    dialogue_modality_dropout: float = 0.0
+    window: bool = False  # train on random windows of at most K utterances, as the service sees them
+    class_weights: bool = False  # inverse-frequency weights in the task loss
+    corpus_weights: dict[str, float] = field(default_factory=dict)  # corpus -> sampling weight per epoch
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """How the epoch (and the representative seed) is chosen: on validation, as served."""
+
+    metric: str = "accuracy"
+    # validation is scored under each of these modality settings; the selection score is their mean
+    modalities: tuple[str, ...] = ("both",)
+    # corpora of a multi-corpus validation set weigh equally in the score (else by utterance count)
+    per_corpus: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kind: ModelKind = "lpgnet"
+    model: LPGNetConfig = field(default_factory=lambda: LPGNetConfig(hidden=128, context="causal"))
+    loss: LossWeights = field(default_factory=lambda: LossWeights(label_smoothing=0.1))
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    serving: ServingContract = field(default_factory=lambda: ServingContract(DEFAULT_WINDOW))
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lpgnet", "linear", "gru"):
+            raise ValueError(f"kind must be lpgnet, linear or gru, got {self.kind!r}")
+        bad = [m for m in self.select.modalities if m not in MODALITY_SETTINGS]
+        if bad:
+            raise ValueError(f"select.modalities: unknown settings {bad} (use {list(MODALITY_SETTINGS)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["select"]["modalities"] = list(self.select.modalities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
+        parts: dict[str, Any] = {"kind": d.get("kind", "lpgnet")}
+        default = cls()
+        for f in fields(cls):
+            if f.name == "kind" or f.name not in d:
+                continue
+            base = getattr(default, f.name)
+            parts[f.name] = _build(type(base), {**asdict(base), **d[f.name]}, f.name)
+        return cls(**parts)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        with Path(path).open("rb") as f:
+            return cls.from_dict(tomllib.load(f))
+
+    def to_toml(self) -> str:
+        """The config as TOML (every field, so the file alone reproduces the run)."""
+        d = self.to_dict()
+        out = [f'kind = "{d.pop("kind")}"']
+        for table, values in d.items():
+            out.append(f"\n[{table}]")
+            for k, v in values.items():
+                out.append(f"{k} = {_toml_value(v)}")
+        return "\n".join(out) + "\n"
+
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
+        """Apply `table.field=value` assignments (values parsed as Python/TOML literals)."""
+        d = self.to_dict()
+        for a in assignments:
+            key, sep, raw = a.partition("=")
+            path = key.strip().split(".")
+            if not sep or len(path) not in (1, 2):
+                raise ValueError(f"override {a!r}: use table.field=value, e.g. model.hidden=256")
+            target = d if len(path) == 1 else d.get(path[0])
+            if not isinstance(target, dict) or path[-1] not in target:
+                raise ValueError(f"override {a!r}: no field {key.strip()!r} in the training config")
+            target[path[-1]] = _literal(raw.strip())
+        return TrainConfig.from_dict(d)
+
+    def network_config(self, text_dim: int, audio_dim: int, num_classes: int) -> LPGNetConfig:
+        return replace(self.model, text_dim=text_dim, audio_dim=audio_dim, num_classes=num_classes)
+
+
+def _build(kind: type, values: dict[str, Any], table: str) -> Any:
+    names = {f.name for f in fields(kind)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"[{table}]: unknown keys {sorted(unknown)}")
+    if kind is SelectConfig:
+        values = {**values, "modalities": tuple(values["modalities"])}
+    return kind(**values)
+
+
+def _literal(raw: str) -> Any:
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw  # a bare word: a string
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + "}"
+    if is_dataclass(v):
+        return _toml_value(asdict(v))  # type: ignore[arg-type]
+    return repr(v)
+
+
+__all__ = ["AugmentConfig", "ModelKind", "OptimConfig", "SelectConfig", "TrainConfig"]

@@ -1,0 +1,161 @@
+"""Scoring a network on extracted features exactly as the service would answer (serving = evaluation).
+
+`predict_dialogues` runs every dialogue through `model.serving.predict_served` (the checkpoint's
+window K, float16 storage, the modalities a client sends) or, for the paper's offline protocol, one
+pass over each whole dialogue in float32. `score` turns the predictions into the metrics of
+`model.metrics`, with the counts of labelled utterances read and scored per class: a labelled
+utterance that the chosen modalities leave empty is never sent, so it is read but not scored, and the
+counts say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from model.features import DialogueFeatures, FeatureSet
+from model.metrics import classification_metrics
+from model.serving import (
+    MODALITY_SETTINGS,
+    Modalities,
+    Network,
+    ServingContract,
+    module_network,
+    pad_windows,
+    predict_served,
+    served_view,
+)
+
+Protocol = Literal["served", "offline"]
+
+
+@dataclass
+class DialoguePrediction:
+    dialogue: DialogueFeatures
+    positions: torch.Tensor  # (U',) long: utterances sent, as positions in the dialogue
+    probabilities: torch.Tensor  # (U', C) float64
+
+
+def predict_dialogues(
+    network: Network | torch.nn.Module,
+    dialogues: Sequence[DialogueFeatures],
+    *,
+    contract: ServingContract,
+    causal: bool,
+    modalities: Modalities = "both",
+    protocol: Protocol = "served",
+) -> list[DialoguePrediction]:
+    """Per dialogue, the probabilities of every utterance that the modality setting leaves non-empty."""
+    run = module_network(network) if isinstance(network, torch.nn.Module) else network
+    out = []
+    for d in dialogues:
+        if protocol == "served":
+            probs, kept = predict_served(run, d, contract, causal=causal, modalities=modalities)
+        else:  # the paper's: the whole dialogue at once, float32, every row sees what its mode allows
+            view = served_view(d, modalities, storage="float32")
+            kept = view.kept
+            probs = (
+                torch.softmax(run(*pad_windows([view.window]).tensors())[0].double(), -1)
+                if len(kept)
+                else torch.zeros(0, 0, dtype=torch.float64)
+            )
+        out.append(DialoguePrediction(d, kept, probs))
+    return out
+
+
+def _counts(labels: np.ndarray, names: Sequence[str]) -> dict[str, int]:
+    return {name: int((labels == k).sum()) for k, name in enumerate(names)}
+
+
+def score(predictions: Sequence[DialoguePrediction], labels: Sequence[str]) -> dict[str, Any]:
+    """Metrics over the scored labelled utterances, with read/scored counts per class."""
+    read, y_true, y_pred = [], [], []
+    for p in predictions:
+        y = p.dialogue.labels
+        read.append(y[y >= 0].numpy())
+        if len(p.positions):
+            yk = y[p.positions]
+            keep = yk >= 0
+            y_true.append(yk[keep].numpy())
+            y_pred.append(p.probabilities.argmax(-1)[keep].numpy())
+    empty = np.zeros(0, dtype=np.int64)
+    t = np.concatenate(y_true) if y_true else empty
+    pr = np.concatenate(y_pred) if y_pred else empty
+    all_read = np.concatenate(read) if read else empty
+    metrics = classification_metrics(t, pr, labels)
+    metrics["labelled_read"] = {"total": int(len(all_read)), **_counts(all_read, labels)}
+    metrics["labelled_scored"] = {"total": int(len(t)), **_counts(t, labels)}
+    return metrics
+
+
+def evaluate_model(
+    model: Network | torch.nn.Module,
+    features: FeatureSet,
+    *,
+    contract: ServingContract,
+    causal: bool,
+    modalities: Modalities = "both",
+    protocol: Protocol = "served",
+) -> dict[str, Any]:
+    """All metrics of `model.metrics` on the labelled utterances of `features`, as served."""
+    preds = predict_dialogues(
+        model, features.dialogues, contract=contract, causal=causal, modalities=modalities, protocol=protocol
+    )
+    m = score(preds, features.labels)
+    m.update({"modalities": modalities, "protocol": protocol, "window": contract.window})
+    return m
+
+
+def evaluate_settings(
+    model: torch.nn.Module,
+    features: FeatureSet,
+    *,
+    contract: ServingContract,
+    causal: bool,
+    settings: Sequence[str] = MODALITY_SETTINGS,
+    protocol: Protocol = "served",
+) -> dict[str, dict[str, Any]]:
+    """`evaluate_model` under several modality settings, and per corpus where there are several.
+
+    Keys: "both", "text", "audio" (all corpora) and "<corpus>/<setting>" when features hold more
+    than one corpus.
+    """
+    run = module_network(model)
+    corpora = sorted({d.corpus for d in features.dialogues})
+    out: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        preds = predict_dialogues(
+            run, features.dialogues, contract=contract, causal=causal, modalities=setting, protocol=protocol
+        )  # type: ignore[arg-type]
+        out[setting] = score(preds, features.labels)
+        if len(corpora) > 1:
+            for c in corpora:
+                out[f"{c}/{setting}"] = score([p for p in preds if p.dialogue.corpus == c], features.labels)
+    return out
+
+
+def selection_score(
+    results: dict[str, dict[str, Any]], metric: str, settings: Sequence[str], per_corpus: bool
+) -> float:
+    """The validation score that picks epochs and seeds: the mean of `metric` over modality settings
+    (and over corpora, each weighing the same, when `per_corpus`)."""
+    values = []
+    for setting in settings:
+        keys = [k for k in results if k.endswith("/" + setting)] if per_corpus else []
+        keys = keys or [setting]
+        values += [results[k][metric] for k in keys if results[k]["n"]]
+    return float(np.mean(values)) if values else 0.0
+
+
+__all__ = [
+    "DialoguePrediction",
+    "evaluate_model",
+    "evaluate_settings",
+    "predict_dialogues",
+    "score",
+    "selection_score",
+]

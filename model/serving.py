@@ -1,0 +1,209 @@
+"""What the service does to a dialogue's context, written once for serving, training and evaluation.
+
+The service scores utterance i from the last K utterances it was *sent*, (i-K, i], whose encoder
+vectors it stored as float16; an utterance that carries neither modality is never sent at all. The
+checkpoint records K and the storage precision (`ServingContract`); the engine pads its windows with
+`pad_windows`, and `predict_served` computes offline exactly what the engine would answer for every
+utterance of a dialogue, so `lpgnet evaluate` and validation selection measure the served model
+(serving = evaluation).
+
+Dimension legend: B windows, U utterances, Dt / Da text / audio dims, C classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+Modalities = Literal["both", "text", "audio"]
+MODALITY_SETTINGS: tuple[Modalities, ...] = ("both", "text", "audio")
+STORAGE_DTYPE = np.dtype("<f2")  # the stores keep float16 vectors: half the memory, ~1e-3 change
+DEFAULT_WINDOW = 64
+
+# (text (B, U, Dt), audio (B, U, Da), text_mask (B, U), audio_mask (B, U)) -> fused logits (B, U, C)
+Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ServingContract:
+    """How the service feeds the network; stored in the checkpoint, honoured by evaluation."""
+
+    window: int = DEFAULT_WINDOW  # K: utterances of context per prediction
+    storage: Literal["float16", "float32"] = "float16"  # precision of the stored vectors
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ServingContract:
+        return cls(**(d or {}))
+
+
+class Window(Protocol):
+    """One dialogue or context window, unpadded (a `DialogueFeatures` is one)."""
+
+    text: torch.Tensor  # (U, Dt)
+    audio: torch.Tensor  # (U, Da)
+    text_mask: torch.Tensor  # (U,) bool
+    audio_mask: torch.Tensor  # (U,) bool
+
+
+@dataclass
+class Padded:
+    text: torch.Tensor  # (B, U, Dt)
+    audio: torch.Tensor  # (B, U, Da)
+    text_mask: torch.Tensor  # (B, U) bool
+    audio_mask: torch.Tensor  # (B, U) bool
+    lengths: torch.Tensor  # (B,) long
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.text, self.audio, self.text_mask, self.audio_mask
+
+
+@dataclass
+class ArrayWindow:
+    """A window built from per-utterance vectors (None: modality missing)."""
+
+    text: torch.Tensor
+    audio: torch.Tensor
+    text_mask: torch.Tensor
+    audio_mask: torch.Tensor
+
+    @classmethod
+    def from_rows(
+        cls, rows: Sequence[tuple[np.ndarray | None, np.ndarray | None]], text_dim: int, audio_dim: int
+    ) -> ArrayWindow:
+        u = len(rows)
+        text, audio = np.zeros((u, text_dim), np.float32), np.zeros((u, audio_dim), np.float32)
+        tm, am = np.zeros(u, bool), np.zeros(u, bool)
+        for j, (t, a) in enumerate(rows):
+            if t is not None:
+                text[j], tm[j] = t, True
+            if a is not None:
+                audio[j], am[j] = a, True
+        return cls(*(torch.from_numpy(x) for x in (text, audio, tm, am)))
+
+
+def pad_windows(windows: Sequence[Window]) -> Padded:
+    """Pad windows on the right to the longest: padded utterances have both masks False.
+
+    Right padding cannot change a real row's output: padded rows are masked as keys everywhere, and
+    in causal mode a row never sees later ones.
+    """
+    u = max(len(w.text_mask) for w in windows)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        extra = u - x.shape[0]
+        return torch.nn.functional.pad(x, (0, 0, 0, extra) if x.dim() == 2 else (0, extra))
+
+    return Padded(
+        torch.stack([pad(w.text.float()) for w in windows]),
+        torch.stack([pad(w.audio.float()) for w in windows]),
+        torch.stack([pad(w.text_mask) for w in windows]),
+        torch.stack([pad(w.audio_mask) for w in windows]),
+        torch.tensor([len(w.text_mask) for w in windows]),
+    )
+
+
+def last_row_probabilities(network: Network, windows: Sequence[Window]) -> torch.Tensor:
+    """(B, C) float64 probabilities of each window's last utterance, as the engine computes them."""
+    batch = pad_windows(windows)
+    logits = network(*batch.tensors())  # (B, U, C)
+    last = logits[torch.arange(len(windows)), batch.lengths - 1]
+    return torch.softmax(last.double(), dim=-1)
+
+
+@dataclass
+class ServedView:
+    """A dialogue as the service would receive it under one modality setting."""
+
+    window: ArrayWindow  # the utterances sent, features rounded to the storage precision
+    kept: torch.Tensor  # (U',) long: their positions in the original dialogue
+
+
+def served_view(dialogue: Window, modalities: Modalities, storage: str = "float16") -> ServedView:
+    """Hide the modalities a client would not send, drop utterances left with none, round to storage."""
+    tm = dialogue.text_mask & (modalities != "audio")
+    am = dialogue.audio_mask & (modalities != "text")
+    kept = torch.nonzero(tm | am).flatten()
+    dtype = torch.float16 if storage == "float16" else torch.float32
+
+    def stored(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return (x[kept] * m[kept].unsqueeze(-1)).to(dtype).float()
+
+    view = ArrayWindow(stored(dialogue.text, tm), stored(dialogue.audio, am), tm[kept], am[kept])
+    return ServedView(view, kept)
+
+
+@torch.no_grad()
+def predict_served(
+    network: Network,
+    dialogue: Window,
+    contract: ServingContract,
+    *,
+    causal: bool,
+    modalities: Modalities = "both",
+    max_batch: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities (U', C) the service answers for every utterance it would be sent, and their
+    positions (U',) in `dialogue`.
+
+    Utterance i is scored from the window (i-K, i] of the sent utterances, last row. A causal network
+    gives the first K answers from one pass over the first K utterances (row i sees rows <= i only).
+    """
+    view = served_view(dialogue, modalities, contract.storage)
+    w, k = view.window, contract.window
+    n = len(w.text_mask)
+    if n == 0:
+        return torch.zeros(0, 0, dtype=torch.float64), view.kept
+
+    def cut(lo: int, hi: int) -> ArrayWindow:
+        return ArrayWindow(w.text[lo:hi], w.audio[lo:hi], w.text_mask[lo:hi], w.audio_mask[lo:hi])
+
+    rows: list[torch.Tensor] = []
+    first = 0
+    if causal:
+        head = cut(0, min(n, k))
+        logits = network(*pad_windows([head]).tensors())[0]  # (U, C)
+        rows.append(torch.softmax(logits.double(), dim=-1))
+        first = len(head.text_mask)
+    ends = list(range(first, n))
+    for s in range(0, len(ends), max_batch):
+        chunk = [cut(max(0, i - k + 1), i + 1) for i in ends[s : s + max_batch]]
+        rows.append(last_row_probabilities(network, chunk))
+    return torch.cat(rows), view.kept
+
+
+def module_network(module: torch.nn.Module) -> Network:
+    """A PyTorch LPGNet (or baseline) as a `Network`: eval mode, no autograd, fused logits."""
+    module.eval()
+
+    def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out: torch.Tensor = module(t, a, tm, am).logits
+        return out.float()
+
+    return run
+
+
+__all__ = [
+    "ArrayWindow",
+    "DEFAULT_WINDOW",
+    "MODALITY_SETTINGS",
+    "Modalities",
+    "Network",
+    "Padded",
+    "STORAGE_DTYPE",
+    "ServedView",
+    "ServingContract",
+    "Window",
+    "last_row_probabilities",
+    "module_network",
+    "pad_windows",
+    "predict_served",
+    "served_view",
+]
