@@ -173,6 +173,9 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache directory.")] = None,
     device: Annotated[str, typer.Option(help="Encoder device.")] = "auto",
+    encoder_precision: Annotated[
+        str, typer.Option(help="auto (the service's rule: bf16 on native-bf16 CPUs) | fp32 | bf16.")
+    ] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Score a checkpoint on a corpus split as the service answers it (accuracy, UA, F1s, per class)."""
@@ -200,6 +203,7 @@ def evaluate(
             label_map=label_map,
             only_labelled=labelled_only,
             device=device,
+            precision=encoder_precision,  # type: ignore[arg-type]
             progress=True,
         )
     except EncoderMismatchError as exc:

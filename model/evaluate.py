@@ -23,6 +23,7 @@ from model.baselines import BaselineCheckpoint, load_baseline
 from model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
 from model.data import Corpus, labelled_only, load_corpus
 from model.encoders.base import Encoder, EncoderSpec, check_encoders_match
+from model.encoders.precision import Precision
 from model.features import FeatureCache, FeatureSet, extract_features
 from model.scoring import DialoguePrediction, Protocol, predict_dialogues, score
 from model.serving import MODALITY_SETTINGS, Modalities, ServingContract
@@ -43,11 +44,17 @@ def load_any_checkpoint(path: str | Path | None = None) -> AnyCheckpoint:
     return load_baseline(path) if payload.get("kind") == "baseline" else load_checkpoint(path)
 
 
-def build_checkpoint_encoders(ckpt: AnyCheckpoint, device: str = "auto") -> dict[str, Encoder]:
-    """Build the checkpoint's profile and check its encoders against the recorded specs."""
+def build_checkpoint_encoders(
+    ckpt: AnyCheckpoint, device: str = "auto", precision: Precision = "auto"
+) -> dict[str, Encoder]:
+    """Build the checkpoint's profile and check its encoders against the recorded specs.
+
+    `precision` follows the service's rule (LPGNET_ENCODER_PRECISION, default auto: bf16 autocast on
+    CPUs with native bf16), so evaluation on a machine answers what the service answers on it.
+    """
     from model.encoders.profiles import build_encoders
 
-    encoders = build_encoders(ckpt.profile, device=device)
+    encoders = build_encoders(ckpt.profile, device=device, precision=precision)
     actual: dict[str, EncoderSpec] = {m: e.spec for m, e in encoders.items() if m in ckpt.encoders}
     check_encoders_match(ckpt.encoders, actual)
     return {m: e for m, e in encoders.items() if m in ckpt.encoders}
@@ -94,6 +101,7 @@ def predict_checkpoint(
     label_map: str | None = None,
     only_labelled: bool | None = None,
     device: str = "auto",
+    precision: Precision = "auto",
     progress: bool = False,
 ) -> tuple[AnyCheckpoint, FeatureSet, ServingContract, list[DialoguePrediction]]:
     """What the service answers for every utterance of `split` (or the offline protocol's answers).
@@ -112,7 +120,7 @@ def predict_checkpoint(
     )
     corpus = load_eval_corpus(ckpt, data, split, label_map, only_labelled)
     if encoders is None:
-        encoders = build_checkpoint_encoders(ckpt, device)
+        encoders = build_checkpoint_encoders(ckpt, device, precision)
     else:
         check_encoders_match(ckpt.encoders, {m: e.spec for m, e in encoders.items() if m in ckpt.encoders})
     cache = FeatureCache(cache_dir)

@@ -12,8 +12,9 @@ Per utterance and modality, in this order:
 3. otherwise the modality is missing for that utterance (mask False, vector zeros).
 
 The cache (default `<repo>/.cache/features`) is one SQLite file per encoder spec (name, version,
-dim), keyed by a SHA-256 of the input: the text string, the audio file's bytes, or a waveform's samples
-and rate. A second run over the same corpus encodes nothing.
+dim) and precision (bf16 autocast vectors apart from fp32 ones), keyed by a SHA-256 of the input:
+the text string, the audio file's bytes, or a waveform's samples and rate. A second run over the same
+corpus encodes nothing.
 """
 
 from __future__ import annotations
@@ -50,19 +51,22 @@ class FeatureCache:
         self.root = Path(root) if root else DEFAULT_CACHE_DIR
         self.hits = 0
         self.misses = 0
-        self._conns: dict[EncoderSpec, sqlite3.Connection] = {}
+        self._conns: dict[tuple[EncoderSpec, str], sqlite3.Connection] = {}
 
-    def _conn(self, spec: EncoderSpec) -> sqlite3.Connection:
-        if spec not in self._conns:
+    def _conn(self, spec: EncoderSpec, precision: str = "fp32") -> sqlite3.Connection:
+        if (spec, precision) not in self._conns:
             self.root.mkdir(parents=True, exist_ok=True)
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{spec.name}-{spec.version}-{spec.dim}")
+            name = f"{spec.name}-{spec.version}-{spec.dim}" + ("" if precision == "fp32" else f"-{precision}")
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
             conn = sqlite3.connect(self.root / f"{safe}.sqlite", timeout=60)
             conn.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-            self._conns[spec] = conn
-        return self._conns[spec]
+            self._conns[(spec, precision)] = conn
+        return self._conns[(spec, precision)]
 
-    def get_many(self, spec: EncoderSpec, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        conn, found = self._conn(spec), {}
+    def get_many(
+        self, spec: EncoderSpec, keys: Sequence[str], precision: str = "fp32"
+    ) -> dict[str, np.ndarray]:
+        conn, found = self._conn(spec, precision), {}
         unique = list(dict.fromkeys(keys))
         for s in range(0, len(unique), 500):  # SQLite's bound-parameter limit
             chunk = unique[s : s + 500]
@@ -71,8 +75,8 @@ class FeatureCache:
                 found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
-    def put_many(self, spec: EncoderSpec, items: Mapping[str, np.ndarray]) -> None:
-        conn = self._conn(spec)
+    def put_many(self, spec: EncoderSpec, items: Mapping[str, np.ndarray], precision: str = "fp32") -> None:
+        conn = self._conn(spec, precision)
         with conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
@@ -125,7 +129,8 @@ def encode_with_cache(
     `prepare` turns a cache-missing item into what `encode_batch` takes (e.g. a path into a waveform).
     """
     keys = [input_key(x) for x in items]
-    found = cache.get_many(encoder.spec, keys) if cache else {}
+    precision = getattr(encoder, "precision", "fp32")  # bf16 vectors are cached apart from fp32 ones
+    found = cache.get_many(encoder.spec, keys, precision) if cache else {}
     todo = list(dict.fromkeys(k for k in keys if k not in found))
     first = {k: x for k, x in zip(keys, items, strict=True)}
     if cache:
@@ -139,7 +144,7 @@ def encode_with_cache(
         new = dict(zip(chunk, vectors, strict=True))
         found.update(new)
         if cache:
-            cache.put_many(encoder.spec, new)
+            cache.put_many(encoder.spec, new, precision)
     return [found[k] for k in keys]
 
 
@@ -243,7 +248,10 @@ def extract_features(
         raw = [(i, x) for i, x in raw if x is not None]
         if raw:
             prepare = (lambda x, sr=enc.sample_rate: load_waveform(x, sr)) if modality == "audio" else None
-            enc_out = encode_with_cache(enc, [x for _, x in raw], cache, batch_size, prepare, progress)
+            # reduced precision makes a vector depend on its batch's padding (~1e-3): encode one input
+            # per forward, as the service does at low load, so evaluation answers what it answers
+            size = batch_size if getattr(enc, "precision", "fp32") == "fp32" else 1
+            enc_out = encode_with_cache(enc, [x for _, x in raw], cache, size, prepare, progress)
             for (i, _), v in zip(raw, enc_out, strict=True):
                 out[i] = v
         for i, v in enumerate(out):
