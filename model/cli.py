@@ -256,6 +256,27 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
 
 
 @cli.command()
+def convert(
+    data: Annotated[Path, typer.Option(help="Corpus: IEMOCAP table / release dir / RAVDESS folder / JSONL.")],
+    out: Annotated[Path, typer.Option(help="Generic JSONL to write (audio as absolute paths).")],
+    labels: Annotated[
+        str | None, typer.Option(help="Class names or a named set (default: the corpus's).")
+    ] = None,
+) -> None:
+    """Write any supported corpus as a generic JSONL (class-name labels, splits, audio paths)."""
+    from model.data import load_corpus, write_jsonl
+
+    if not data.exists():
+        raise _fail(f"data not found: {data}")
+    try:
+        corpus = load_corpus(data, labels)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    write_jsonl(corpus, out)
+    typer.echo(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.n_labelled()} labelled", err=True)
+
+
+@cli.command()
 def params(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")

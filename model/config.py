@@ -63,7 +63,8 @@ class SelectConfig:
     """How the epoch (and the representative seed) is chosen: on validation, as served."""
 
     metric: str = "accuracy"
-    # validation is scored under each of these modality settings; the selection score is their mean
+    # the selection score is the mean over these entries of validation as served: a modality setting
+    # ("both", "text", "audio"), or "corpus/setting", optionally ":metric" (model.scoring.selection_score)
     modalities: tuple[str, ...] = ("both",)
     # corpora of a multi-corpus validation set weigh equally in the score (else by utterance count)
     per_corpus: bool = False
@@ -82,7 +83,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("lpgnet", "linear", "gru"):
             raise ValueError(f"kind must be lpgnet, linear or gru, got {self.kind!r}")
-        bad = [m for m in self.select.modalities if m not in MODALITY_SETTINGS]
+        settings = [m.partition(":")[0].rpartition("/")[2] for m in self.select.modalities]
+        bad = [m for m in settings if m not in MODALITY_SETTINGS]
         if bad:
             raise ValueError(f"select.modalities: unknown settings {bad} (use {list(MODALITY_SETTINGS)})")
 

@@ -1,12 +1,13 @@
 """Corpora as dialogues of utterances, and the readers that build them.
 
-Three on-disk formats are read into one representation (`Corpus` of `Dialogue`s of `Utterance`s):
+Four on-disk formats are read into one representation (`Corpus` of `Dialogue`s of `Utterance`s):
 
 1. The shared IEMOCAP utterance table (`../shared/data/iemocap/utterances.jsonl`, see its README):
    text, raw labels, dialogue order and the 8 precomputed prosodic features (column `prosody`,
    exposed as the precomputed feature "prosody8"); no audio.
 2. A generic JSONL, one utterance per line (`read_jsonl` documents the fields).
 3. The official `IEMOCAP_full_release` directory layout (`model.iemocap_release`).
+4. A folder of RAVDESS speech clips, one conversation per actor (`model.ravdess`).
 
 Labels: a corpus carries raw labels; a `LabelSet` maps them to class names (or to None: unlabelled,
 but still context). `iemocap4` is the 4-class task of the paper (hap + exc -> happy). Raw labels are
@@ -303,7 +304,7 @@ def write_jsonl(corpus: Corpus, path: str | Path) -> Path:
                     "utterance_id": u.utterance_id,
                     "turn": turn,
                     "text": u.text,
-                    "audio": str(u.audio) if isinstance(u.audio, str | Path) else None,
+                    "audio": str(Path(u.audio).resolve()) if isinstance(u.audio, str | Path) else None,
                     "label": u.label,
                     "split": d.split,
                     "session": d.session,
@@ -327,13 +328,19 @@ def load_corpus(
 ) -> Corpus:
     """Read any supported corpus, telling the format from the path.
 
-    A directory with Session* folders -> the official IEMOCAP layout; a JSONL whose first row has
+    A directory with Session* folders -> the official IEMOCAP layout; another directory -> RAVDESS
+    speech clips (`model.ravdess`, one conversation per actor); a JSONL whose first row has
     `utterance_id`, `emotion` and `session` -> the shared IEMOCAP table; any other JSONL -> generic.
     `labels` are the class names in use (IEMOCAP formats: the named raw-code mapping with those
     classes, iemocap4 by default); generic JSONL holds class names unless `label_map` names a mapping
     of raw codes.
     """
     path = Path(path)
+    if path.is_dir() and not any(path.glob("Session[0-9]*")):
+        from model.ravdess import ravdess_labels, read_ravdess
+
+        classes = None if labels is None else list(get_label_set(labels).labels)
+        return finish(read_ravdess(path, ravdess_labels(classes)), labelled_only)
     if path.is_dir():
         from model.iemocap_release import read_iemocap_release
 

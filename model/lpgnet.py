@@ -7,13 +7,10 @@ Dimension legend:
     B  dialogues in a batch        U  utterances per dialogue (padded)
     Dt, Da  text / audio feature dims      D  hidden size      C  classes      H  heads
 
-Two context modes: "bidirectional" (the paper: every utterance sees the whole dialogue) and
-"causal" (what a live service can do: utterance i sees utterances <= i, in the attentions *and* in
-the global compression, which then uses a prefix mean).
-
-`forward` is tensors in, tensors out, with no data-dependent Python branching, so the module
-exports to ONNX and compiles. Padding and missing modalities are expressed by two masks; a missing
-modality neither attends nor is attended to, and padded utterances change nothing.
+Context modes: "bidirectional" (the paper: every utterance sees the whole dialogue) and "causal"
+(a live service: utterance i sees utterances <= i, in the attentions and the global compression).
+`forward` is tensors in, tensors out, with no data-dependent Python branching (ONNX, compile).
+Padding and missing modalities are two masks: a missing modality neither attends nor is attended to.
 """
 
 from __future__ import annotations
@@ -49,6 +46,11 @@ class LPGNetConfig:
     ffn: bool = True  # second residual stage (Table 3 ablation)
     gated_fusion: bool = True  # dual gated fusion, else concat + linear (Table 3 ablation)
     recency_bias: bool = False  # learnable ALiBi-style distance penalty: relative, so windowing is safe
+    # audio standardisation: "global" (training-set statistics only) or "conversation" (then also by
+    # the statistics of the conversation's audio so far, shrunk towards the global ones by a prior
+    # worth `audio_prior` utterances): speaker and microphone levels cancel out
+    audio_norm: Literal["global", "conversation"] = "global"
+    audio_prior: float = 4.0
 
     def __post_init__(self) -> None:
         if self.context not in ("causal", "bidirectional"):
@@ -61,6 +63,8 @@ class LPGNetConfig:
             raise ValueError("at least one of intra_attention / inter_attention must be on")
         if self.modalities != "both" and not self.intra_attention:
             raise ValueError("a unimodal model needs intra-modal attention")
+        if self.audio_norm not in ("global", "conversation"):
+            raise ValueError(f"audio_norm must be 'global' or 'conversation', got {self.audio_norm!r}")
 
     @property
     def streams(self) -> tuple[tuple[str, str], ...]:
@@ -98,6 +102,31 @@ class InputNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class ConversationNorm(nn.Module):
+    """Standardise each utterance by its conversation's statistics so far, with a prior.
+
+    x is already standardised globally, so the prior is mean 0, variance 1, worth `prior` utterances:
+    mean_i = sum_{j<=i} x_j / (n_i + prior), E[x^2]_i = (sum_{j<=i} x_j^2 + prior) / (n_i + prior), over
+    the present rows j (all rows of the dialogue in bidirectional mode). Part of the graph, so training,
+    `lpgnet evaluate`, PyTorch and ONNX serving compute it identically over the same window.
+    """
+
+    def __init__(self, prior: float, causal: bool, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.prior, self.causal, self.eps = prior, causal, eps
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        # x (B, U, D) globally standardised, zero where missing; m (B, U) float
+        w = m.unsqueeze(-1)
+        if self.causal:
+            n, s1, s2 = torch.cumsum(w, 1), torch.cumsum(x * w, 1), torch.cumsum(x * x * w, 1)
+        else:
+            n, s1, s2 = w.sum(1, keepdim=True), (x * w).sum(1, keepdim=True), (x * x * w).sum(1, keepdim=True)
+        mean = s1 / (n + self.prior)  # (B, U, D) or (B, 1, D)
+        var = ((s2 + self.prior) / (n + self.prior) - mean * mean).clamp(min=self.eps)
+        return (x - mean) / torch.sqrt(var) * w
 
 
 class MaskedBatchNorm(nn.Module):
@@ -267,14 +296,28 @@ class LPGNet(nn.Module):
         self.text_proj = nn.Conv1d(cfg.text_dim, d, k)
         self.audio_proj = nn.Conv1d(cfg.audio_dim, d, k)
         self.drop = nn.Dropout(cfg.dropout)
+        self.audio_conv_norm = (
+            ConversationNorm(cfg.audio_prior, cfg.context == "causal")
+            if cfg.audio_norm == "conversation"
+            else None
+        )
         self.attn = nn.ModuleDict({q + kk: ParallelInteractionAttention(cfg) for q, kk in cfg.streams})
         self.fusion = DualGatedFusion(cfg)
         self.classifier = nn.Linear(d, cfg.num_classes)
         self.text_head = nn.Sequential(nn.ReLU(), nn.Linear(d, cfg.num_classes))
         self.audio_head = nn.Sequential(nn.ReLU(), nn.Linear(d, cfg.num_classes))
 
-    def _project(self, x: torch.Tensor, norm: InputNorm, conv: nn.Conv1d, m: torch.Tensor) -> torch.Tensor:
+    def _project(
+        self,
+        x: torch.Tensor,
+        norm: InputNorm,
+        conv: nn.Conv1d,
+        m: torch.Tensor,
+        conversation: ConversationNorm | None = None,
+    ) -> torch.Tensor:
         x = norm(x) * m.unsqueeze(-1)  # missing / padded rows are exact zeros
+        if conversation is not None:
+            x = conversation(x, m)
         x = F.pad(x.transpose(1, 2), self.pad)  # (B, Dx, U + k - 1)
         return self.drop(conv(x).transpose(1, 2)) * m.unsqueeze(-1)  # (B, U, D)
 
@@ -294,7 +337,7 @@ class LPGNet(nn.Module):
         present = {"t": text_mask.to(text.dtype), "a": audio_mask.to(text.dtype)}
         feats = {
             "t": self._project(text, self.text_norm, self.text_proj, present["t"]),
-            "a": self._project(audio, self.audio_norm, self.audio_proj, present["a"]),
+            "a": self._project(audio, self.audio_norm, self.audio_proj, present["a"], self.audio_conv_norm),
         }
         u = text.shape[1]
         idx = torch.arange(u, device=text.device)
@@ -347,6 +390,7 @@ __all__ = [
     "LPGNet",
     "LPGNetConfig",
     "LPGNetOutput",
+    "ConversationNorm",
     "DualGatedFusion",
     "ParallelInteractionAttention",
     "ResidualEnhancement",

@@ -138,16 +138,35 @@ def evaluate_settings(
     return out
 
 
+def selection_settings(entries: Sequence[str]) -> list[str]:
+    """The modality settings that selection entries ("both", "ravdess/audio:unweighted_accuracy") need."""
+    out = []
+    for e in entries:
+        setting = e.partition(":")[0].rpartition("/")[2]
+        if setting not in out:
+            out.append(setting)
+    return out
+
+
 def selection_score(
-    results: dict[str, dict[str, Any]], metric: str, settings: Sequence[str], per_corpus: bool
+    results: dict[str, dict[str, Any]], metric: str, entries: Sequence[str], per_corpus: bool
 ) -> float:
-    """The validation score that picks epochs and seeds: the mean of `metric` over modality settings
-    (and over corpora, each weighing the same, when `per_corpus`)."""
+    """The validation score that picks epochs and seeds: the mean over `entries` of a metric.
+
+    An entry is a modality setting ("text": all corpora together, or each corpus weighing the same
+    when `per_corpus`), or "corpus/setting"; ":metric" overrides `metric` for that entry (e.g.
+    "dailydialog/text:unweighted_accuracy" for a corpus whose classes are unbalanced). Entries with
+    nothing to score are left out.
+    """
     values = []
-    for setting in settings:
-        keys = [k for k in results if k.endswith("/" + setting)] if per_corpus else []
-        keys = keys or [setting]
-        values += [results[k][metric] for k in keys if results[k]["n"]]
+    for entry in entries:
+        key, _, entry_metric = entry.partition(":")
+        if "/" in key:
+            keys = [key]
+        else:
+            keys = [k for k in results if k.endswith("/" + key)] if per_corpus else []
+            keys = keys or [key]
+        values += [results[k][entry_metric or metric] for k in keys if k in results and results[k]["n"]]
     return float(np.mean(values)) if values else 0.0
 
 
@@ -158,4 +177,5 @@ __all__ = [
     "predict_dialogues",
     "score",
     "selection_score",
+    "selection_settings",
 ]

@@ -47,7 +47,7 @@ from model.features import DialogueFeatures, FeatureSet, normalization_stats
 from model.losses import LossWeights, lpgnet_loss
 from model.lpgnet import LPGNet
 from model.metrics import HEADLINE, summarize_runs
-from model.scoring import evaluate_settings, selection_score
+from model.scoring import evaluate_settings, selection_score, selection_settings
 from model.serving import MODALITY_SETTINGS, pad_windows
 
 BASELINE_LOSS = LossWeights(task=1.0, ce=0.0, kl=0.0)
@@ -160,7 +160,7 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        v = _evaluate(model, valid, cfg, sel.modalities)
+        v = _evaluate(model, valid, cfg, selection_settings(sel.modalities))
         epoch_score = selection_score(v, sel.metric, sel.modalities, sel.per_corpus)
         history.append(
             {"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_score": epoch_score}

@@ -37,6 +37,8 @@ VARIANTS = [
     dict(context="causal", gated_fusion=False),
     dict(context="causal", modalities="text"),
     dict(context="bidirectional", modalities="audio"),
+    dict(context="causal", audio_norm="conversation", recency_bias=True),
+    dict(context="bidirectional", audio_norm="conversation", audio_prior=1.0),
 ]
 
 
@@ -72,8 +74,9 @@ def test_batch_rows_are_independent_of_each_other():
 
 
 @pytest.mark.parametrize("kernel_size", [1, 3])
-def test_causal_mode_appending_utterances_changes_no_earlier_output(kernel_size):
-    model = tiny_model(context="causal", kernel_size=kernel_size, recency_bias=True)
+@pytest.mark.parametrize("audio_norm", ["global", "conversation"])
+def test_causal_mode_appending_utterances_changes_no_earlier_output(kernel_size, audio_norm):
+    model = tiny_model(context="causal", kernel_size=kernel_size, recency_bias=True, audio_norm=audio_norm)
     text, audio, tm, am = make_batch(2, 9, model.cfg)
     full = model(text, audio, tm, am)
     for k in (1, 4, 8):
@@ -90,9 +93,10 @@ def test_bidirectional_mode_does_look_ahead():
     assert not torch.allclose(full[:, :3], prefix, atol=1e-4)
 
 
-def test_missing_modality_input_values_are_ignored():
+@pytest.mark.parametrize("audio_norm", ["global", "conversation"])
+def test_missing_modality_input_values_are_ignored(audio_norm):
     """Whatever sits in a missing modality's slot must not change any output."""
-    model = tiny_model(context="causal")
+    model = tiny_model(context="causal", audio_norm=audio_norm)
     text, audio, tm, am = make_batch(2, 6, model.cfg)
     ref = model(text, audio, tm, am).logits
     noisy_audio = torch.where(am.unsqueeze(-1), audio, 1e3 * torch.randn_like(audio))
@@ -177,3 +181,40 @@ def test_paper_size_parameter_count_is_stable():
     # d = 768 everywhere: the figure the model card states; recomputed here so the card cannot drift
     n = count_parameters(LPGNet(paper_config()))
     assert 10_000_000 < n < 50_000_000
+
+
+def test_conversation_norm_cancels_a_speakers_level_and_gain():
+    """Without a prior, a conversation's audio shifted and scaled per dimension (another speaker or
+    microphone) is standardised to the same values from its second utterance on."""
+    from model.lpgnet import ConversationNorm
+
+    norm = ConversationNorm(prior=0.0, causal=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 12, 5, generator=g)
+    m = torch.ones(1, 12)
+    m[0, 3] = 0.0  # a clip without audio: not counted, output zero
+    x = x * m.unsqueeze(-1)
+    shifted = (x * 3.0 + torch.tensor([5.0, -2.0, 0.5, 10.0, -7.0])) * m.unsqueeze(-1)
+    a, b = norm(x, m), norm(shifted, m)
+    torch.testing.assert_close(a[:, 1:], b[:, 1:], atol=1e-4, rtol=1e-4)
+    assert (a[0, 3] == 0).all()
+
+
+def test_conversation_norm_prior_keeps_the_first_utterances_near_the_global_scale():
+    from model.lpgnet import ConversationNorm
+
+    x = torch.full((1, 3, 2), 2.0)
+    m = torch.ones(1, 3)
+    out = ConversationNorm(prior=4.0, causal=True)(x, m)
+    # first utterance: mean 2/5, E[x^2] = (4 + 4)/5 -> (2 - 0.4) / sqrt(1.6 - 0.16)
+    torch.testing.assert_close(out[0, 0], torch.full((2,), 1.6 / 1.44**0.5))
+    assert (out[0, 1:] < out[0, 0]).all()  # the same value again stands out less and less
+
+
+def test_conversation_norm_changes_what_the_network_answers():
+    """The switch is live: the same weights with a conversation norm give other logits."""
+    cfg = dict(context="causal")
+    a = tiny_model(seed=1, **cfg)
+    b = tiny_model(seed=1, audio_norm="conversation", **cfg)
+    text, audio, tm, am = make_batch(2, 6, a.cfg, p_missing=0.0)
+    assert not torch.allclose(a(text, audio, tm, am).logits, b(text, audio, tm, am).logits, atol=1e-3)
