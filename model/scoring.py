@@ -48,22 +48,33 @@ def predict_dialogues(
     causal: bool,
     modalities: Modalities = "both",
     protocol: Protocol = "served",
+    batch: int = 32,
 ) -> list[DialoguePrediction]:
-    """Per dialogue, the probabilities of every utterance that the modality setting leaves non-empty."""
+    """Per dialogue, the probabilities of every utterance that the modality setting leaves non-empty.
+
+    Dialogues that fit one pass (all of them offline; causal ones of at most K utterances served)
+    share padded batches: right padding changes no real row.
+    """
     run = module_network(network) if isinstance(network, torch.nn.Module) else network
+    storage = contract.storage if protocol == "served" else "float32"
+    views = [served_view(d, modalities, storage) for d in dialogues]
+    probs: list[torch.Tensor | None] = [None] * len(dialogues)
+    one_pass = [
+        i
+        for i, v in enumerate(views)
+        if len(v.kept) and (protocol == "offline" or (causal and len(v.kept) <= contract.window))
+    ]
+    for s in range(0, len(one_pass), batch):
+        group = one_pass[s : s + batch]
+        logits = run(*pad_windows([views[i].window for i in group]).tensors())  # (B, U, C)
+        for row, i in enumerate(group):
+            probs[i] = torch.softmax(logits[row, : len(views[i].kept)].double(), -1)
     out = []
-    for d in dialogues:
-        if protocol == "served":
-            probs, kept = predict_served(run, d, contract, causal=causal, modalities=modalities)
-        else:  # the paper's: the whole dialogue at once, float32, every row sees what its mode allows
-            view = served_view(d, modalities, storage="float32")
-            kept = view.kept
-            probs = (
-                torch.softmax(run(*pad_windows([view.window]).tensors())[0].double(), -1)
-                if len(kept)
-                else torch.zeros(0, 0, dtype=torch.float64)
-            )
-        out.append(DialoguePrediction(d, kept, probs))
+    for i, d in enumerate(dialogues):
+        p = probs[i]
+        if p is None and len(views[i].kept):  # a window that slides: the engine's one window per answer
+            p, _ = predict_served(run, d, contract, causal=causal, modalities=modalities)
+        out.append(DialoguePrediction(d, views[i].kept, p if p is not None else torch.zeros(0, 0)))
     return out
 
 
