@@ -17,6 +17,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the HTTP API with uvicorn; configuration comes from LPGNET_* environment variables."""
     import uvicorn
 
+    from app.api.routes.streams import server_options
     from app.main import create_app
     from app.settings import Settings
 
@@ -33,6 +34,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        **server_options(settings),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api.routes import conversations, system
+from app.api.routes import conversations, streams, system
 from app.deps import Services
 from app.engine import Engine
 from app.errors import install_error_handlers
@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = Services(settings=settings, metrics=metrics, api_keys=ApiKeys(settings.api_keys))
     app.include_router(conversations.router)
+    app.include_router(streams.router)
     app.include_router(system.router)
     install_error_handlers(app)
     if not settings.api_keys:
