@@ -22,6 +22,7 @@ from app.schemas import (
     UtteranceJSON,
     UtteranceResponse,
     UtteranceView,
+    media_examples,
 )
 from app.store import ConversationKey
 from app.uploads import FormPart, InvalidForm, read_multipart, read_urlencoded
@@ -92,8 +93,14 @@ def _form(parts: list[FormPart]) -> UtteranceForm:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": UtteranceJSON.model_json_schema()},
-                "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+                "application/json": {
+                    "schema": UtteranceJSON.model_json_schema(),
+                    "examples": media_examples(UtteranceJSON.model_json_schema()),
+                },
+                "multipart/form-data": {
+                    "schema": MULTIPART_SCHEMA,
+                    "examples": media_examples(MULTIPART_SCHEMA),
+                },
             },
         }
     },
