@@ -47,9 +47,31 @@ def bench(ctx: typer.Context) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "bench", *ctx.args])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"lpgnet {version('lpgnet-erc')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("lpgnet (not installed)")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+]
+
+
+def _options(version: VersionOption = False) -> None:
+    """LPGNet emotion recognition in conversation."""
+
+
 def build_cli() -> typer.Typer:
     """`serve` and `bench`, plus the model's commands (train, evaluate, params, export)."""
     cli = typer.Typer(name="lpgnet", help="LPGNet emotion recognition in conversation.", no_args_is_help=True)
+    cli.callback()(_options)
     cli.command()(serve)
     cli.command(
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
