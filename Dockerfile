@@ -1,11 +1,15 @@
-# syntax=docker/dockerfile:1
 # The LPGNet inference service: one uvicorn process per container, as a non-root user.
 #   CPU (default):  docker build -t lpgnet-erc .
 #   GPU:            docker build --build-arg GPU=1 -t lpgnet-erc:gpu .   (CUDA torch + onnxruntime-gpu)
+# Where torch comes from (first match wins):
+#   a torch-*.whl in ./wheels          installed offline (see wheels/README.md)
+#   --build-arg TORCH_INDEX_URL=URL    a package index of your choice (a mirror, a proxy)
+#   otherwise                          the PyTorch CPU index, or PyPI (the CUDA build) with GPU=1
 FROM python:3.11-slim
 
 ARG GPU=0
 ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -17,8 +21,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# torch first, from the CPU index unless GPU=1 (the PyPI wheel is the CUDA build), in its own layer
-RUN if [ "$GPU" = "1" ]; then \
+# torch first, in its own layer; ./wheels is bind-mounted, so a local wheel never lands in a layer
+RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
+    if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then \
+        pip install --no-index --find-links /tmp/wheels "torch==${TORCH_VERSION}"; \
+    elif [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"; \
+    elif [ "$GPU" = "1" ]; then \
         pip install "torch==${TORCH_VERSION}"; \
     else \
         pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"; \
@@ -41,11 +50,12 @@ RUN pip install --no-deps -e . \
     && useradd --create-home --uid 10001 lpgnet
 
 USER lpgnet
-# LPGNET_BACKEND=auto serves LPGNet's ONNX graph on CPU; export the default checkpoint's graph now so
-# the first start does not spend ~10 s on it (other checkpoints are exported at their first start)
-RUN python -c "from app.settings import Settings; from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint; \
-from model.export import export_lpgnet_cached; \
-print(export_lpgnet_cached(load_checkpoint(DEFAULT_CHECKPOINT).model, Settings().graph_cache))"
+# Start the service once now, so a fresh container does not pay for what a first start writes: the
+# default checkpoint's ONNX graph (~10 s) and numba's librosa kernels (~25 s; kept in NUMBA_CACHE_DIR,
+# since site-packages is not writable by this user). Other checkpoints export at their first start; on
+# a CPU unlike the build machine's numba recompiles once.
+ENV NUMBA_CACHE_DIR=/home/lpgnet/.cache/numba
+RUN python -m app.prewarm
 ENV LPGNET_HOST=0.0.0.0 \
     LPGNET_PORT=8000
 EXPOSE 8000

@@ -1,19 +1,37 @@
-# Two entry points a fresh machine needs: `make serve` and `make test` (each installs first).
-PY ?= python3
+# Two entry points a fresh machine needs: `make serve` and `make test`. Both create the project's
+# virtualenv .venv on first use (Python 3.11 or newer; developed and tested on CPython 3.11.7) and
+# reuse it after; it is reinstalled when pyproject.toml changes. Nothing is installed into the
+# interpreter that creates it. The venv sees the machine's site-packages (VENV_FLAGS), so a torch
+# or a CI image's packages already installed are reused, not downloaded again; on a bare machine
+# everything goes into .venv. `make VENV_FLAGS= test` builds an isolated one.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?= --system-site-packages
+PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install serve test lint
-install:
+.PHONY: install serve test lint clean-venv
+install: $(VENV)/.installed
+
+$(PY):
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PY)
 	# the CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev]"
+	touch $@
 
 serve: install
-	lpgnet serve
+	$(VENV)/bin/lpgnet serve
 
 test: install
 	$(PY) -m pytest -q
 
-lint:
-	ruff check .
-	mypy app
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy app
+
+clean-venv:
+	rm -rf $(VENV)

@@ -17,6 +17,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the HTTP API with uvicorn; configuration comes from LPGNET_* environment variables."""
     import uvicorn
 
+    from app.api.routes.streams import server_options
     from app.main import create_app
     from app.settings import Settings
 
@@ -33,6 +34,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        **server_options(settings),
     )
 
 
@@ -45,9 +47,31 @@ def bench(ctx: typer.Context) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "bench", *ctx.args])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"lpgnet {version('lpgnet-erc')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("lpgnet (not installed)")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+]
+
+
+def _options(version: VersionOption = False) -> None:
+    """LPGNet emotion recognition in conversation."""
+
+
 def build_cli() -> typer.Typer:
     """`serve` and `bench`, plus the model's commands (train, evaluate, params, export)."""
     cli = typer.Typer(name="lpgnet", help="LPGNet emotion recognition in conversation.", no_args_is_help=True)
+    cli.callback()(_options)
     cli.command()(serve)
     cli.command(
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.routing import Match
+from starlette.websockets import WebSocket
 
 from app.exceptions import (
     ContextUnavailable,
@@ -79,8 +81,35 @@ def kind_of(exc: BaseException) -> ProblemKind | None:
     return None
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(request: HTTPConnection) -> str:
     return str(getattr(request.state, "request_id", "") or "")
+
+
+def problem_body(
+    kind: ProblemKind, detail: str, *, instance: str | None = None, request_id: str = "", **extra: Any
+) -> dict[str, Any]:
+    """The problem+json document (HTTP responses and WebSocket messages carry the same one)."""
+    body: dict[str, Any] = {"type": PROBLEM_BASE + kind.slug, "title": kind.title, "status": kind.status}
+    body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extra)
+    return body
+
+
+def problem_of(exc: BaseException) -> tuple[ProblemKind, str, dict[str, Any]]:
+    """Kind, detail and extra members of the problem that answers `exc`: the one mapping that HTTP
+    handlers and the WebSocket stream share. Unknown exceptions are a bare 500 (log them first)."""
+    if isinstance(exc, RequestValidationError | WebSocketRequestValidationError):
+        errors = validation_errors(exc.errors())
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+        return VALIDATION, detail, {"errors": errors}
+    kind = kind_of(exc)
+    if kind is None:
+        return INTERNAL, "internal error", {}
+    return kind, str(exc), {}
 
 
 def problem_response(
@@ -92,13 +121,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": PROBLEM_BASE + kind.slug, "title": kind.title, "status": kind.status}
-    body["detail"] = detail
-    if instance:
-        body["instance"] = instance
-    if request_id:
-        body["request_id"] = request_id
-    body.update(extra)
+    body = problem_body(kind, detail, instance=instance, request_id=request_id, **extra)
     all_headers = dict(headers or {})
     if request_id:
         all_headers[REQUEST_ID_HEADER] = request_id
@@ -117,24 +140,39 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     ]
 
 
-async def _service_error(request: Request, exc: Exception) -> JSONResponse:
-    kind = kind_of(exc) or INTERNAL
+def exception_response(conn: HTTPConnection, exc: BaseException) -> JSONResponse:
+    """The problem+json response for `exc` (a WebSocket handshake is refused with it too)."""
+    kind, detail, extra = problem_of(exc)
     headers = {"WWW-Authenticate": 'Bearer realm="lpgnet"'} if kind.status == 401 else None
     if kind.status == 503:
         headers = {"Retry-After": "1"}
-    detail = str(exc) if kind is not INTERNAL else "internal error"
     return problem_response(
-        kind, detail, instance=request.url.path, request_id=request_id_of(request), headers=headers
+        kind, detail, instance=conn.url.path, request_id=request_id_of(conn), headers=headers, **extra
     )
+
+
+async def refuse_websocket(websocket: WebSocket, exc: BaseException) -> None:
+    """Refuse a WebSocket handshake with the HTTP problem the same request would get as a POST.
+
+    Needs the server's denial-response extension (uvicorn, Starlette's TestClient); without it the
+    handshake is closed with 1008 (policy violation), which the client sees as an HTTP 403."""
+    try:
+        await websocket.send_denial_response(exception_response(websocket, exc))
+    except RuntimeError:
+        await websocket.close(code=1008)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    return exception_response(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = validation_errors(exc.errors())
-    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
-    return problem_response(
-        VALIDATION, detail, instance=request.url.path, request_id=request_id_of(request), errors=errors
-    )
+    return exception_response(request, exc)
+
+
+async def _websocket_validation_error(websocket: WebSocket, exc: Exception) -> None:
+    await refuse_websocket(websocket, exc)  # a bad conversation id in the stream's path: 422
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -175,4 +213,5 @@ def install_error_handlers(app: FastAPI) -> None:
     for exc_type in PROBLEMS:
         app.add_exception_handler(exc_type, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(WebSocketRequestValidationError, _websocket_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -16,7 +16,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api.routes import conversations, system
+from app.api.routes import conversations, streams, system
+from app.api.routes.pages import install_pages
 from app.deps import Services
 from app.engine import Engine
 from app.errors import install_error_handlers
@@ -73,10 +74,14 @@ def create_app(settings: Settings) -> FastAPI:
             "emotion, judged by LPGNet in causal context: the conversation so far."
         ),
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: install_pages serves them with local assets
+        redoc_url=None,
     )
     app.state.services = Services(settings=settings, metrics=metrics, api_keys=ApiKeys(settings.api_keys))
     app.include_router(conversations.router)
+    app.include_router(streams.router)
     app.include_router(system.router)
+    install_pages(app, settings)
     install_error_handlers(app)
     if not settings.api_keys:
         _document_open_access(app)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import math
 import re
+import wave
 from typing import Annotated, Any
 
 from pydantic import (
@@ -64,7 +67,13 @@ Transcript = Annotated[
     ]
     | None,
     BeforeValidator(_blank_to_none),
-    Field(description="What was said (blank counts as absent)."),
+    Field(
+        description=(
+            f"What was said (blank counts as absent). At most {MAX_TRANSCRIPT_CHARS:,} characters: a longer"
+            " one is refused (422). Within that cap, text beyond what the text encoder reads is cut"
+            " and the answer says `transcript_truncated: true`."
+        )
+    ),
 ]
 Speaker = Annotated[
     Annotated[
@@ -90,6 +99,18 @@ Base64Audio = Annotated[
         }
     ),
 ]
+
+
+def example_wav_base64(seconds: float = 0.25, sample_rate: int = 8000) -> str:
+    """A real (tiny) WAV for the OpenAPI examples: a 220 Hz tone, 8-bit mono, base64 (~2.7 KB)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)  # unsigned 8-bit: silence is 128
+        w.setframerate(sample_rate)
+        phases = (2 * math.pi * 220 * i / sample_rate for i in range(int(seconds * sample_rate)))
+        w.writeframes(bytes(128 + round(60 * math.sin(phase)) for phase in phases))
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _one_of(transcript: str, audio: dict[str, Any]) -> list[Any]:
@@ -130,7 +151,7 @@ class UtteranceJSON(_UtteranceFields):
             ),
             "examples": [
                 {"transcript": "Kids are talking by the door", "utterance_id": "turn-1", "speaker": "caller"},
-                {"audio_base64": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAgD4AAAB9AAACABAAZGF0YQAAAAA="},
+                {"audio_base64": example_wav_base64(), "utterance_id": "turn-2"},
             ],
         }
     )
@@ -159,13 +180,31 @@ MULTIPART_SCHEMA: dict[str, Any] = {
             "minLength": 1,
             "description": "An audio file (WAV, FLAC, OGG...).",
         },
-        "transcript": {"type": "string", "maxLength": MAX_TRANSCRIPT_CHARS, "pattern": TEXT_PATTERN},
+        "transcript": {
+            "type": "string",
+            "maxLength": MAX_TRANSCRIPT_CHARS,
+            "pattern": TEXT_PATTERN,
+            "description": f"What was said; at most {MAX_TRANSCRIPT_CHARS:,} characters (longer: 422).",
+        },
         "utterance_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN},
         "speaker": {"type": "string", "maxLength": MAX_SPEAKER_CHARS, "pattern": TEXT_PATTERN},
     },
     "anyOf": _one_of("transcript", {"name": "audio", "schema": {"type": "string", "format": "binary"}}),
     "additionalProperties": False,
+    # the file part cannot be shown in an example: the docs' "Try it out" lets one pick a file
+    "examples": [
+        {"transcript": "Kids are talking by the door", "utterance_id": "turn-1", "speaker": "caller"}
+    ],
 }
+
+
+def media_examples(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A schema's `examples` as an OpenAPI media type's named examples (what Swagger UI offers)."""
+    named: dict[str, dict[str, Any]] = {}
+    for i, value in enumerate(schema.get("examples", [])):
+        name = " + ".join(k for k in ("transcript", "audio_base64") if k in value) or f"example {i}"
+        named[name] = {"value": value}
+    return named
 
 
 class ModelRef(BaseModel):

@@ -139,6 +139,16 @@ class Settings(BaseSettings):
         le=1000,
         description="How long a batch waits for company; 0: never delay a lone request.",
     )
+    stream_queue: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description=(
+            "WebSocket stream: utterances read ahead of the one being scored; when full, the socket is"
+            " not read (back-pressure), so a fast sender or a slow reader cannot grow memory."
+        ),
+    )
+    demo: bool = Field(default=True, description="Serve the /demo page (every asset local); false: 404.")
     host: str = Field(default="127.0.0.1", description="Bind address of `lpgnet serve`.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of `lpgnet serve`.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

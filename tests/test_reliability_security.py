@@ -388,25 +388,27 @@ def test_container_runs_as_a_non_root_user() -> None:
 
 
 @pytest.mark.slow
-def test_the_dockerfile_build_time_graph_export_runs(tmp_path: Path) -> None:
-    """The image exports the default checkpoint's LPGNet graph at build time (no Docker engine here:
-    the same Python command runs against this checkout, with a fresh home directory)."""
+def test_the_dockerfile_build_time_warm_up_runs(tmp_path: Path) -> None:
+    """The image starts the service once at build time, as its user, so the default checkpoint's LPGNet
+    graph and numba's kernels are in the image (no Docker engine here: the same command runs against
+    this checkout, with a fresh home directory and numba cache)."""
     dockerfile = (REPO / "Dockerfile").read_text()
     after_user = dockerfile[dockerfile.rindex("\nUSER ") :]  # the step runs as the service's user
-    match = re.search(r'^RUN python -c "(.*?)"$', after_user, flags=re.M | re.S)
-    assert match, "no build-time export step in the Dockerfile"
-    code = match.group(1).replace("\\\n", "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LPGNET_", "XDG_"))}
+    match = re.search(r"^RUN (python -m app\.prewarm)$", after_user, flags=re.M)
+    assert match, "no build-time warm-up step in the Dockerfile"
+    numba_dir = re.search(r"^ENV NUMBA_CACHE_DIR=/home/lpgnet/(\S+)$", after_user, flags=re.M)
+    assert numba_dir, "numba's cache must be in the service user's home (site-packages is not writable)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LPGNET_", "XDG_", "NUMBA_"))}
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *match.group(1).split()[1:]],
         cwd=REPO,
-        env={**env, "HOME": str(tmp_path)},
+        env={**env, "HOME": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / numba_dir.group(1))},
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    graph = Path(done.stdout.strip().splitlines()[-1])
-    assert graph.is_file() and graph.is_relative_to(tmp_path / ".cache" / "lpgnet")
+    assert list((tmp_path / ".cache" / "lpgnet").glob("*.onnx")), "no LPGNet graph exported"
+    assert list((tmp_path / numba_dir.group(1)).rglob("*.nbi")), "no numba kernel cached"
 
 
 # ---- an asyncio variant of the isolation check under concurrency ---------------------------------------

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from app.api.scoring import as_request_error, score_utterance, validate_utterance_json
 from app.deps import EngineDep, NamespaceDep, StoreDep
-from app.engine import UtteranceRequest
 from app.exceptions import ConversationNotFound, UnsupportedMediaType
 from app.schemas import (
     ID_DESCRIPTION,
@@ -23,9 +22,10 @@ from app.schemas import (
     UtteranceJSON,
     UtteranceResponse,
     UtteranceView,
+    media_examples,
 )
 from app.store import ConversationKey
-from app.uploads import FormPart, InvalidForm, check_wav_complete, read_multipart, read_urlencoded
+from app.uploads import FormPart, InvalidForm, read_multipart, read_urlencoded
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -47,18 +47,14 @@ async def read_utterance(request: Request) -> UtteranceJSON | UtteranceForm:
     media_type = content_type.split(";")[0].strip().lower()
     try:
         if media_type == "application/json":
-            body = await request.body()
-            # off the loop: a body near the size limit is megabytes of JSON and base64
-            return await asyncio.to_thread(UtteranceJSON.model_validate_json, body)
+            return await validate_utterance_json(await request.body())
         if media_type == "multipart/form-data":
             parts = await read_multipart(content_type, request.stream(), max_parts=_FORM_FIELDS)
             return _form(parts)
         if media_type == "application/x-www-form-urlencoded":
             return _form(read_urlencoded(await request.body(), max_parts=_FORM_FIELDS))
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
+        raise as_request_error(exc) from None
     except InvalidForm as exc:
         raise _form_error(exc.field, "form", exc.message) from None
     raise UnsupportedMediaType("send application/json or multipart/form-data")
@@ -97,8 +93,14 @@ def _form(parts: list[FormPart]) -> UtteranceForm:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": UtteranceJSON.model_json_schema()},
-                "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+                "application/json": {
+                    "schema": UtteranceJSON.model_json_schema(),
+                    "examples": media_examples(UtteranceJSON.model_json_schema()),
+                },
+                "multipart/form-data": {
+                    "schema": MULTIPART_SCHEMA,
+                    "examples": media_examples(MULTIPART_SCHEMA),
+                },
             },
         }
     },
@@ -111,26 +113,10 @@ async def post_utterance(
     namespace: NamespaceDep,
 ) -> UtteranceResponse:
     body = await read_utterance(request)
-    audio = body.audio_base64 if isinstance(body, UtteranceJSON) else body.audio
-    if audio is not None:
-        check_wav_complete(audio)
-    scored = await engine.submit(
-        UtteranceRequest(
-            key=ConversationKey(namespace, conversation_id),
-            transcript=body.transcript,
-            audio=audio,
-            utterance_id=body.utterance_id,
-            speaker=body.speaker,
-        )
-    )
-    if scored.replayed:
+    answer = await score_utterance(engine, ConversationKey(namespace, conversation_id), body)
+    if answer.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return UtteranceResponse(
-        conversation_id=conversation_id,
-        index=scored.index,
-        utterance_id=scored.utterance_id,
-        **scored.prediction,
-    )
+    return answer.response
 
 
 @router.get(
