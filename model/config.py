@@ -54,7 +54,7 @@ class AugmentConfig:
     # utterances left with none removed: what a text-only chatbot or an audio-only line sends
     dialogue_modality_dropout: float = 0.0
     window: bool = False  # train on random windows of at most K utterances, as the service sees them
-    class_weights: bool = False  # inverse-frequency weights in the task loss
+    class_weights: bool = False  # inverse-frequency weights in the task loss, per corpus
     corpus_weights: dict[str, float] = field(default_factory=dict)  # corpus -> sampling weight per epoch
 
 

@@ -51,9 +51,11 @@ def lpgnet_loss(
     text_mask: torch.Tensor,
     audio_mask: torch.Tensor,
     weights: LossWeights = LossWeights(),
-    class_weight: torch.Tensor | None = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """labels (B, U) long with -1 for unlabelled/padded utterances; masks (B, U) bool.
+    """labels (B, U) long with -1 for unlabelled/padded utterances; masks (B, U) bool;
+    sample_weight (B, U) float: per-utterance weight of the task loss (e.g. class balance per corpus),
+    normalised by its sum over the labelled utterances.
 
     Returns the scalar loss and its parts (floats) for logging.
     """
@@ -61,15 +63,12 @@ def lpgnet_loss(
     y = labels.reshape(-1)
     labelled = (y >= 0).to(out.logits.dtype)
     teacher = out.logits.reshape(-1, c)
-    if class_weight is not None:
+    if sample_weight is not None:
+        w = sample_weight.reshape(-1).to(labelled.dtype) * labelled
         ce = F.cross_entropy(
-            teacher,
-            y.clamp(min=0),
-            weight=class_weight,
-            reduction="none",
-            label_smoothing=weights.label_smoothing,
+            teacher, y.clamp(min=0), reduction="none", label_smoothing=weights.label_smoothing
         )
-        task = (ce * labelled).sum() / (class_weight[y.clamp(min=0)] * labelled).sum().clamp(min=1e-6)
+        task = (ce * w).sum() / w.sum().clamp(min=1e-6)
     else:
         task = _masked_ce(teacher, y, labelled, weights.label_smoothing)
     parts = {"task": task.item()}

@@ -88,6 +88,18 @@ def build_model(cfg: TrainConfig, text_dim: int, audio_dim: int, num_classes: in
     )
 
 
+def class_balance(train: FeatureSet, num_classes: int) -> dict[str, torch.Tensor]:
+    """Per corpus, inverse-frequency class weights (C,) with mean 1 over its present classes, so a
+    corpus that is 83 % neutral does not teach every corpus to answer neutral."""
+    out = {}
+    for corpus in {d.corpus for d in train.dialogues}:
+        y = torch.cat([d.labels for d in train.dialogues if d.corpus == corpus])
+        counts = torch.bincount(y[y >= 0], minlength=num_classes).float()
+        w = torch.where(counts > 0, counts.sum() / counts.clamp(min=1), torch.zeros_like(counts))
+        out[corpus] = w / w[counts > 0].mean()
+    return out
+
+
 def _seed_everything(seed: int) -> random.Random:
     random.seed(seed)
     np.random.seed(seed)
@@ -133,11 +145,7 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
     weights = (
         cfg.loss if cfg.kind == "lpgnet" else replace(BASELINE_LOSS, label_smoothing=cfg.loss.label_smoothing)
     )
-    class_weight = None
-    if cfg.augment.class_weights:
-        y = torch.cat([d.labels for d in train.dialogues])
-        counts = torch.bincount(y[y >= 0], minlength=len(features.labels)).float().clamp(min=1)
-        class_weight = counts.sum() / (len(counts) * counts)
+    balance = class_balance(train, len(features.labels)) if cfg.augment.class_weights else None
     gen = torch.Generator().manual_seed(seed)
     sel = cfg.select
 
@@ -150,12 +158,17 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
         dialogues = epoch_dialogues(train, cfg, rng)
         losses = []
         for s in range(0, len(dialogues), cfg.optim.batch_size):
-            b = collate(dialogues[s : s + cfg.optim.batch_size])
+            chunk = dialogues[s : s + cfg.optim.batch_size]
+            b = collate(chunk)
             tm, am = b.text_mask, b.audio_mask
             if cfg.augment.modality_dropout > 0 and cfg.model.modalities == "both":
                 tm, am = drop_modalities(tm, am, cfg.augment.modality_dropout, gen)
             out = model(b.text, b.audio, tm, am)
-            loss, _ = lpgnet_loss(out, b.labels, tm, am, weights, class_weight)
+            sample_weight = None
+            if balance is not None:  # each corpus's classes weigh the same within it
+                table = torch.stack([balance[d.corpus] for d in chunk])  # (B, C)
+                sample_weight = torch.gather(table, 1, b.labels.clamp(min=0))  # (B, U)
+            loss, _ = lpgnet_loss(out, b.labels, tm, am, weights, sample_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
