@@ -510,7 +510,11 @@ def test_bad_request_is_a_4xx_problem_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "cid", ["a" * 129, "has space", "semi;colon", "dollar$", "é", "brace{x}", "star*", "a%0A", "a%00b", "%20"]
+    "cid",
+    [
+        *("a" * 129, "has space", "semi;colon", "dollar$", "é", "brace{x}", "star*", "a%0A", "a%00b", "%20"),
+        *("...", "%2e%2e", "%2E", ".%2e."),  # only dots (raw "." and "..": test_reliability_abuse)
+    ],
 )
 def test_invalid_conversation_id_is_422_on_every_route(
     client: TestClient, seeded: tuple[str, dict[str, Any]], cid: str
