@@ -399,8 +399,15 @@ class Engine:
         return await loop.run_in_executor(self._decode_pool, self._decode_blocking, data, encoder.sample_rate)
 
     def _decode_blocking(self, data: bytes, sample_rate: int | None) -> np.ndarray:
+        settings = self.settings
         decoded = decode_audio(
-            data, max_seconds=self.settings.max_audio_seconds, max_bytes=self.settings.max_request_bytes
+            data,
+            max_seconds=settings.max_audio_seconds,
+            max_bytes=settings.max_request_bytes,
+            min_seconds=settings.min_audio_seconds,
+            max_sample_rate=settings.max_audio_sample_rate,
+            max_channels=settings.max_audio_channels,
+            max_samples=settings.max_audio_samples,
         )
         if sample_rate is None:
             return decoded.waveform
