@@ -15,10 +15,7 @@ PortOption = Annotated[int | None, typer.Option(help="Port (default: LPGNET_PORT
 
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the HTTP API with uvicorn; configuration comes from LPGNET_* environment variables."""
-    import uvicorn
-
-    from app.api.routes.streams import server_options
-    from app.main import create_app
+    from app.server import run
     from app.settings import Settings
 
     settings = Settings()
@@ -28,14 +25,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-        **server_options(settings),
-    )
+    run(settings)
 
 
 def bench(ctx: typer.Context) -> None:

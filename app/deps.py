@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.engine import Engine
 from app.exceptions import ServiceNotReady
+from app.lifecycle import Lifecycle
 from app.metrics import Metrics
 from app.security import ApiKeys
 from app.settings import Settings
@@ -23,6 +24,7 @@ class Services:
     settings: Settings
     metrics: Metrics
     api_keys: ApiKeys
+    lifecycle: Lifecycle
     store: ConversationStore | None = None
     engine: Engine | None = None
 

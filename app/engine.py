@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 import wave
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,10 +45,10 @@ from model.serving import ArrayWindow, Network, last_row_probabilities
 log = logging.getLogger(__name__)
 
 
-# A retry whose first attempt left no prediction this long after it started is taken as crashed
-# and scored from the stored context; a younger one answers 409 "in progress".
-STALE_ATTEMPT_S = 30.0
 _POLL_S = 0.025
+# Tokens of attempts that stored an utterance here and then failed (a 503 after the append): their
+# retries are scored at once instead of waiting for an answer that will not come. Bounded, oldest out.
+_FAILED_ATTEMPTS_KEPT = 4096
 
 
 class StartupError(RuntimeError):
@@ -111,6 +112,8 @@ class Engine:
         self.backend = backend  # what runs LPGNet: "torch" or "onnx" (settings may say "auto")
         self._network = network
         self.ready = False
+        self._in_flight: set[str] = set()  # tokens of utterances stored here and still being scored
+        self._failed: OrderedDict[str, None] = OrderedDict()  # tokens whose attempt here failed
         wait_s = settings.batch_max_wait_ms / 1000.0
         # torch's thread count is per thread once a thread has used it: every thread that runs model
         # code sets its own, so whatever else the process does (a benchmark's baseline) cannot change
@@ -276,7 +279,17 @@ class Engine:
         timings["store"] += _ms(t)
         if not appended.created:  # a concurrent attempt with the same utterance_id got there first
             return await self._replay(request, appended.utterance, content_hash, timings, started)
-        return await self._score(request.key, appended.utterance, timings, started, appended.window)
+        token = appended.utterance.meta.token
+        self._in_flight.add(token)
+        try:
+            return await self._score(request.key, appended.utterance, timings, started, appended.window)
+        except BaseException:  # stored but unanswered (store fault, model error, shutdown): a retry scores it
+            self._failed[token] = None
+            while len(self._failed) > _FAILED_ATTEMPTS_KEPT:
+                self._failed.popitem(last=False)
+            raise
+        finally:
+            self._in_flight.discard(token)
 
     async def _encode(
         self, request: UtteranceRequest, use_text: bool, use_audio: bool, timings: dict[str, float]
@@ -337,7 +350,11 @@ class Engine:
         # The answer is final before it is stored, so a retry gets exactly these bytes back; the
         # last write is thus not in the timings.
         timings["total"] = _ms(started)
-        await self.store.set_prediction(key, utterance.index, utterance.meta.token, prediction)
+        if not await self.store.set_prediction(key, utterance.index, utterance.meta.token, prediction):
+            # another attempt at this utterance stored its answer first: that one is the answer
+            current = await self.store.get(key, utterance.index)
+            if current is not None and current.meta.token == utterance.meta.token and current.prediction:
+                return ScoredUtterance(utterance.index, utterance.meta.utterance_id, current.prediction, True)
         self.metrics.observe_stages(timings)
         self.metrics.predictions.labels(prediction["emotion"]).inc()
         return ScoredUtterance(utterance.index, utterance.meta.utterance_id, prediction)
@@ -350,24 +367,35 @@ class Engine:
         timings: dict[str, float],
         started: float,
     ) -> ScoredUtterance:
-        """Answer a repeated utterance_id: the stored answer, after a brief wait if it is in flight."""
+        """Answer a repeated utterance_id: the stored answer, after a brief wait if it is in flight.
+
+        An utterance stored without an answer (its attempt got a 503 after the append, or its replica
+        died) is scored here from the stored context, which is exactly what the first attempt saw: at
+        once when that attempt failed in this process, else after `idempotency_wait_ms` without an
+        answer. Should the first attempt still be alive elsewhere, the store keeps one answer (the first
+        stored), and both return it.
+        """
         uid = request.utterance_id
         assert uid is not None
         if known.meta.content_hash != content_hash:
             raise UtteranceConflict(uid)
         deadline = time.monotonic() + self.settings.idempotency_wait_ms / 1000.0
         current: StoredUtterance | None = known
-        while current is not None and current.prediction is None and time.monotonic() < deadline:
+        token = known.meta.token
+        while (
+            current is not None
+            and current.prediction is None
+            and token not in self._failed
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(_POLL_S)
             current = await self.store.get(request.key, known.index)
         if current is None:  # dropped from the store while we waited (conversation deleted or trimmed)
             raise UtteranceInProgress(uid)
         if current.prediction is not None:
             return ScoredUtterance(current.index, uid, current.prediction, replayed=True)
-        if time.time() - current.meta.created_at < STALE_ATTEMPT_S:
+        if token in self._in_flight:  # the first attempt is still being scored by this process
             raise UtteranceInProgress(uid)
-        # The first attempt died after storing the utterance: score it from the stored context, which
-        # is exactly what the first attempt would have seen.
         try:
             return await self._score(request.key, current, timings, started)
         except ContextUnavailable:
@@ -379,8 +407,15 @@ class Engine:
         return await loop.run_in_executor(self._decode_pool, self._decode_blocking, data, encoder.sample_rate)
 
     def _decode_blocking(self, data: bytes, sample_rate: int | None) -> np.ndarray:
+        settings = self.settings
         decoded = decode_audio(
-            data, max_seconds=self.settings.max_audio_seconds, max_bytes=self.settings.max_request_bytes
+            data,
+            max_seconds=settings.max_audio_seconds,
+            max_bytes=settings.max_request_bytes,
+            min_seconds=settings.min_audio_seconds,
+            max_sample_rate=settings.max_audio_sample_rate,
+            max_channels=settings.max_audio_channels,
+            max_samples=settings.max_audio_samples,
         )
         if sample_rate is None:
             return decoded.waveform

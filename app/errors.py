@@ -22,8 +22,10 @@ from starlette.websockets import WebSocket
 from app.exceptions import (
     ContextUnavailable,
     ConversationNotFound,
+    RequestTimeout,
     RequestTooLarge,
     ServiceNotReady,
+    ShuttingDown,
     StoreUnavailable,
     TruncatedAudio,
     Unauthorized,
@@ -34,8 +36,10 @@ from app.exceptions import (
 )
 from model.encoders.audio import (
     AudioDecodeError,
+    AudioOutOfBoundsError,
     AudioTooLargeError,
     AudioTooLongError,
+    AudioTooShortError,
     UndecodableAudioError,
 )
 
@@ -60,13 +64,17 @@ PROBLEMS: dict[type[Exception], ProblemKind] = {
     UnsupportedModality: ProblemKind(422, "unsupported-modality", "No modality this model uses"),
     UnsupportedMediaType: ProblemKind(415, "unsupported-media-type", "Unsupported media type"),
     RequestTooLarge: ProblemKind(413, "request-too-large", "Request too large"),
+    RequestTimeout: ProblemKind(408, "request-timeout", "Request body too slow"),
     AudioTooLongError: ProblemKind(413, "audio-too-long", "Audio too long"),
     AudioTooLargeError: ProblemKind(413, "audio-too-large", "Audio too large"),
+    AudioTooShortError: ProblemKind(422, "audio-too-short", "Audio too short"),
+    AudioOutOfBoundsError: ProblemKind(422, "audio-out-of-bounds", "Audio rate or channels out of bounds"),
     UndecodableAudioError: ProblemKind(415, "undecodable-audio", "Audio format not readable"),
     TruncatedAudio: ProblemKind(422, "truncated-audio", "Truncated audio"),
     AudioDecodeError: ProblemKind(422, "invalid-audio", "Invalid audio"),
     Unauthorized: ProblemKind(401, "unauthorized", "Unauthorized"),
     ServiceNotReady: ProblemKind(503, "not-ready", "Service not ready"),
+    ShuttingDown: ProblemKind(503, "shutting-down", "Service shutting down"),
     StoreUnavailable: ProblemKind(503, "store-unavailable", "Conversation store unavailable"),
     ContextUnavailable: ProblemKind(503, "context-unavailable", "Context unavailable"),
 }
@@ -140,14 +148,27 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     ]
 
 
+def headers_for(kind: ProblemKind) -> dict[str, str]:
+    """The headers a status needs besides the envelope's."""
+    if kind.status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="lpgnet"'}
+    if kind.status == 503:
+        return {"Retry-After": "1"}
+    if kind in (PROBLEMS[RequestTimeout], PROBLEMS[RequestTooLarge]):
+        return {"Connection": "close"}  # the body was not read to its end: the connection cannot be reused
+    return {}
+
+
 def exception_response(conn: HTTPConnection, exc: BaseException) -> JSONResponse:
     """The problem+json response for `exc` (a WebSocket handshake is refused with it too)."""
     kind, detail, extra = problem_of(exc)
-    headers = {"WWW-Authenticate": 'Bearer realm="lpgnet"'} if kind.status == 401 else None
-    if kind.status == 503:
-        headers = {"Retry-After": "1"}
     return problem_response(
-        kind, detail, instance=conn.url.path, request_id=request_id_of(conn), headers=headers, **extra
+        kind,
+        detail,
+        instance=conn.url.path,
+        request_id=request_id_of(conn),
+        headers=headers_for(kind),
+        **extra,
     )
 
 

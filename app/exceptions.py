@@ -73,3 +73,16 @@ class ServiceNotReady(ServiceError):
 
 class StoreUnavailable(ServiceError):
     """The conversation store cannot be reached."""
+
+
+class ShuttingDown(ServiceError):
+    """The process is stopping: not ready any more, or a request outlived the shutdown grace period."""
+
+
+class RequestTimeout(ServiceError):
+    """The request body arrived too slowly (`body_timeout_s`, `body_min_rate`)."""
+
+    def __init__(self, timeout_s: float, min_rate: int) -> None:
+        super().__init__(
+            f"the request body did not arrive in time ({timeout_s:g} s, plus 1 s per {min_rate} bytes)"
+        )

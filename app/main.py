@@ -14,15 +14,18 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+import uvicorn
+from fastapi import FastAPI, Response
 
 from app.api.routes import conversations, streams, system
 from app.api.routes.pages import install_pages
+from app.api.routes.system import metrics_response
 from app.deps import Services
 from app.engine import Engine
 from app.errors import install_error_handlers
+from app.lifecycle import Lifecycle
 from app.metrics import Metrics
-from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.middleware import BodyLimitsMiddleware, RequestContextMiddleware
 from app.security import ApiKeys
 from app.settings import Settings
 from app.store import build_store
@@ -37,13 +40,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services.store = store
     engine: Engine | None = None
     warm_up: asyncio.Task[None] | None = None
+    metrics_server = None
     try:
         engine = await asyncio.to_thread(Engine.load, services.settings, store, services.metrics)
         engine.start()
         services.engine = engine
         warm_up = asyncio.create_task(_warm_up(engine), name="lpgnet-warm-up")
+        metrics_server = await _serve_metrics(services)
         yield
     finally:
+        if metrics_server is not None:
+            await metrics_server.shutdown()
         if warm_up is not None:
             warm_up.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -53,6 +60,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await engine.close()
         services.store = None
         await store.close()
+
+
+async def _serve_metrics(services: Services) -> uvicorn.Server | None:
+    """With `metrics_port`, every metric (conversation counts included) on a listener of its own, for a
+    scraper on a private network: no key there, and nothing of the API. None without it.
+
+    It runs on this event loop (the store's), started and stopped by the lifespan, not as a process of
+    its own: uvicorn's `startup`/`shutdown` without `serve`, which would take over the signals.
+    """
+    settings = services.settings
+    if settings.metrics_port is None:
+        return None
+
+    async def scrape() -> Response:
+        return await metrics_response(services, conversation_counts=True)
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_api_route("/metrics", scrape, methods=["GET"], response_class=Response)
+    install_error_handlers(app)
+    config = uvicorn.Config(  # no log config: uvicorn's loggers are the main server's, left alone
+        app, host=settings.metrics_host, port=settings.metrics_port, lifespan="off", log_config=None
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)  # what `serve` would set up (lifespan "off")
+    await server.startup()
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return server
 
 
 async def _warm_up(engine: Engine) -> None:
@@ -77,7 +112,10 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,  # /docs and /redoc: install_pages serves them with local assets
         redoc_url=None,
     )
-    app.state.services = Services(settings=settings, metrics=metrics, api_keys=ApiKeys(settings.api_keys))
+    lifecycle = Lifecycle()
+    app.state.services = Services(
+        settings=settings, metrics=metrics, api_keys=ApiKeys(settings.api_keys), lifecycle=lifecycle
+    )
     app.include_router(conversations.router)
     app.include_router(streams.router)
     app.include_router(system.router)
@@ -85,9 +123,14 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     if not settings.api_keys:
         _document_open_access(app)
-    # added last = outermost: the request id exists before the size check answers
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # added last = outermost: the request id exists before the body limits answer
+    app.add_middleware(
+        BodyLimitsMiddleware,
+        max_bytes=settings.max_request_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_rate,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, lifecycle=lifecycle)
     return app
 
 

@@ -16,6 +16,7 @@ from prometheus_client import (
 STAGES = ("decode", "encode_text", "encode_audio", "store", "model", "total")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+CONVERSATION_GAUGES = ("lpgnet_active_conversations", "lpgnet_evicted_conversations")
 
 
 class Metrics:
@@ -78,5 +79,10 @@ class Metrics:
     def batch_observer(self, batcher: str) -> Callable[[float], None]:
         return self.batch_size.labels(batcher).observe
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, *, conversation_counts: bool = True) -> bytes:
+        """The exposition text; without the conversation gauges where a tenant's key reads it (they
+        count every tenant's conversations)."""
+        if conversation_counts:
+            return generate_latest(self.registry)
+        names = {sample.name for metric in self.registry.collect() for sample in metric.samples}
+        return generate_latest(self.registry.restricted_registry(names - set(CONVERSATION_GAUGES)))

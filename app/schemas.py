@@ -20,8 +20,10 @@ from pydantic import (
     model_validator,
 )
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
-ID_DESCRIPTION = "1 to 128 characters of A-Z a-z 0-9 . _ : -"
+# At least one character that is not a dot: "." and ".." are path segments that clients and proxies
+# normalise away, so a conversation named so could never be reached again.
+ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
+ID_DESCRIPTION = "1 to 128 characters of A-Z a-z 0-9 . _ : -, not only dots"
 MAX_TRANSCRIPT_CHARS = 20_000
 MAX_SPEAKER_CHARS = 128
 # Text fields may hold tab and line breaks but no other C0/C1 control character (NUL, ESC, DEL...):

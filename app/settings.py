@@ -130,6 +130,22 @@ class Settings(BaseSettings):
         default=20 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     max_audio_seconds: float = Field(default=60.0, gt=0, le=3600, description="Longest audio accepted.")
+    min_audio_seconds: float = Field(
+        default=0.05, ge=0, le=10, description="Shortest audio accepted (shorter: 422, too little to score)."
+    )
+    max_audio_sample_rate: int = Field(
+        default=96_000, ge=8_000, le=768_000, description="Highest sample rate accepted (higher: 422)."
+    )
+    max_audio_channels: int = Field(default=8, ge=1, le=64, description="Most channels accepted (more: 422).")
+    max_audio_samples: int = Field(
+        default=48_000 * 2 * 60,
+        ge=16_000,
+        description=(
+            "Largest decoded size accepted, in samples (frames x channels; 4 bytes each once decoded),"
+            " checked from the header before decoding and counted while decoding (more: 413). The"
+            " default is 60 s of 48 kHz stereo, 23 MB as float32."
+        ),
+    )
     batch_max_size: int = Field(
         default=16, ge=1, le=1024, description="Micro-batch bound per encoder and network."
     )
@@ -149,6 +165,52 @@ class Settings(BaseSettings):
         ),
     )
     demo: bool = Field(default=True, description="Serve the /demo page (every asset local); false: 404.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "Serve /metrics (all of it, without a key) on this port of metrics_host, for a Prometheus"
+            " scraper; the API port then answers /metrics only to a key, without conversation counts."
+        ),
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of metrics_port.")
+    idle_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A connection is closed when no complete request head arrives this long after it opened or"
+            " after its previous response (idle, keep-alive, or headers trickling in)."
+        ),
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request body must arrive within this plus 1 s per body_min_rate bytes (else 408).",
+    )
+    body_min_rate: int = Field(
+        default=1024, ge=1, description="Bytes per second a slow body must average beyond body_timeout_s."
+    )
+    shutdown_drain_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=600,
+        description=(
+            "On SIGTERM /ready turns 503 at once; the port keeps accepting this long (for load balancers"
+            " to notice) before it closes."
+        ),
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description=(
+            "Once the port has closed, requests in flight may finish for this long; any still running"
+            " then get a 503 problem with Retry-After."
+        ),
+    )
     host: str = Field(default="127.0.0.1", description="Bind address of `lpgnet serve`.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of `lpgnet serve`.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -164,6 +226,7 @@ class Settings(BaseSettings):
         "torch_threads",
         "encoder_workers",
         "redis_url",
+        "metrics_port",
         mode="before",
     )
     @classmethod
@@ -195,6 +258,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port ({self.port})")
         if self.max_utterances_stored < self.context_window:
             raise ValueError(
                 f"max_utterances_stored ({self.max_utterances_stored}) must be >= context_window "

@@ -140,8 +140,13 @@ def evaluate_settings(
     out: dict[str, dict[str, Any]] = {}
     for setting in settings:
         preds = predict_dialogues(
-            run, features.dialogues, contract=contract, causal=causal, modalities=setting, protocol=protocol
-        )  # type: ignore[arg-type]
+            run,
+            features.dialogues,
+            contract=contract,
+            causal=causal,
+            modalities=setting,  # type: ignore[arg-type]
+            protocol=protocol,
+        )
         out[setting] = score(preds, features.labels)
         if len(corpora) > 1:
             for c in corpora:

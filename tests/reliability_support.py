@@ -126,17 +126,19 @@ def serve_in_thread(app: Any, *, ready_timeout_s: float = 120.0) -> Iterator[str
 
 # ---- a real server in a subprocess -------------------------------------------------------------------
 
-# The server process: the app of the settings in LPGNET_* variables, on uvicorn. A transcript holding
-# SLOW_MARKER makes the text encoder sleep first, so a test can hold a request in flight.
+# The server process: the app of the settings in LPGNET_* variables, served the way `lpgnet serve`
+# serves it (app.server.run). A transcript holding SLOW_MARKER makes the text encoder sleep first, so a
+# test can hold a request in flight; an utterance_id starting with HOLD_MARKER is held once for as long
+# after it was stored and before it is scored, so a test can fail the store in between.
 _SERVER = textwrap.dedent(
     """
-    import logging, sys, time
-    import uvicorn
-    from app.main import create_app
+    import asyncio, logging, sys, time
+    import app.engine
+    from app.server import run
     from app.settings import Settings
     from model.encoders.text import HFTextEncoder
 
-    SLOW = {slow!r}
+    SLOW, HOLD = {slow!r}, {hold!r}
     original = HFTextEncoder.encode_with_info
 
     def encode_with_info(self, texts):
@@ -146,13 +148,24 @@ _SERVER = textwrap.dedent(
         return original(self, texts)
 
     HFTextEncoder.encode_with_info = encode_with_info
+    original_score = app.engine.Engine._score
+    held = set()
+
+    async def score(self, key, utterance, *args, **kwargs):
+        uid = utterance.meta.utterance_id or ""
+        if uid.startswith(HOLD) and uid not in held:
+            held.add(uid)
+            print("scoring held", file=sys.stderr, flush=True)
+            await asyncio.sleep({slow_s})
+        return await original_score(self, key, utterance, *args, **kwargs)
+
+    app.engine.Engine._score = score
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    settings = Settings()
-    uvicorn.run(create_app(settings), host="127.0.0.1", port={port}, log_level="info",
-                timeout_graceful_shutdown=30)
+    run(Settings(port={port}))
     """
 )
 SLOW_MARKER = "zz-slow-request-zz"
+HOLD_MARKER = "zz-hold"
 
 
 class ServerProcess:
@@ -162,7 +175,7 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        code = _SERVER.format(slow=SLOW_MARKER, slow_s=slow_s, port=self.port)
+        code = _SERVER.format(slow=SLOW_MARKER, hold=HOLD_MARKER, slow_s=slow_s, port=self.port)
         clean = {k: v for k, v in os.environ.items() if not k.startswith("LPGNET_")}
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -195,6 +208,29 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+def module_settings(
+    tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path, **overrides: Any
+) -> Any:
+    """Settings of the tiny model for a module-scoped server (as `make_settings`, which is per test),
+    built without any LPGNET_* variable of the machine."""
+    from app.settings import Settings
+
+    values: dict[str, Any] = {
+        "checkpoint": tiny_checkpoint,
+        "tiny_dir": tiny_encoder_dir,
+        "cache_dir": graph_cache,
+        "device": "cpu",
+        "batch_max_wait_ms": 0,
+        "context_window": 4,
+        "max_utterances_stored": 100,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("LPGNET_"):
+                mp.delenv(name)
+        return Settings(**{**values, **overrides})
 
 
 def server_env(settings: Any) -> dict[str, str]:

@@ -12,8 +12,10 @@ import soundfile as sf
 
 from model.encoders.audio import (
     AudioDecodeError,
+    AudioOutOfBoundsError,
     AudioTooLargeError,
     AudioTooLongError,
+    AudioTooShortError,
     DecodedAudio,
     EmptyAudioError,
     NonFiniteAudioError,
@@ -116,7 +118,7 @@ def test_truncated_wav() -> None:
     data = encode(tone(1.0, 16_000), 16_000, "WAV", "PCM_16")
     with pytest.raises(UndecodableAudioError):  # cut inside the header
         decode_audio(data[:30], **LIMITS)
-    decoded = decode_audio(data[:44 + 2 * 4_000], **LIMITS)  # cut inside the data: the frames that arrived
+    decoded = decode_audio(data[: 44 + 2 * 4_000], **LIMITS)  # cut inside the data: the frames that arrived
     assert len(decoded.waveform) == 4_000
 
 
@@ -134,8 +136,13 @@ def test_too_large_file_is_refused_before_decoding() -> None:
 
 
 def test_every_error_is_an_audio_decode_error() -> None:
-    for error in (UndecodableAudioError, EmptyAudioError, NonFiniteAudioError, AudioTooLongError,
-                  AudioTooLargeError):
+    for error in (
+        UndecodableAudioError,
+        EmptyAudioError,
+        NonFiniteAudioError,
+        AudioTooLongError,
+        AudioTooLargeError,
+    ):
         assert issubclass(error, AudioDecodeError)
 
 
@@ -145,3 +152,51 @@ def test_resample_keeps_rate_and_duration() -> None:
     down = resample(wave, 44_100, 16_000)
     assert down.dtype == np.float32 and len(down) == 16_000
     assert resample(np.zeros(0, np.float32), 48_000, 16_000).shape == (0,)
+
+
+# ---- bounds: checked from the header before decoding, counted while decoding ---------------------------
+
+BOUNDS = {**LIMITS, "min_seconds": 0.05, "max_sample_rate": 96_000, "max_channels": 8, "max_samples": 200_000}
+
+
+def silent_flac(sample_rate: int, channels: int, seconds: float) -> bytearray:
+    return bytearray(encode(np.zeros((int(sample_rate * seconds), channels)), sample_rate, "FLAC", "PCM_16"))
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "words"),
+    [
+        (encode(tone(0.02, 192_000, 2), 192_000, "WAV", "FLOAT"), AudioOutOfBoundsError, "192000 Hz"),
+        (encode(tone(0.1, 16_000, 9), 16_000, "WAV", "PCM_16"), AudioOutOfBoundsError, "9 channels"),
+        (encode(tone(0.01, 16_000), 16_000, "WAV", "PCM_16"), AudioTooShortError, "0.010 s"),
+        # 8 x 48 kHz x 1 s = 384,000 samples from a few KB: refused from the header
+        (bytes(silent_flac(48_000, 8, 1.0)), AudioTooLargeError, "48000 Hz x 8 channels x 48000 frames"),
+    ],
+    ids=["rate", "channels", "too-short", "decoded-size"],
+)
+def test_audio_outside_the_bounds_is_refused_naming_the_bound(
+    data: bytes, error: type[AudioDecodeError], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        decode_audio(data, **BOUNDS)  # type: ignore[arg-type]
+
+
+def test_a_header_that_hides_the_length_cannot_make_the_decoder_exceed_the_sample_bound() -> None:
+    # a WAV whose data size says "unknown" (as stream writers write it), holding more than the bound
+    samples = encode(tone(2.0, 48_000, 4), 48_000, "WAV", "PCM_16")  # 384,000 samples
+    data = bytearray(samples)
+    data[data.index(b"data") + 4 : data.index(b"data") + 8] = b"\xff\xff\xff\xff"
+    with pytest.raises(AudioTooLargeError, match="limit of 200000"):
+        decode_audio(bytes(data), **BOUNDS)  # type: ignore[arg-type]
+    # a FLAC stream header without total_samples: refused, never half read
+    flac = silent_flac(16_000, 1, 0.5)
+    flac[8 + 13] &= 0xF0
+    flac[8 + 14 : 8 + 18] = b"\0\0\0\0"
+    with pytest.raises(UndecodableAudioError, match="does not state"):
+        decode_audio(bytes(flac), **BOUNDS)  # type: ignore[arg-type]
+
+
+def test_decoding_mixes_block_by_block_to_the_same_mono_as_a_whole_read() -> None:
+    samples = tone(3.0, 22_050, 3)  # 66,150 frames: several blocks
+    decoded = decode_audio(encode(samples, 22_050, "WAV", "FLOAT"), **LIMITS)
+    np.testing.assert_allclose(decoded.waveform, samples.mean(axis=1), atol=1e-6)

@@ -128,6 +128,38 @@ Post = Callable[[TestClient, str], Any]
 
 # (case id, request, status, problem type slug)
 REFUSED: list[tuple[str, Post, int, str]] = [
+    # degenerate audio: outside the documented bounds (min_audio_seconds, max_audio_sample_rate,
+    # max_audio_channels, max_audio_samples)
+    (
+        "wav-header-claiming-4-gb-with-a-2-byte-body",
+        lambda c, cid: multipart(c, cid, audio=wav_with_header(data=b"\x01\x00", data_size=0xFFFFFFFE)),
+        422,
+        "audio-too-short",
+    ),
+    (
+        "one-sample",
+        lambda c, cid: multipart(c, cid, audio=audio_file(np.full(1, 0.1), 16_000)),
+        422,
+        "audio-too-short",
+    ),
+    (
+        "ten-milliseconds",
+        lambda c, cid: multipart(c, cid, audio=audio_file(tone(0.01, 16_000), 16_000)),
+        422,
+        "audio-too-short",
+    ),
+    (
+        "8-channels-at-192-khz-float",
+        lambda c, cid: multipart(c, cid, audio=audio_file(tone(0.02, 192_000, 8), 192_000, subtype="FLOAT")),
+        422,
+        "audio-out-of-bounds",
+    ),
+    (
+        "9-channels",
+        lambda c, cid: multipart(c, cid, audio=audio_file(tone(0.1, 16_000, 9), 16_000)),
+        422,
+        "audio-out-of-bounds",
+    ),
     # audio that cannot be read
     (
         "undecodable-bytes-as-wav",
@@ -208,7 +240,7 @@ REFUSED: list[tuple[str, Post, int, str]] = [
         "one-frame-at-48-khz-is-nothing-at-16",
         lambda c, cid: multipart(c, cid, audio=wav_with_header(sample_rate=48_000, data=b"\x10\x00")),
         422,
-        "invalid-audio",
+        "audio-too-short",  # under min_audio_seconds, before the resampler would leave nothing
     ),
     ("float-wav-nan", lambda c, cid: multipart(c, cid, audio=float_wav_with(np.nan)), 422, "invalid-audio"),
     ("float-wav-inf", lambda c, cid: multipart(c, cid, audio=float_wav_with(np.inf)), 422, "invalid-audio"),
@@ -510,7 +542,11 @@ def test_bad_request_is_a_4xx_problem_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
-    "cid", ["a" * 129, "has space", "semi;colon", "dollar$", "é", "brace{x}", "star*", "a%0A", "a%00b", "%20"]
+    "cid",
+    [
+        *("a" * 129, "has space", "semi;colon", "dollar$", "é", "brace{x}", "star*", "a%0A", "a%00b", "%20"),
+        *("...", "%2e%2e", "%2E", ".%2e."),  # only dots (raw "." and "..": test_reliability_abuse)
+    ],
 )
 def test_invalid_conversation_id_is_422_on_every_route(
     client: TestClient, seeded: tuple[str, dict[str, Any]], cid: str

@@ -21,6 +21,16 @@ def test_defaults_serve_the_committed_weights_locally(clean_env: None) -> None:
     assert s.context_window == 64 and s.backend == "auto" and s.device == "auto"
     # the fast path on CPU: no batch wait for a lone request, bf16 encoders where the CPU has it
     assert s.batch_max_wait_ms == 0 and s.encoder_precision == "auto" and s.encoder_workers is None
+    # abuse bounds on by default: idle and slow-body timeouts, decoded audio size, a shutdown grace
+    assert s.idle_timeout_s == 5 and s.body_timeout_s == 10 and s.body_min_rate == 1024
+    assert s.max_audio_samples == 48_000 * 2 * 60 and s.max_audio_sample_rate == 96_000
+    assert s.max_audio_channels == 8 and s.min_audio_seconds == 0.05
+    assert s.shutdown_grace_s == 10 and s.shutdown_drain_s == 0 and s.metrics_port is None
+
+
+def test_metrics_port_must_differ_from_the_api_port(clean_env: None) -> None:
+    with pytest.raises(ValidationError, match="metrics_port"):
+        Settings(port=9000, metrics_port=9000)
 
 
 def test_graph_cache_follows_xdg_unless_set(

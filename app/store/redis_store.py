@@ -15,6 +15,13 @@ The append is one Lua script, so the idempotency check, the index assignment, th
 and the TTL refresh happen atomically: replicas never assign the same index, and every index below an
 assigned one is already stored. A sorted set (outside the scripts: another slot) tracks activity for
 the active-conversations gauge.
+
+Connections: after a Redis restart every pooled connection is dead, and the first command on each
+fails ("Connection closed by server"). A command that fails to connect or loses its connection is
+retried at once on a fresh connection (never after a timeout: a hanging Redis answers 503 within
+`timeout_s`). That is safe because every step is idempotent: reads, HSETNX, DEL/ZADD, and the append,
+which records its attempt's token (`ids` field `#<token>`, or the client's utterance_id) so that the
+same attempt run twice finds itself and answers as the first run did, instead of appending again.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app.exceptions import ConversationNotFound, StoreUnavailable
@@ -47,19 +57,38 @@ log = logging.getLogger(__name__)
 
 _PARTS = ("meta", "ids", "utt", "pred", "vt", "va")
 NOT_OWNER = -1
+# Retries of a command whose connection failed, each on a fresh connection: one for the dead pooled
+# connection, one more for a second dead one handed out by the pool meanwhile.
+CONNECTION_RETRIES = 2
 
 # KEYS: meta ids utt pred vt va
 # ARGV: owner, utterance_id ('' = none), meta JSON, text bytes, audio bytes, has_text, has_audio,
-#       ttl_s, vectors_kept, max_utterances, now, context (K: return the window (idx-K, idx]; 0: don't)
+#       ttl_s, vectors_kept, max_utterances, now, context (K: return the window (idx-K, idx]; 0: don't),
+#       token (of this attempt: the same attempt run twice answers as it did the first time)
 _APPEND = """
 local meta, ids, utt, pred, vt, va = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local function created(idx)
+  local k = tonumber(ARGV[12])
+  if k > 0 then
+    -- the window, read in this same atomic step: concurrent appends cannot trim it before it is read
+    local first = math.max(0, idx - k + 1)
+    local fields = {}
+    for i = first, idx do fields[#fields + 1] = tostring(i) end
+    return {1, idx, first, redis.call('HMGET', vt, unpack(fields)), redis.call('HMGET', va, unpack(fields))}
+  end
+  return {1, idx}
+end
 local owner = redis.call('HGET', meta, 'owner')
 if owner and owner ~= ARGV[1] then return {-1} end
-local uid = ARGV[2]
-if uid ~= '' then
-  local known = redis.call('HGET', ids, uid)
-  if known then
-    return {0, tonumber(known), redis.call('HGET', utt, known), redis.call('HGET', pred, known)}
+local uid, token = ARGV[2], ARGV[13]
+-- '#' never starts a client utterance_id (ID_PATTERN), so '#<token>' cannot collide with one
+local attempt = uid ~= '' and uid or ('#' .. token)
+local known = redis.call('HGET', ids, attempt)
+if known then
+  local m = redis.call('HGET', utt, known)
+  if m and cjson.decode(m)['token'] == token then return created(tonumber(known)) end
+  if uid ~= '' then
+    return {0, tonumber(known), m, redis.call('HGET', pred, known)}
   end
 end
 if not owner then
@@ -71,7 +100,7 @@ local idx = redis.call('HINCRBY', meta, 'next', 1) - 1
 local field = tostring(idx)
 redis.call('HSET', meta, 'updated_at', ARGV[11])
 redis.call('HSET', utt, field, ARGV[3])
-if uid ~= '' then redis.call('HSET', ids, uid, field) end
+redis.call('HSET', ids, attempt, field)
 if ARGV[6] == '1' then redis.call('HSET', vt, field, ARGV[4]) end
 if ARGV[7] == '1' then redis.call('HSET', va, field, ARGV[5]) end
 local old = idx - tonumber(ARGV[9])
@@ -83,22 +112,16 @@ old = idx - tonumber(ARGV[10])
 if old >= 0 then
   local m = redis.call('HGET', utt, tostring(old))
   if m then
-    local old_uid = cjson.decode(m)['utterance_id']
+    local dropped = cjson.decode(m)
+    local old_uid = dropped['utterance_id']
     if type(old_uid) == 'string' then redis.call('HDEL', ids, old_uid) end
+    redis.call('HDEL', ids, '#' .. dropped['token'])
   end
   redis.call('HDEL', utt, tostring(old))
   redis.call('HDEL', pred, tostring(old))
 end
 for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
-local k = tonumber(ARGV[12])
-if k > 0 then
-  -- the window, read in this same atomic step: concurrent appends cannot trim it before it is read
-  local first = math.max(0, idx - k + 1)
-  local fields = {}
-  for i = first, idx do fields[#fields + 1] = tostring(i) end
-  return {1, idx, first, redis.call('HMGET', vt, unpack(fields)), redis.call('HMGET', va, unpack(fields))}
-end
-return {1, idx}
+return created(idx)
 """
 
 # KEYS: meta ids utt pred vt va ; ARGV: index, token, prediction JSON, ttl_s
@@ -137,7 +160,13 @@ class RedisStore(ConversationStore):
         super().__init__(ttl_s=ttl_s, max_utterances=max_utterances, vectors_kept=vectors_kept)
         self.prefix = prefix
         self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+            # ConnectionError only: a timed-out command may have run, and a hanging Redis must be a
+            # prompt 503, not CONNECTION_RETRIES more timeouts
+            retry=Retry(NoBackoff(), CONNECTION_RETRIES, supported_errors=(RedisConnectionError,)),
         )
         self._append = self._redis.register_script(_APPEND)
         self._set_prediction = self._redis.register_script(_SET_PREDICTION)
@@ -190,13 +219,14 @@ class RedisStore(ConversationStore):
                     self.max_utterances,
                     repr(now),
                     context,
+                    meta.token,
                 ],
             )
             if int(reply[0]) == NOT_OWNER:
                 raise ConversationNotFound(key.conversation_id)
             if int(reply[0]) == 0:
                 return AppendResult(self._utterance(int(reply[1]), reply[2], reply[3]), created=False)
-            await self._mark_active(self._base(key), now)
+        await self._mark_active(self._base(key), now)
         window = None
         if context > 0:
             first = int(reply[2])
@@ -204,10 +234,14 @@ class RedisStore(ConversationStore):
         return AppendResult(StoredUtterance(int(reply[1]), meta), created=True, window=window)
 
     async def _mark_active(self, member: str, now: float) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._active, {member: now})
-            pipe.zremrangebyscore(self._active, "-inf", now - self.ttl_s)
-            await pipe.execute()
+        """Best effort: the utterance is stored, and a 503 now would tell the client it was not."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self._active, {member: now})
+                pipe.zremrangebyscore(self._active, "-inf", now - self.ttl_s)
+                await pipe.execute()
+        except RedisError as exc:  # the gauge undercounts until the conversation's next utterance
+            log.warning("redis error while marking a conversation active: %s", type(exc).__name__)
 
     @staticmethod
     def _utterance(index: int, meta: bytes, prediction: bytes | None) -> StoredUtterance:

@@ -45,7 +45,19 @@ class AudioTooLongError(AudioDecodeError):
 
 
 class AudioTooLargeError(AudioDecodeError):
-    """The encoded file has more bytes than the configured limit (map to 413)."""
+    """The encoded file has more bytes, or decodes to more samples, than the limits (map to 413)."""
+
+
+class AudioTooShortError(AudioDecodeError):
+    """The audio is shorter than the configured minimum: too little to score (map to 422)."""
+
+
+class AudioOutOfBoundsError(AudioDecodeError):
+    """A sample rate or channel count beyond the configured bounds (map to 422)."""
+
+
+_UNKNOWN_FRAMES = 2**63 - 1  # what libsndfile reports when the header does not state a length
+_BLOCK_FRAMES = 32_768  # decoded per step: memory is one block of every channel plus the mono result
 
 
 @dataclass(frozen=True)
@@ -60,13 +72,25 @@ class DecodedAudio:
         return len(self.waveform) / self.sample_rate
 
 
-def decode_audio(data: bytes, *, max_seconds: float, max_bytes: int) -> DecodedAudio:
+def decode_audio(
+    data: bytes,
+    *,
+    max_seconds: float,
+    max_bytes: int,
+    min_seconds: float = 0.0,
+    max_sample_rate: int | None = None,
+    max_channels: int | None = None,
+    max_samples: int | None = None,
+) -> DecodedAudio:
     """Decode an audio file held in memory into mono float32 at its own sample rate.
 
-    The byte limit is checked first, then the duration from the header (before any sample is
-    decoded); for formats whose header does not state a length, at most `max_seconds` worth of
-    frames (+1) are decoded before giving up. A WAV cut short inside its data chunk decodes to the
-    frames that arrived (libsndfile's behaviour); one cut inside its header is undecodable.
+    Everything the header states is checked before any sample is decoded: the byte limit, the sample
+    rate and channel bounds, the duration, and the decoded size (`max_samples`: frames x channels).
+    Then the file is decoded a block at a time and mixed to mono as it goes, counting, so a header
+    that says nothing (or lies) cannot make it hold more than the limits either: memory stays at one
+    block of all channels plus the mono result. A WAV cut short inside its data chunk decodes to the
+    frames that arrived (libsndfile's behaviour); one cut inside its header is undecodable. Audio
+    shorter than `min_seconds` is refused.
     """
     if len(data) == 0:
         raise EmptyAudioError("the audio is empty (0 bytes)")
@@ -75,14 +99,28 @@ def decode_audio(data: bytes, *, max_seconds: float, max_bytes: int) -> DecodedA
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             sample_rate, channels, frames, fmt = f.samplerate, f.channels, f.frames, f.format
+            if frames >= _UNKNOWN_FRAMES:  # a stream's header (FLAC total_samples 0): libsndfile
+                # cannot read such a file to its end from memory, so it is refused, not half read
+                raise UndecodableAudioError(f"the {fmt} header does not state the audio's length")
             if sample_rate <= 0 or channels <= 0:
                 raise UndecodableAudioError(f"the {fmt} header is invalid")
+            if max_sample_rate is not None and sample_rate > max_sample_rate:
+                raise AudioOutOfBoundsError(
+                    f"the audio's sample rate is {sample_rate} Hz, above the limit of {max_sample_rate} Hz"
+                )
+            if max_channels is not None and channels > max_channels:
+                raise AudioOutOfBoundsError(
+                    f"the audio has {channels} channels, more than the limit of {max_channels}"
+                )
             max_frames = int(max_seconds * sample_rate)
             if frames > max_frames:  # 0 when the header does not say
                 raise AudioTooLongError(
                     f"the audio lasts {frames / sample_rate:.2f} s, more than the limit of {max_seconds:g} s"
                 )
-            samples = f.read(frames=max_frames + 1, dtype="float32", always_2d=True)  # (S, C)
+            if max_samples is not None and frames * channels > max_samples:
+                raise AudioTooLargeError(_too_many_samples(sample_rate, channels, frames, max_samples))
+            sample_cap = max_frames if max_samples is None else min(max_frames, max_samples // channels)
+            waveform = _read_mono(f, channels, sample_cap + 1)
     except AudioDecodeError:
         raise
     except sf.LibsndfileError as exc:
@@ -90,15 +128,47 @@ def decode_audio(data: bytes, *, max_seconds: float, max_bytes: int) -> DecodedA
         raise UndecodableAudioError(f"the audio could not be decoded: {exc.error_string}") from exc
     except (RuntimeError, TypeError, ValueError) as exc:
         raise UndecodableAudioError("the audio could not be decoded") from exc
-    if len(samples) > max_frames:
+    if len(waveform) > max_frames:
         raise AudioTooLongError(f"the audio lasts more than the limit of {max_seconds:g} s")
-    if len(samples) == 0:
+    if len(waveform) > sample_cap:
+        assert max_samples is not None
+        raise AudioTooLargeError(_too_many_samples(sample_rate, channels, len(waveform), max_samples, "more"))
+    if len(waveform) == 0:
         raise EmptyAudioError("the audio holds no samples")
-    if not np.isfinite(samples).all():
-        raise NonFiniteAudioError("the audio holds NaN or infinite samples")
-    waveform = samples.mean(axis=1, dtype=np.float32) if channels > 1 else samples[:, 0]
-    logger.debug("decoded %s: %d Hz, %d channel(s), %d frames", fmt, sample_rate, channels, len(samples))
-    return DecodedAudio(waveform=np.ascontiguousarray(waveform, dtype=np.float32), sample_rate=sample_rate)
+    if len(waveform) < min_seconds * sample_rate:
+        raise AudioTooShortError(
+            f"the audio lasts {len(waveform) / sample_rate:.3f} s, less than the minimum of {min_seconds:g} s"
+        )
+    logger.debug("decoded %s: %d Hz, %d channel(s), %d frames", fmt, sample_rate, channels, len(waveform))
+    return DecodedAudio(waveform=waveform, sample_rate=sample_rate)
+
+
+def _too_many_samples(rate: int, channels: int, frames: int, limit: int, at_least: str = "") -> str:
+    return (
+        f"the audio decodes to {at_least + ' than ' if at_least else ''}{frames * channels} samples"
+        f" ({rate} Hz x {channels} channels x {frames} frames), more than the limit of {limit}"
+    )
+
+
+def _read_mono(f: sf.SoundFile, channels: int, max_frames: int) -> np.ndarray:
+    """At most `max_frames` frames of `f`, mixed to mono block by block: (S,) float32.
+
+    Raises `NonFiniteAudioError` at the first block holding NaN or infinity.
+    """
+    blocks: list[np.ndarray] = []
+    total = 0
+    while total < max_frames:
+        want = min(_BLOCK_FRAMES, max_frames - total)
+        block = f.read(frames=want, dtype="float32", always_2d=True)  # (B, C)
+        if len(block) == 0:
+            break
+        if not np.isfinite(block).all():
+            raise NonFiniteAudioError("the audio holds NaN or infinite samples")
+        blocks.append(block.mean(axis=1, dtype=np.float32) if channels > 1 else block[:, 0].copy())
+        total += len(block)
+    if not blocks:
+        return np.zeros(0, np.float32)
+    return np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
 
 
 def resample(wave: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:

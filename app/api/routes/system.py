@@ -7,8 +7,8 @@ import logging
 
 from fastapi import APIRouter, Response
 
-from app.deps import EngineDep, MetricsDep, ServicesDep
-from app.exceptions import ServiceNotReady, StoreUnavailable
+from app.deps import EngineDep, NamespaceDep, Services, ServicesDep
+from app.exceptions import ServiceNotReady, ShuttingDown, StoreUnavailable
 from app.schemas import HealthResponse, ModelRef, ModelResponse, Problem, ReadyResponse
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,12 @@ async def health() -> HealthResponse:
 @router.get(
     "/ready",
     response_model=ReadyResponse,
-    summary="Readiness: model loaded and warmed up, store reachable",
+    summary="Readiness: model loaded and warmed up, store reachable, not shutting down",
     responses={503: {"model": Problem, "content": {"application/problem+json": {}}}},
 )
 async def ready(services: ServicesDep) -> ReadyResponse:
+    if services.lifecycle.draining:  # first thing on SIGTERM: load balancers stop sending new requests
+        raise ShuttingDown("the service is shutting down")
     engine = services.engine
     if engine is None or not engine.ready:
         raise ServiceNotReady("the model is loading or warming up")
@@ -45,18 +47,37 @@ async def ready(services: ServicesDep) -> ReadyResponse:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics",
+    summary="Prometheus metrics (with API keys: a key is needed, and conversation counts are left out)",
     response_class=Response,
-    responses={200: {"content": {"text/plain; version=0.0.4": {}}}},
+    responses={
+        200: {"content": {"text/plain; version=0.0.4": {}}},
+        401: {"model": Problem, "content": {"application/problem+json": {}}},
+    },
 )
-async def metrics(services: ServicesDep, registry: MetricsDep) -> Response:
-    if services.store is not None:
+async def metrics(services: ServicesDep, _namespace: NamespaceDep) -> Response:
+    # With keys, any key may read the service's request and latency metrics, but not the number of
+    # conversations: that counts every tenant's. LPGNET_METRICS_PORT serves all of it to a scraper.
+    return await metrics_response(services, conversation_counts=not services.api_keys.enabled)
+
+
+async def metrics_response(services: Services, *, conversation_counts: bool) -> Response:
+    """The exposition, with the conversation gauges brought up to date when they are included."""
+    registry = services.metrics
+    if conversation_counts and services.store is not None:
         registry.evicted_conversations.set(services.store.evicted)
         with contextlib.suppress(StoreUnavailable):  # the gauge keeps its last value; /ready tells
             registry.active_conversations.set(await services.store.count_active())
-    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(
+        registry.render(conversation_counts=conversation_counts),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )
 
 
-@router.get("/model", response_model=ModelResponse, summary="The served model: labels, encoders, context")
-async def model_info(engine: EngineDep) -> ModelResponse:
+@router.get(
+    "/model",
+    response_model=ModelResponse,
+    summary="The served model: labels, encoders, context",
+    responses={401: {"model": Problem, "content": {"application/problem+json": {}}}},
+)
+async def model_info(engine: EngineDep, _namespace: NamespaceDep) -> ModelResponse:
     return ModelResponse.model_validate(engine.describe())
