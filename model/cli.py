@@ -70,6 +70,10 @@ def train(
         typer.Option(help="iemocap4 | iemocap6 | a,b,c (default: iemocap4 for IEMOCAP, else the file's)."),
     ] = None,
     labelled_only: Annotated[bool, typer.Option(help="Keep only labelled utterances as context.")] = False,
+    train_dialogues: Annotated[
+        list[str] | None,
+        typer.Option(help="CORPUS=N: train on the first N training dialogues of that corpus only."),
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0..N-1 + --seed-start).")] = 1,
     seed_start: Annotated[int, typer.Option(help="First seed.")] = 0,
     out: Annotated[
@@ -92,7 +96,7 @@ def train(
     """
     _setup_logging(verbose)
     from model.config import TrainConfig
-    from model.data import combine_corpora, default_iemocap_table, load_corpus
+    from model.data import combine_corpora, default_iemocap_table, first_train_dialogues, load_corpus
     from model.data import labelled_only as keep_labelled
     from model.encoders.base import Encoder
     from model.encoders.profiles import build_encoders
@@ -109,7 +113,9 @@ def train(
         if not p.exists():
             raise _fail(f"data not found: {p}")
     try:
+        limits = {k: int(v) for k, _, v in (t.partition("=") for t in train_dialogues or [])}
         corpora = [load_corpus(p, labels) for p in paths]
+        corpora = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in corpora]
         corpus = combine_corpora(corpora) if len(corpora) > 1 else corpora[0]
     except ValueError as exc:
         raise _fail(str(exc)) from exc
@@ -131,6 +137,7 @@ def train(
         "corpus": corpus.name,
         "label_set": corpus.label_set.name,
         "labelled_only": labelled_only,
+        "train_dialogues": list(train_dialogues or []),
         "split_rule": "IEMOCAP: test = session 5, valid = the 12 COSMIC validation dialogues of "
         "sessions 1-4; generic JSONL: its split field, else a hashed 10% of dialogues as validation",
     }

@@ -143,6 +143,18 @@ def combine_corpora(corpora: Sequence[Corpus]) -> Corpus:
     return Corpus("+".join(c.name for c in corpora), dialogues, first.label_set)
 
 
+def first_train_dialogues(corpus: Corpus, n: int) -> Corpus:
+    """Keep the first `n` training dialogues (file order, so reruns agree); other splits unchanged."""
+    kept, seen = [], 0
+    for d in corpus.dialogues:
+        if d.split == "train":
+            seen += 1
+            if seen > n:
+                continue
+        kept.append(d)
+    return replace(corpus, dialogues=kept)
+
+
 def labelled_only(corpus: Corpus) -> Corpus:
     """Keep only labelled utterances as context (the paper's setting); empty dialogues are dropped."""
     dialogues = [
@@ -363,6 +375,7 @@ __all__ = [
     "Utterance",
     "combine_corpora",
     "default_iemocap_table",
+    "first_train_dialogues",
     "get_label_set",
     "labelled_only",
     "load_corpus",

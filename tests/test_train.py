@@ -255,3 +255,41 @@ def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
         cfg.with_overrides(["model.hiden=32"])
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"optim": {"epochs": 3, "lr_typo": 1}})
+
+
+DAILYDIALOG = SHARED / "data" / "dailydialog" / "dailydialog.jsonl"
+
+
+@needs_table
+@pytest.mark.skipif(not DAILYDIALOG.exists(), reason=f"shared DailyDialog absent ({DAILYDIALOG})")
+def test_short_multi_corpus_run_beats_chance_on_both_corpora(tmp_path):
+    """IEMOCAP + a slice of DailyDialog, class-balanced per corpus, selected on both validations."""
+    from dataclasses import replace
+
+    from model.data import combine_corpora, first_train_dialogues, load_corpus
+
+    dd = first_train_dialogues(load_corpus(DAILYDIALOG, "iemocap4"), 400)
+    dd = replace(
+        dd, dialogues=[d for d in dd.dialogues if d.split == "train"] + dd.split("valid").dialogues[:200]
+    )
+    corpus = combine_corpora([read_iemocap_table(TABLE), dd])
+    assert corpus.labels == ["neutral", "happy", "sad", "angry"]
+    features = extract_features(
+        corpus,
+        {"text": HashedWords(), "audio": PrecomputedEncoder.prosody8()},
+        FeatureCache(tmp_path),
+        batch_size=512,
+    )
+    cfg = TrainConfig(
+        model=LPGNetConfig(hidden=32, context="causal"),
+        optim=OptimConfig(epochs=3, patience=3, batch_size=8, lr=3e-3),
+        augment=AugmentConfig(
+            class_weights=True, dialogue_modality_dropout=0.3, corpus_weights={"dailydialog": 0.5}
+        ),
+        select=SelectConfig(modalities=("iemocap/both", "dailydialog/text:unweighted_accuracy")),
+    )
+    run = train_one(features, cfg, seed=0)
+    assert run.valid["dailydialog/text"]["labelled_scored"]["total"] > 1000
+    assert run.valid["dailydialog/text"]["unweighted_accuracy"] > 0.32  # chance: 0.25 (83 % neutral)
+    assert run.test["iemocap/both"]["accuracy"] > 0.45  # chance 0.25, majority class 0.31
+    assert run.test["iemocap/both"]["n"] == 1241 and "dailydialog/both" not in run.test  # no DD test split
