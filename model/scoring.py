@@ -132,8 +132,8 @@ def evaluate_settings(
 ) -> dict[str, dict[str, Any]]:
     """`evaluate_model` under several modality settings, and per corpus where there are several.
 
-    Keys: "both", "text", "audio" (all corpora) and "<corpus>/<setting>" when features hold more
-    than one corpus.
+    Keys: "both", "text", "audio" (all corpora together) and "<corpus>/<setting>" for each named
+    corpus.
     """
     run = module_network(model)
     corpora = sorted({d.corpus for d in features.dialogues})
@@ -148,7 +148,7 @@ def evaluate_settings(
             protocol=protocol,
         )
         out[setting] = score(preds, features.labels)
-        if len(corpora) > 1:
+        if corpora != [""]:  # toy features name no corpus
             for c in corpora:
                 out[f"{c}/{setting}"] = score([p for p in preds if p.dialogue.corpus == c], features.labels)
     return out
