@@ -69,23 +69,45 @@ def _export(model: LPGNet, example: tuple[torch.Tensor, ...], dyn: dict[str, Any
     )
 
 
+# the libraries whose records an export floods the log with (pass-by-pass INFO, op notices)
+EXPORTER_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._export",
+    "torch._dynamo",
+    "torch.fx",
+    "onnxscript",
+    "onnx_ir",
+)
+
+
+class _ExporterChatter(logging.Filter):
+    """Drops the exporter libraries' records below ERROR; every other logger's pass untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.name.startswith(EXPORTER_LOGGERS)
+
+
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """Keep the dynamo exporter's chatter (hundreds of pass-by-pass INFO lines from onnxscript and
-    onnx_ir, notices about torchvision ops, deprecation warnings) out of the service's log.
+    """Keep the dynamo exporter's chatter out of the service's log while it runs (~10 s, once per
+    checkpoint, during start-up).
 
-    The exporter resets its libraries' logger levels itself, so records below ERROR are disabled
-    process-wide for the export's ~10 s; it runs once per checkpoint, during start-up. Errors still
-    log and raise.
+    The exporter resets its libraries' logger levels itself, so levels cannot do it: a filter on the
+    root logger's handlers drops those libraries' records below ERROR, and only theirs (the service's
+    own records, from any thread, still log). Errors still log and raise.
     """
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    chatter = _ExporterChatter()
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(chatter)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logging.disable(previous)
+        for h in handlers:
+            h.removeFilter(chatter)
 
 
 def check_graph_parity(model: LPGNet, path: str | Path, *, tol: float = 1e-3, seed: int = 0) -> float:
