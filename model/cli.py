@@ -64,10 +64,12 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Override one config field: table.field=value (repeatable)."),
     ] = None,
-    profile: Annotated[str, typer.Option(help="Encoder profile: offline | production | tiny.")] = "offline",
+    profile: Annotated[
+        str | None, typer.Option(help="Encoder profile: offline | production | tiny (default: the config's).")
+    ] = None,
     labels: Annotated[
         str | None,
-        typer.Option(help="iemocap4 | iemocap6 | a,b,c (default: iemocap4 for IEMOCAP, else the file's)."),
+        typer.Option(help="iemocap4 | iemocap6 | a,b,c (default: the config's, else each corpus's own)."),
     ] = None,
     labelled_only: Annotated[bool, typer.Option(help="Keep only labelled utterances as context.")] = False,
     train_dialogues: Annotated[
@@ -95,6 +97,8 @@ def train(
     The committed default weights: --config weights/lpgnet-offline-causal.toml.
     """
     _setup_logging(verbose)
+    from dataclasses import replace
+
     from model.config import TrainConfig
     from model.data import combine_corpora, default_iemocap_table, first_train_dialogues, load_corpus
     from model.data import labelled_only as keep_labelled
@@ -108,13 +112,29 @@ def train(
         cfg = cfg.with_overrides(list(overrides or []))
     except (OSError, ValueError, TypeError) as exc:
         raise _fail(f"training config: {exc}") from exc
-    paths = list(data or [default_iemocap_table()])
+    try:
+        cfg = replace(
+            cfg,
+            data=replace(
+                cfg.data,
+                paths=tuple(str(p) for p in data) if data else cfg.data.paths,
+                labels=labels if labels is not None else cfg.data.labels,
+                profile=profile or cfg.data.profile,
+                train_dialogues={k: int(v) for k, _, v in (t.partition("=") for t in train_dialogues)}
+                if train_dialogues
+                else cfg.data.train_dialogues,
+            ),
+        )
+    except ValueError as exc:
+        raise _fail(f"--train-dialogues: use CORPUS=N ({exc})") from exc
+    paths = [Path(p) for p in cfg.data.paths] or [default_iemocap_table()]
     for p in paths:
         if not p.exists():
             raise _fail(f"data not found: {p}")
+    profile = cfg.data.profile
     try:
-        limits = {k: int(v) for k, _, v in (t.partition("=") for t in train_dialogues or [])}
-        corpora = [load_corpus(p, labels) for p in paths]
+        limits = cfg.data.train_dialogues
+        corpora = [load_corpus(p, cfg.data.labels or None) for p in paths]
         corpora = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in corpora]
         corpus = combine_corpora(corpora) if len(corpora) > 1 else corpora[0]
     except ValueError as exc:
@@ -137,7 +157,7 @@ def train(
         "corpus": corpus.name,
         "label_set": corpus.label_set.name,
         "labelled_only": labelled_only,
-        "train_dialogues": list(train_dialogues or []),
+        "train_dialogues": dict(cfg.data.train_dialogues),
         "split_rule": "IEMOCAP: test = session 5, valid = the 12 COSMIC validation dialogues of "
         "sessions 1-4; generic JSONL: its split field, else a hashed 10% of dialogues as validation",
     }

@@ -5,6 +5,8 @@ repeating their fields; it is stored whole in every checkpoint (`training.train_
 a TOML file (`lpgnet train --config weights/<name>.toml`), whose tables mirror the fields:
 
     kind = "lpgnet"            # or "linear" / "gru" (baselines)
+    [data]                     # DataConfig: corpora, labels, encoder profile
+    paths = ["../shared/data/iemocap/utterances.jsonl"]
     [model]                    # LPGNetConfig; input dims and classes come from the data
     hidden = 128
     context = "causal"
@@ -33,6 +35,19 @@ from model.lpgnet import LPGNetConfig
 from model.serving import DEFAULT_WINDOW, MODALITY_SETTINGS, ServingContract
 
 ModelKind = Literal["lpgnet", "linear", "gru"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the run trains and selects on; `lpgnet train --data/--labels/--profile/--train-dialogues`
+    override it."""
+
+    paths: tuple[
+        str, ...
+    ] = ()  # corpora (IEMOCAP table/release, generic JSONL, RAVDESS folder); () = IEMOCAP
+    labels: str = ""  # class names or a named set ("iemocap4"); "" = each corpus's default
+    profile: str = "offline"  # encoder profile of the features
+    train_dialogues: dict[str, int] = field(default_factory=dict)  # corpus -> first N training dialogues
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,7 @@ class SelectConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     kind: ModelKind = "lpgnet"
+    data: DataConfig = field(default_factory=DataConfig)
     model: LPGNetConfig = field(default_factory=lambda: LPGNetConfig(hidden=128, context="causal"))
     loss: LossWeights = field(default_factory=lambda: LossWeights(label_smoothing=0.1))
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -91,6 +107,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["select"]["modalities"] = list(self.select.modalities)
+        d["data"]["paths"] = list(self.data.paths)
         return d
 
     @classmethod
@@ -147,6 +164,8 @@ def _build(kind: type, values: dict[str, Any], table: str) -> Any:
         raise ValueError(f"[{table}]: unknown keys {sorted(unknown)}")
     if kind is SelectConfig:
         values = {**values, "modalities": tuple(values["modalities"])}
+    if kind is DataConfig:
+        values = {**values, "paths": tuple(values["paths"])}
     return kind(**values)
 
 
@@ -174,4 +193,4 @@ def _toml_value(v: Any) -> str:
     return repr(v)
 
 
-__all__ = ["AugmentConfig", "ModelKind", "OptimConfig", "SelectConfig", "TrainConfig"]
+__all__ = ["AugmentConfig", "DataConfig", "ModelKind", "OptimConfig", "SelectConfig", "TrainConfig"]
