@@ -48,26 +48,23 @@ from model.losses import LossWeights, lpgnet_loss
 from model.lpgnet import LPGNet
 from model.metrics import HEADLINE, summarize_runs
 from model.scoring import evaluate_settings, selection_score, selection_settings
-from model.serving import MODALITY_SETTINGS, pad_windows
+from model.serving import MODALITY_SETTINGS, Padded, pad_windows
 
 BASELINE_LOSS = LossWeights(task=1.0, ce=0.0, kl=0.0)
 
 
 @dataclass
-class Batch:
-    text: torch.Tensor  # (B, U, Dt)
-    audio: torch.Tensor  # (B, U, Da)
-    text_mask: torch.Tensor  # (B, U) bool
-    audio_mask: torch.Tensor  # (B, U) bool
-    labels: torch.Tensor  # (B, U) long, -1 = unlabelled or padding
+class Batch(Padded):
+    """`pad_windows`' padded tensors (the service's padding) plus labels (B, U), -1 = none or padding."""
+
+    labels: torch.Tensor
 
 
 def collate(dialogues: Sequence[DialogueFeatures]) -> Batch:
-    """`pad_windows` (the service's padding) plus labels: padded utterances get label -1."""
     padded = pad_windows(dialogues)
     u = padded.text.shape[1]
     labels = torch.stack([nn.functional.pad(d.labels, (0, u - len(d)), value=-1) for d in dialogues])
-    return Batch(padded.text, padded.audio, padded.text_mask, padded.audio_mask, labels)
+    return Batch(*padded.tensors(), padded.lengths, labels)
 
 
 def build_model(cfg: TrainConfig, text_dim: int, audio_dim: int, num_classes: int) -> nn.Module:
