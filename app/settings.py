@@ -6,7 +6,6 @@ one from the environment. Ranges and cross-field rules are checked here, at star
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.checkpoint import DEFAULT_CHECKPOINT
 from model.encoders.precision import Precision
+from model.paths import cache_root
 
 MIN_API_KEY_CHARS = 16
 
@@ -279,7 +279,4 @@ class Settings(BaseSettings):
     @property
     def graph_cache(self) -> Path:
         """cache_dir, or the user's cache directory (XDG) when it is unset."""
-        if self.cache_dir is not None:
-            return self.cache_dir
-        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-        return (Path(xdg) if xdg else Path.home() / ".cache") / "lpgnet"
+        return self.cache_dir if self.cache_dir is not None else cache_root()

@@ -2,7 +2,7 @@
 
 The real BERT-base and emotion2vec-base weights cannot be downloaded here, and speed does not depend
 on the weights' values, so the bench writes random models of exactly the production shapes, once,
-into a cache directory (default `<repo>/.cache/bench-encoders`, git-ignored) and reuses them:
+into a cache directory (default `~/.cache/lpgnet/bench-encoders`, outside the checkout) and reuses them:
 
     bert-base-uncased/    `BertModel(BertConfig())` (12 layers, 768-d, 30522-token vocabulary) with
                           the bert-base-uncased WordPiece tokenizer bundled with all-MiniLM-L6-v2
@@ -27,11 +27,12 @@ import torch
 import yaml
 
 from model.encoders.tiny import write_once
+from model.paths import cache_root
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CACHE = REPO_ROOT / ".cache" / "bench-encoders"
+DEFAULT_CACHE = cache_root() / "bench-encoders"  # outside the checkout: ~800 MB
 SHARED_E2V_CONFIG = REPO_ROOT.parent / "shared" / "encoders" / "emotion2vec_base_config.yaml"
 TEXT_DIRNAME = "bert-base-uncased"
 AUDIO_DIRNAME = "emotion2vec-base"

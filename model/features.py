@@ -11,10 +11,10 @@ Per utterance and modality, in this order:
 2. otherwise the raw input (text string; audio path or waveform) goes through the encoder;
 3. otherwise the modality is missing for that utterance (mask False, vector zeros).
 
-The cache (default `<repo>/.cache/features`) is one SQLite file per encoder spec (name, version,
-dim) and precision (bf16 autocast vectors apart from fp32 ones), keyed by a SHA-256 of the input:
-the text string, the audio file's bytes, or a waveform's samples and rate. A second run over the same
-corpus encodes nothing.
+The cache (default `~/.cache/lpgnet/features`, `model.paths`) is one SQLite file per encoder spec
+(name, version, dim) and precision (bf16 autocast vectors apart from fp32 ones), keyed by a SHA-256
+of the input: the text string, the audio file's bytes, or a waveform's samples and rate. A second run
+over the same corpus encodes nothing.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from tqdm.auto import tqdm
 from model.data import Corpus, Utterance
 from model.encoders.base import Encoder, EncoderSpec
 from model.encoders.precomputed import PrecomputedEncoder
+from model.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("text", "audio")
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache" / "features"
+DEFAULT_CACHE_DIR = cache_root() / "features"
 MAX_AUDIO_SECONDS = 600.0  # corpus audio, not uploads: generous limits
 MAX_AUDIO_BYTES = 1 << 30
 
