@@ -42,7 +42,8 @@ def table(rows: list[tuple[str, dict[str, Any]]]) -> str:
         lines.append("|---|" + "---|" * (len(METRICS) + 1))
         for name, r in rows:
             m = (r.get(split) or {}).get(key)
-            n = next((x["test" if split == "test" else "valid"].get(key, {}).get("n") for x in r["runs"]), "–")
+            per_run = [(x.get(split) or {}).get(key, {}) for x in r["runs"]]
+            n = per_run[0].get("n", "–") if per_run else "–"
             lines.append(f"| {name} | " + " | ".join(cell(m, k) for _, k in METRICS) + f" | {n} |")
     return "\n".join(lines)
 
