@@ -1,8 +1,8 @@
 """`lpgnet bench --quick` runs end to end and writes its report (the figures themselves are not tested).
 
 The quick run is the real benchmark with few requests: production-size random encoders (written once
-under ~/.cache/lpgnet/bench-encoders, ~800 MB, outside the checkout), the naive baseline, the floor and the uvicorn service on
-loopback; about a minute on a quiet 2-core machine, a few under load.
+under ~/.cache/lpgnet/bench-encoders, ~800 MB, outside the checkout), the naive baseline, the floor
+and the uvicorn service on loopback; about a minute on a quiet 2-core machine, a few under load.
 """
 
 from __future__ import annotations
