@@ -2,10 +2,15 @@
 #   CPU (default):  docker build -t lpgnet-erc .
 #   GPU:            docker build --build-arg GPU=1 -t lpgnet-erc:gpu .   (CUDA torch + onnxruntime-gpu)
 # Where torch comes from (first match wins):
-#   a torch-*.whl in ./wheels          installed offline (see wheels/README.md)
+#   a torch-*.whl in ./wheels          installed from there (see wheels/README.md); its own small
+#                                      dependencies (sympy, networkx, ...) from ./wheels or PyPI
 #   --build-arg TORCH_INDEX_URL=URL    a package index of your choice (a mirror, a proxy)
 #   otherwise                          the PyTorch CPU index, or PyPI (the CUDA build) with GPU=1
-FROM python:3.11-slim
+# The base: any Debian-like image with Python 3.11+ whose `python` and `pip` install system-wide.
+# Without a registry, build one with scripts/debian_base.sh and pass
+#   --build-arg BASE_IMAGE=localhost/python:3.11-bookworm
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ARG GPU=0
 ARG TORCH_VERSION=2.13.0
@@ -21,10 +26,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# torch first, in its own layer; ./wheels is bind-mounted, so a local wheel never lands in a layer
+# torch first, in its own layer; ./wheels is bind-mounted, so a local wheel never lands in a layer.
+# Not --no-index: the torch wheel alone lacks its dependencies (filelock, sympy, ...), and the build
+# failed on them; a local version (2.13.0+cpu) sorts above the index's 2.13.0, so the local wheel wins.
 RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
     if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then \
-        pip install --no-index --find-links /tmp/wheels "torch==${TORCH_VERSION}"; \
+        pip install --find-links /tmp/wheels "torch==${TORCH_VERSION}"; \
     elif [ -n "$TORCH_INDEX_URL" ]; then \
         pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"; \
     elif [ "$GPU" = "1" ]; then \
