@@ -41,8 +41,15 @@ RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
     fi
 
 # the dependencies, from pyproject.toml alone, so code changes do not reinstall them
+# pyproject.toml extras to install as well, comma-separated. The image serves every built-in profile
+# without any; EXTRAS=egemaps serves a checkpoint trained on eGeMAPS audio features (openSMILE, which
+# brings pandas and pyarrow: ~280 MB). train and dev are for `make test`, not for the image.
+# Declared here, not above, so that changing it keeps the torch layer cached.
+ARG EXTRAS=""
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = [e for e in os.environ['EXTRAS'].split(',') if e]; \
+print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && if [ "$GPU" = "1" ]; then pip uninstall -y onnxruntime && pip install "onnxruntime-gpu>=1.18"; fi \
