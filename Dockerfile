@@ -2,10 +2,15 @@
 #   CPU (default):  docker build -t lpgnet-erc .
 #   GPU:            docker build --build-arg GPU=1 -t lpgnet-erc:gpu .   (CUDA torch + onnxruntime-gpu)
 # Where torch comes from (first match wins):
-#   a torch-*.whl in ./wheels          installed offline (see wheels/README.md)
+#   a torch-*.whl in ./wheels          installed from there (see wheels/README.md); its own small
+#                                      dependencies (sympy, networkx, ...) from ./wheels or PyPI
 #   --build-arg TORCH_INDEX_URL=URL    a package index of your choice (a mirror, a proxy)
 #   otherwise                          the PyTorch CPU index, or PyPI (the CUDA build) with GPU=1
-FROM python:3.11-slim
+# The base: any Debian-like image with Python 3.11+ whose `python` and `pip` install system-wide.
+# Without a registry, build one with scripts/debian_base.sh and pass
+#   --build-arg BASE_IMAGE=localhost/python:3.11-bookworm
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ARG GPU=0
 ARG TORCH_VERSION=2.13.0
@@ -21,10 +26,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# torch first, in its own layer; ./wheels is bind-mounted, so a local wheel never lands in a layer
+# torch first, in its own layer; ./wheels is bind-mounted, so a local wheel never lands in a layer.
+# Not --no-index: the torch wheel alone lacks its dependencies (filelock, sympy, ...), and the build
+# failed on them; a local version (2.13.0+cpu) sorts above the index's 2.13.0, so the local wheel wins.
 RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
     if ls /tmp/wheels/torch-*.whl >/dev/null 2>&1; then \
-        pip install --no-index --find-links /tmp/wheels "torch==${TORCH_VERSION}"; \
+        pip install --find-links /tmp/wheels "torch==${TORCH_VERSION}"; \
     elif [ -n "$TORCH_INDEX_URL" ]; then \
         pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"; \
     elif [ "$GPU" = "1" ]; then \
@@ -34,8 +41,15 @@ RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
     fi
 
 # the dependencies, from pyproject.toml alone, so code changes do not reinstall them
+# pyproject.toml extras to install as well, comma-separated. The image serves every built-in profile
+# without any; EXTRAS=egemaps serves a checkpoint trained on eGeMAPS audio features (openSMILE, which
+# brings pandas and pyarrow: ~270 MB). train and dev are for `make test`, not for the image.
+# Declared here, not above, so that changing it keeps the torch layer cached.
+ARG EXTRAS=""
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = [e for e in os.environ['EXTRAS'].split(',') if e]; \
+print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && if [ "$GPU" = "1" ]; then pip uninstall -y onnxruntime && pip install "onnxruntime-gpu>=1.18"; fi \

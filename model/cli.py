@@ -6,6 +6,7 @@ runs it alone. Progress goes to stderr; `evaluate --json` prints exactly one JSO
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import shutil
@@ -97,6 +98,9 @@ def train(
     The committed default weights: --config weights/lpgnet-offline-causal.toml.
     """
     _setup_logging(verbose)
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        # before hours of training, not after: the figures are the run's last step
+        raise _fail("the figures need matplotlib: pip install 'lpgnet-erc[train]', or pass --no-plots")
     from dataclasses import replace
 
     from model.config import TrainConfig

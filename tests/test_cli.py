@@ -147,6 +147,21 @@ def test_evaluate_fails_clearly_on_a_missing_checkpoint(tmp_path):
     assert result.exit_code == 2 and "checkpoint not found" in result.output
 
 
+def test_train_without_matplotlib_fails_at_once_and_names_the_extra(tmp_path, monkeypatch):
+    # the image installs no [train] extra: the figures must not fail a run after its training
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    def find_spec(name, *args):
+        return None if name == "matplotlib" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    data = write_corpus(tmp_path / "c.jsonl")
+    result = CliRunner().invoke(cli, ["train", "--data", str(data), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "lpgnet-erc[train]" in result.output and "--no-plots" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_params_prints_the_paper_size_count(trained):
     _, ckpt, _ = trained
     result = CliRunner().invoke(cli, ["params", "--checkpoint", str(ckpt), "--json"])

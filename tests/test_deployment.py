@@ -1,4 +1,4 @@
-"""The deployment files: docker-compose.yml, Dockerfile, Makefile (read, not run: no container engine)."""
+"""The deployment files: docker-compose.yml, Dockerfile, Makefile, pyproject.toml (read, not run)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,41 @@ def test_make_uses_a_project_virtualenv() -> None:
         recipe = re.search(rf"^{target}: install\n\t(.+)$", makefile, flags=re.M)
         assert recipe and recipe.group(1).startswith(("$(VENV)/bin/", "$(PY) ")), target
     assert (REPO / ".ci" / "run").read_text().rstrip().endswith("make test")
+
+
+def test_dockerfile_base_image_is_a_build_argument_defaulting_to_the_official_python() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", dockerfile, flags=re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", dockerfile, flags=re.M)
+    assert (REPO / "scripts" / "debian_base.sh").is_file()  # the local stand-in the README documents
+
+
+# packages the service never imports, and the only modules allowed to import them
+OPTIONAL_IMPORTS = {
+    "matplotlib": ("model/plots.py",),  # training figures, [train]
+    "sklearn": (),  # tests only, [dev]
+    "opensmile": ("model/encoders/egemaps.py",),  # an encoder no built-in profile uses, [egemaps]
+}
+
+
+def test_the_image_dependency_set_leaves_out_training_and_test_only_packages() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[<>=!\[; ]", r)[0].lower() for r in project["dependencies"]}
+    assert not runtime & {"matplotlib", "scikit-learn", "opensmile"}, runtime
+    extras = project["optional-dependencies"]
+    assert any(r.startswith("matplotlib") for r in extras["train"])
+    assert any(r.startswith("opensmile") for r in extras["egemaps"])
+    # `make test` installs .[dev]: it must still get all of them
+    assert "lpgnet-erc[train,egemaps]" in extras["dev"]
+    assert any(r.startswith("scikit-learn") for r in extras["dev"])
+
+
+def test_service_code_imports_optional_packages_only_where_allowed() -> None:
+    for folder in ("app", "model", "bench"):
+        for path in (REPO / folder).rglob("*.py"):
+            source = path.read_text()
+            for module, allowed in OPTIONAL_IMPORTS.items():
+                if re.search(rf"^\s*(import|from) {module}\b", source, flags=re.M):
+                    assert str(path.relative_to(REPO)) in allowed, f"{path} imports {module}"

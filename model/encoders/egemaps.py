@@ -30,7 +30,14 @@ class EGeMAPSEncoder:
     sample_rate: int | None = SAMPLE_RATE
 
     def __init__(self) -> None:
-        import opensmile
+        try:
+            import opensmile
+        except ModuleNotFoundError as exc:  # an optional extra: say how to get it, not just the module
+            raise ModuleNotFoundError(
+                "the eGeMAPS encoder needs openSMILE: pip install 'lpgnet-erc[egemaps]' "
+                "(in the image: --build-arg EXTRAS=egemaps)",
+                name="opensmile",
+            ) from exc
 
         self._smile = opensmile.Smile(
             feature_set=opensmile.FeatureSet.eGeMAPSv02,
