@@ -24,7 +24,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,13 +32,14 @@ import torch
 from app.batching import MicroBatcher
 from app.exceptions import ContextUnavailable, UnsupportedModality, UtteranceConflict, UtteranceInProgress
 from app.metrics import STAGES, Metrics
+from app.runtime import load_runtime
 from app.settings import Settings
 from app.store import ConversationKey, ConversationStore
 from app.store.base import ContextRow, JSONDict, NewUtterance, StoredUtterance, UtteranceMeta
-from model.checkpoint import Checkpoint, load_checkpoint
+from model.checkpoint import Checkpoint
 from model.encoders.audio import EmptyAudioError, decode_audio, resample
-from model.encoders.base import Encoder, EncoderMismatchError, check_encoders_match
-from model.encoders.devices import count_available_cpus, resolve_device
+from model.encoders.base import Encoder
+from model.encoders.devices import count_available_cpus
 from model.serving import ArrayWindow, Network, last_row_probabilities
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ _POLL_S = 0.025
 # Tokens of attempts that stored an utterance here and then failed (a 503 after the append): their
 # retries are scored at once instead of waiting for an answer that will not come. Bounded, oldest out.
 _FAILED_ATTEMPTS_KEPT = 4096
-
-
-class StartupError(RuntimeError):
-    """The engine cannot serve with this configuration; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -149,51 +145,17 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings, store: ConversationStore, metrics: Metrics) -> Engine:
-        """Load checkpoint, encoders and network (blocking: call it in a thread)."""
-        path = Path(settings.checkpoint)
-        if not path.is_file():
-            raise StartupError(f"LPGNET_CHECKPOINT: no checkpoint file at {path}")
-        device = resolve_device(settings.device)
-        checkpoint = load_checkpoint(path)
-        profile = settings.profile or checkpoint.profile
-        encoders = build_profile_encoders(settings, profile, needed=set(checkpoint.encoders))
-        try:
-            check_encoders_match(checkpoint.encoders, {m: e.spec for m, e in encoders.items()})
-        except EncoderMismatchError as exc:
-            raise StartupError(
-                f"checkpoint {path.name} does not match the encoders of profile {profile!r}: {exc}"
-            ) from exc
-        if checkpoint.context != "causal":
-            log.warning("checkpoint context is %r; served over past utterances only", checkpoint.context)
-        if settings.context_window != checkpoint.serving.window:
-            log.warning(
-                "LPGNET_CONTEXT_WINDOW=%d but %s was selected and evaluated with K=%d: answers differ from "
-                "`lpgnet evaluate` unless it is run with --window %d",
-                settings.context_window,
-                checkpoint.name,
-                checkpoint.serving.window,
-                settings.context_window,
-            )
-        network, backend = build_network(settings, checkpoint, device)
-        log.info(
-            "engine: %s %s, labels %s, profile %s, LPGNet on %s (%s), K=%d",
-            checkpoint.name,
-            checkpoint.version,
-            checkpoint.labels,
-            profile,
-            backend,
-            device,
-            settings.context_window,
-        )
+        """Load the checkpoint's runtime (`app.runtime.load_runtime`; blocking: call it in a thread)."""
+        runtime = load_runtime(settings)
         return cls(
-            checkpoint=checkpoint,
-            encoders=encoders,
-            network=network,
+            checkpoint=runtime.checkpoint,
+            encoders=runtime.encoders,
+            network=runtime.network,
             store=store,
             settings=settings,
             metrics=metrics,
-            device=str(device),
-            backend=backend,
+            device=str(runtime.device),
+            backend=runtime.backend,
         )
 
     def start(self) -> None:
@@ -484,116 +446,6 @@ class Engine:
                 for m, e in sorted(self.encoders.items())
             },
         }
-
-
-def build_profile_encoders(settings: Settings, profile: str, needed: set[str]) -> dict[str, Encoder]:
-    """The profile's encoders for the modalities the checkpoint uses, with local-directory overrides.
-
-    With an exported bundle (`lpgnet export`) named by LPGNET_ONNX_MODEL (backend onnx or auto), the
-    encoders come from its graphs
-    (onnxruntime; native for numpy features); their specs are checked against the checkpoint like any.
-    """
-    bundle = onnx_bundle(settings)
-    if bundle is not None:
-        from model.export import load_bundle_encoders
-
-        served = load_bundle_encoders(bundle, device=settings.device, intra_op_threads=settings.onnx_threads)
-        return {m: e for m, e in served.items() if m in needed}
-    from model.encoders.profiles import build_encoders  # heavy: transformers, funasr
-
-    overrides: dict[str, Any] = {}
-    if settings.text_model is not None:
-        overrides["text_model"] = str(settings.text_model)
-    if settings.audio_model is not None:
-        overrides["audio_model"] = str(settings.audio_model)
-    if settings.tiny_dir is not None:
-        overrides["tiny_dir"] = settings.tiny_dir
-    try:
-        built = build_encoders(
-            profile, device=settings.device, precision=settings.encoder_precision, **overrides
-        )
-    except (KeyError, ValueError) as exc:
-        raise StartupError(f"cannot build the encoders of profile {profile!r}: {exc}") from exc
-    return {m: e for m, e in built.items() if m in needed}
-
-
-def onnx_bundle(settings: Settings) -> Path | None:
-    """The `lpgnet export` directory to serve from, when LPGNET_ONNX_MODEL names one (backend not torch)."""
-    from model.export import MANIFEST
-
-    path = settings.onnx_model
-    if settings.backend == "torch" or path is None or not (Path(path) / MANIFEST).is_file():
-        return None
-    return Path(path)
-
-
-def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> tuple[Network, str]:
-    """The LPGNet runtime and its name ("torch" or "onnx").
-
-    torch: the checkpoint's module. onnx: its graph in onnxruntime (a bundle's, LPGNET_ONNX_MODEL, or
-    the .onnx beside the checkpoint). auto, on CPU: the graph LPGNET_ONNX_MODEL names, else one
-    exported from the checkpoint into the cache once (LPGNet 1.8 vs 3-11 ms at 64 utterances on 2
-    cores); PyTorch when exporting fails, and on CUDA. Every graph is checked against the checkpoint's
-    module on a random batch before it serves; a named graph that fails is a start-up error.
-    """
-    auto = settings.backend == "auto"
-    if settings.backend == "torch" or (auto and device.type != "cpu"):
-        return _torch_network(checkpoint, device), "torch"
-    from model.export import OnnxLPGNet, check_graph_parity, export_lpgnet_cached
-
-    path = _named_graph(settings)
-    if path is None:  # auto without a graph of its own: export the checkpoint once
-        try:
-            path = export_lpgnet_cached(checkpoint.model, settings.graph_cache)
-            try:
-                check_graph_parity(checkpoint.model, path)
-            except ValueError as exc:  # the file changed since it was written (its name is its content)
-                log.warning("re-exporting %s: %s", path.name, exc)
-                path = export_lpgnet_cached(checkpoint.model, settings.graph_cache, refresh=True)
-        except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: serve PyTorch
-            log.warning("LPGNet stays in PyTorch: no usable ONNX graph in %s: %s", settings.graph_cache, exc)
-            return _torch_network(checkpoint, device), "torch"
-    elif not path.is_file():
-        raise StartupError(
-            f"no ONNX graph at {path}; write one with `lpgnet export --out DIR` and set LPGNET_ONNX_MODEL=DIR"
-        )
-    else:
-        try:
-            check_graph_parity(checkpoint.model, path)
-        except Exception as exc:
-            raise StartupError(f"the ONNX graph {path} does not serve {checkpoint.name}: {exc}") from exc
-    # one intra-op thread per model thread on CPU, like torch (LPGNET_ONNX_THREADS overrides)
-    threads = settings.onnx_threads or (settings.torch_threads or 1 if device.type == "cpu" else None)
-    runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=threads)
-    return (lambda t, a, tm, am: runner(t, a, tm, am).logits), "onnx"
-
-
-def _named_graph(settings: Settings) -> Path | None:
-    """The LPGNet graph the settings name: a bundle's or LPGNET_ONNX_MODEL's; for backend=onnx
-    without one, <checkpoint>.onnx. None: auto with nothing named (the cache decides)."""
-    from model.export import LPGNET_GRAPH
-
-    bundle = onnx_bundle(settings)
-    if bundle is not None:
-        return bundle / LPGNET_GRAPH
-    if settings.onnx_model is not None:
-        return Path(settings.onnx_model)
-    if settings.backend == "onnx":
-        return Path(settings.checkpoint).with_suffix(".onnx")
-    return None
-
-
-def _torch_network(checkpoint: Checkpoint, device: torch.device) -> Network:
-    module = checkpoint.model.to(device).eval()
-
-    @torch.inference_mode()
-    def run(
-        text: torch.Tensor, audio: torch.Tensor, text_mask: torch.Tensor, audio_mask: torch.Tensor
-    ) -> torch.Tensor:
-        out = module(text.to(device), audio.to(device), text_mask.to(device), audio_mask.to(device))
-        return out.logits.float().cpu()
-
-    return run
 
 
 def _tone_wav(seconds: float, sample_rate: int = 16_000) -> bytes:

@@ -161,8 +161,9 @@ def _settings(values: dict[str, Any]) -> Any:
 
 async def load_engine(served: Served, opts: BenchOptions) -> Any:
     """`Engine.load` + start + warm-up, exactly as the app's lifespan does it."""
-    from app.engine import Engine, StartupError
+    from app.engine import Engine
     from app.metrics import Metrics
+    from app.runtime import StartupError
     from app.store import build_store
 
     values = service_settings(served, opts)

@@ -15,9 +15,10 @@ import pytest
 import pytest_asyncio
 import torch
 
-from app.engine import Engine, StartupError, UtteranceRequest, build_network
+from app.engine import Engine, UtteranceRequest
 from app.exceptions import UnsupportedModality, UtteranceConflict, UtteranceInProgress
 from app.metrics import Metrics
+from app.runtime import StartupError, build_network
 from app.settings import Settings
 from app.store import ConversationKey, MemoryStore
 from app.store.base import ContextRow, NewUtterance, UtteranceMeta
