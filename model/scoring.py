@@ -103,24 +103,6 @@ def score(predictions: Sequence[DialoguePrediction], labels: Sequence[str]) -> d
     return metrics
 
 
-def evaluate_model(
-    model: Network | torch.nn.Module,
-    features: FeatureSet,
-    *,
-    contract: ServingContract,
-    causal: bool,
-    modalities: Modalities = "both",
-    protocol: Protocol = "served",
-) -> dict[str, Any]:
-    """All metrics of `model.metrics` on the labelled utterances of `features`, as served."""
-    preds = predict_dialogues(
-        model, features.dialogues, contract=contract, causal=causal, modalities=modalities, protocol=protocol
-    )
-    m = score(preds, features.labels)
-    m.update({"modalities": modalities, "protocol": protocol, "window": contract.window})
-    return m
-
-
 def evaluate_settings(
     model: torch.nn.Module,
     features: FeatureSet,
@@ -130,7 +112,7 @@ def evaluate_settings(
     settings: Sequence[str] = MODALITY_SETTINGS,
     protocol: Protocol = "served",
 ) -> dict[str, dict[str, Any]]:
-    """`evaluate_model` under several modality settings, and per corpus where there are several.
+    """`score` of `predict_dialogues` under several modality settings, and per named corpus.
 
     Keys: "both", "text", "audio" (all corpora together) and "<corpus>/<setting>" for each named
     corpus.
@@ -188,7 +170,6 @@ def selection_score(
 
 __all__ = [
     "DialoguePrediction",
-    "evaluate_model",
     "evaluate_settings",
     "predict_dialogues",
     "score",
