@@ -14,16 +14,12 @@ Nothing here runs model code on the event loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import logging
 import time
 import uuid
-import wave
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,8 +32,8 @@ from app.runtime import load_runtime
 from app.settings import Settings
 from app.store import ConversationKey, ConversationStore
 from app.store.base import ContextRow, JSONDict, NewUtterance, StoredUtterance, UtteranceMeta
+from app.utterances import ScoredUtterance, UtteranceRequest, decode_upload, tone_wav
 from model.checkpoint import Checkpoint
-from model.encoders.audio import EmptyAudioError, decode_audio, resample
 from model.encoders.base import Encoder
 from model.encoders.devices import count_available_cpus
 from model.serving import ArrayWindow, Network, last_row_probabilities
@@ -49,34 +45,6 @@ _POLL_S = 0.025
 # Tokens of attempts that stored an utterance here and then failed (a 503 after the append): their
 # retries are scored at once instead of waiting for an answer that will not come. Bounded, oldest out.
 _FAILED_ATTEMPTS_KEPT = 4096
-
-
-@dataclass(frozen=True)
-class UtteranceRequest:
-    key: ConversationKey
-    transcript: str | None = None
-    audio: bytes | None = None  # an encoded audio file, as uploaded
-    utterance_id: str | None = None
-    speaker: str | None = None
-
-    def content_hash(self) -> str:
-        """What makes two attempts "the same utterance": transcript, audio bytes and speaker."""
-        h = hashlib.sha256()
-        for part in (self.transcript, self.audio, self.speaker):
-            raw = b"" if part is None else part if isinstance(part, bytes) else part.encode()
-            h.update(b"-" if part is None else b"+")
-            h.update(len(raw).to_bytes(8, "little"))
-            h.update(raw)
-        return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class ScoredUtterance:
-    index: int
-    utterance_id: str | None
-    # emotion, probabilities, modalities, transcript_truncated, context_size, model, timings_ms
-    prediction: JSONDict
-    replayed: bool = False  # True: the stored answer of an earlier attempt
 
 
 def _ms(since: float) -> float:
@@ -187,7 +155,7 @@ class Engine:
         if self._text is not None:
             await self._text.submit("Warming up.")
         if self._audio is not None:
-            waveform = await self._decode(_tone_wav(seconds=1.0))
+            waveform = await self._decode(tone_wav(seconds=1.0))
             # as many clips as workers, so every worker thread has run once before the first burst
             await asyncio.gather(*(self._audio.submit(waveform) for _ in range(max(1, self.audio_workers))))
         cfg = self.checkpoint.config
@@ -366,25 +334,9 @@ class Engine:
     async def _decode(self, data: bytes) -> np.ndarray:
         encoder = self.encoders["audio"]
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decode_pool, self._decode_blocking, data, encoder.sample_rate)
-
-    def _decode_blocking(self, data: bytes, sample_rate: int | None) -> np.ndarray:
-        settings = self.settings
-        decoded = decode_audio(
-            data,
-            max_seconds=settings.max_audio_seconds,
-            max_bytes=settings.max_request_bytes,
-            min_seconds=settings.min_audio_seconds,
-            max_sample_rate=settings.max_audio_sample_rate,
-            max_channels=settings.max_audio_channels,
-            max_samples=settings.max_audio_samples,
+        return await loop.run_in_executor(
+            self._decode_pool, decode_upload, data, self.settings, encoder.sample_rate
         )
-        if sample_rate is None:
-            return decoded.waveform
-        waveform = resample(decoded.waveform, decoded.sample_rate, sample_rate)
-        if len(waveform) == 0:  # one frame at 48 kHz is none at 16 kHz: the encoder would fail
-            raise EmptyAudioError("the audio is too short to hold a single sample at the model's rate")
-        return waveform
 
     # ---- batch functions (run in the batchers' threads) --------------------------------------------
 
@@ -446,16 +398,3 @@ class Engine:
                 for m, e in sorted(self.encoders.items())
             },
         }
-
-
-def _tone_wav(seconds: float, sample_rate: int = 16_000) -> bytes:
-    """A quiet 220 Hz tone as a 16-bit WAV file, for warming up the decode path."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    samples = (0.05 * np.sin(2 * np.pi * 220.0 * t) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(samples.tobytes())
-    return buf.getvalue()

@@ -132,8 +132,8 @@ class InProcessMode:
         self.timings: list[dict[str, float]] = []  # the engine's own stage timings, per request
 
     async def request(self, conversation_id: str, clip: Clip) -> float:
-        from app.engine import UtteranceRequest
         from app.store import ConversationKey
+        from app.utterances import UtteranceRequest
 
         request = UtteranceRequest(
             key=ConversationKey(self.namespace, conversation_id), transcript=clip.transcript, audio=clip.data

@@ -147,8 +147,8 @@ async def prefill(engine: Any, key: Any, count: int, *, seed: int = 0) -> None:
 
 async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, Any]:
     """Store + LPGNet per request at K=64 context: text-only requests into a 64-utterance conversation."""
-    from app.engine import UtteranceRequest
     from app.store import ConversationKey
+    from app.utterances import UtteranceRequest
 
     key = ConversationKey("", f"overhead-{uuid.uuid4().hex[:6]}")
     await prefill(engine, key, CONTEXT_WINDOW)

@@ -15,13 +15,14 @@ import pytest
 import pytest_asyncio
 import torch
 
-from app.engine import Engine, UtteranceRequest
+from app.engine import Engine
 from app.exceptions import UnsupportedModality, UtteranceConflict, UtteranceInProgress
 from app.metrics import Metrics
 from app.runtime import StartupError, build_network
 from app.settings import Settings
 from app.store import ConversationKey, MemoryStore
 from app.store.base import ContextRow, NewUtterance, UtteranceMeta
+from app.utterances import UtteranceRequest
 from model.checkpoint import Checkpoint
 from model.encoders.audio import AudioTooLongError
 from model.encoders.base import EncoderSpec

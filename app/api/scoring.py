@@ -11,10 +11,11 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.engine import Engine, UtteranceRequest
+from app.engine import Engine
 from app.schemas import UtteranceForm, UtteranceJSON, UtteranceResponse
 from app.store import ConversationKey
 from app.uploads import check_wav_complete
+from app.utterances import UtteranceRequest
 
 
 @dataclass(frozen=True)
