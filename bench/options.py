@@ -15,7 +15,7 @@ from model.encoders.precision import Precision
 
 DEFAULT_OUT = REPO_ROOT / ".cache" / "bench" / "report.json"
 CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")
-DEFAULT_HIDDEN = 128  # D that `lpgnet train` gives a checkpoint by default (model.train.TrainConfig)
+DEFAULT_HIDDEN = 128  # D that `lpgnet train` gives a checkpoint by default (model.config.TrainConfig)
 Backend = Literal["auto", "torch", "onnx"]  # onnx: the `lpgnet export` bundle (encoders too)
 RunKind = Literal["smoke", "quick", "full"]
 

@@ -73,7 +73,7 @@ def predict_dialogues(
     for i, d in enumerate(dialogues):
         p = probs[i]
         if p is None and len(views[i].kept):  # a window that slides: the engine's one window per answer
-            p, _ = predict_served(run, d, contract, causal=causal, modalities=modalities)
+            p, _ = predict_served(run, d, contract, causal=causal, modalities=modalities, view=views[i])
         out.append(DialoguePrediction(d, views[i].kept, p if p is not None else torch.zeros(0, 0)))
     return out
 

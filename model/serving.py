@@ -148,14 +148,16 @@ def predict_served(
     causal: bool,
     modalities: Modalities = "both",
     max_batch: int = 64,
+    view: ServedView | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities (U', C) the service answers for every utterance it would be sent, and their
     positions (U',) in `dialogue`.
 
     Utterance i is scored from the window (i-K, i] of the sent utterances, last row. A causal network
     gives the first K answers from one pass over the first K utterances (row i sees rows <= i only).
+    `view`: the dialogue's `served_view` under these modalities, when the caller has it already.
     """
-    view = served_view(dialogue, modalities, contract.storage)
+    view = view or served_view(dialogue, modalities, contract.storage)
     w, k = view.window, contract.window
     n = len(w.text_mask)
     if n == 0:
