@@ -28,6 +28,7 @@ import torch
 from app.batching import MicroBatcher
 from app.exceptions import ContextUnavailable, UnsupportedModality, UtteranceConflict, UtteranceInProgress
 from app.metrics import STAGES, Metrics
+from app.predictions import Prediction
 from app.runtime import load_runtime
 from app.settings import Settings
 from app.store import ConversationKey, ConversationStore
@@ -268,25 +269,24 @@ class Engine:
         t = time.perf_counter()
         probabilities: np.ndarray = await self._model.submit(rows)
         timings["model"] = _ms(t)
-        prediction: JSONDict = {
-            "emotion": self.labels[int(probabilities.argmax())],
-            "probabilities": {label: float(p) for label, p in zip(self.labels, probabilities, strict=True)},
-            "modalities": list(utterance.meta.modalities),
-            "transcript_truncated": utterance.meta.transcript_truncated,
-            "context_size": len(rows),
-            "model": {"name": self.checkpoint.name, "version": self.checkpoint.version},
-            "timings_ms": timings,
-        }
         # The answer is final before it is stored, so a retry gets exactly these bytes back; the
         # last write is thus not in the timings.
         timings["total"] = _ms(started)
+        prediction = Prediction.from_probabilities(
+            probabilities,
+            self.checkpoint,
+            modalities=utterance.meta.modalities,
+            transcript_truncated=utterance.meta.transcript_truncated,
+            context_size=len(rows),
+            timings_ms=timings,
+        )
         if not await self.store.set_prediction(key, utterance.index, utterance.meta.token, prediction):
             # another attempt at this utterance stored its answer first: that one is the answer
             current = await self.store.get(key, utterance.index)
             if current is not None and current.meta.token == utterance.meta.token and current.prediction:
                 return ScoredUtterance(utterance.index, utterance.meta.utterance_id, current.prediction, True)
         self.metrics.observe_stages(timings)
-        self.metrics.predictions.labels(prediction["emotion"]).inc()
+        self.metrics.predictions.labels(prediction.emotion).inc()
         return ScoredUtterance(utterance.index, utterance.meta.utterance_id, prediction)
 
     async def _replay(

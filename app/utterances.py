@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.predictions import Prediction
 from app.settings import Settings
 from app.store import ConversationKey
-from app.store.base import JSONDict
 from model.encoders.audio import EmptyAudioError, decode_audio, resample
 
 
@@ -44,8 +44,7 @@ class UtteranceRequest:
 class ScoredUtterance:
     index: int
     utterance_id: str | None
-    # emotion, probabilities, modalities, transcript_truncated, context_size, model, timings_ms
-    prediction: JSONDict
+    prediction: Prediction
     replayed: bool = False  # True: the stored answer of an earlier attempt
 
 

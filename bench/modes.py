@@ -141,7 +141,7 @@ class InProcessMode:
         started = time.perf_counter()
         scored = await self.engine.submit(request)
         latency = _ms(started)
-        self.timings.append(dict(scored.prediction.get("timings_ms", {})))
+        self.timings.append(dict(scored.prediction.timings_ms))
         return latency
 
     async def batch_counts(self) -> dict[str, tuple[float, float]]:

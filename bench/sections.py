@@ -155,8 +155,8 @@ async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, 
     store_ms, model_ms, overhead_ms, contexts = [], [], [], set()
     for i in range(plan.warmup + plan.overhead):
         scored = await engine.submit(UtteranceRequest(key=key, transcript=clips[i % len(clips)].transcript))
-        timings = scored.prediction["timings_ms"]
-        contexts.add(scored.prediction["context_size"])
+        timings = scored.prediction.timings_ms
+        contexts.add(scored.prediction.context_size)
         if i >= plan.warmup:
             store_ms.append(timings["store"])
             model_ms.append(timings["model"])

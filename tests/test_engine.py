@@ -125,9 +125,9 @@ async def test_probabilities_come_from_the_last_row_of_a_causal_run(make_engine:
     expected = torch.softmax(logits.double(), -1).detach()
     for i, answer in enumerate(answers):
         assert answer.index == i
-        got = list(answer.prediction["probabilities"].values())
+        got = list(answer.prediction.probabilities.values())
         np.testing.assert_allclose(got, expected[i].numpy(), atol=1e-6)
-        assert answer.prediction["emotion"] == TINY_LABELS[int(expected[i].argmax())]
+        assert answer.prediction.emotion == TINY_LABELS[int(expected[i].argmax())]
 
 
 @pytest.mark.asyncio
@@ -135,14 +135,12 @@ async def test_model_sees_only_the_last_k_utterances(make_engine: Any) -> None:
     engine = await make_engine(context_window=2)
     texts = ["a b", "c!", "d e f", "g"]
     answers = [await engine.submit(UtteranceRequest(KEY, transcript=t)) for t in texts]
-    assert [a.prediction["context_size"] for a in answers] == [1, 2, 2, 2]
+    assert [a.prediction.context_size for a in answers] == [1, 2, 2, 2]
     # the last answer equals a fresh conversation holding only the last two utterances
     other = ConversationKey("", "other")
     await engine.submit(UtteranceRequest(other, transcript=texts[2]))
     alone = await engine.submit(UtteranceRequest(other, transcript=texts[3]))
-    assert alone.prediction["probabilities"] == pytest.approx(
-        answers[3].prediction["probabilities"], abs=1e-9
-    )
+    assert alone.prediction.probabilities == pytest.approx(answers[3].prediction.probabilities, abs=1e-9)
 
 
 @pytest.mark.asyncio
@@ -150,7 +148,7 @@ async def test_audio_is_resampled_to_the_encoders_rate(make_engine: Any) -> None
     audio = FakeAudio()
     engine = await make_engine({"text": FakeText(), "audio": audio})
     answer = await engine.submit(UtteranceRequest(KEY, audio=wav_bytes(seconds=0.5, sample_rate=44_100)))
-    assert answer.prediction["modalities"] == ["audio"]
+    assert answer.prediction.modalities == ("audio",)
     assert audio.lengths[-1] == 4000  # 0.5 s at 8 kHz
 
 
@@ -171,7 +169,7 @@ async def test_request_with_only_unused_modalities_is_refused(make_engine: Any) 
     with pytest.raises(UnsupportedModality):
         await engine.submit(UtteranceRequest(KEY, audio=wav_bytes()))
     answer = await engine.submit(UtteranceRequest(KEY, transcript="hello", audio=wav_bytes()))
-    assert answer.prediction["modalities"] == ["text"]
+    assert answer.prediction.modalities == ("text",)
 
 
 @pytest.mark.asyncio
@@ -274,7 +272,7 @@ async def test_concurrent_attempts_of_one_utterance_store_it_once(make_engine: A
         *(engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1")) for _ in range(4))
     )
     assert {a.index for a in attempts} == {0}
-    assert len({str(a.prediction["probabilities"]) for a in attempts}) == 1
+    assert len({tuple(a.prediction.probabilities.items()) for a in attempts}) == 1
     conversation = await engine.store.conversation(KEY)
     assert conversation is not None and conversation.utterance_count == 1
 
@@ -329,7 +327,7 @@ async def test_retry_at_once_scores_an_utterance_whose_first_attempt_failed_here
     answer = await asyncio.wait_for(
         engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1")), timeout=10
     )
-    assert answer.index == 0 and answer.prediction["emotion"] in TINY_LABELS and not answer.replayed
+    assert answer.index == 0 and answer.prediction.emotion in TINY_LABELS and not answer.replayed
     stored = await engine.store.get(KEY, 0)
     assert stored is not None and stored.prediction == answer.prediction
     again = await engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1"))
@@ -359,7 +357,7 @@ async def test_retry_scores_an_utterance_left_unanswered_elsewhere_after_the_ide
     )
     assert orphan.created and first.index == 0
     answer = await engine.submit(UtteranceRequest(KEY, transcript="hello", utterance_id="u1"))
-    assert answer.index == 1 and answer.prediction["context_size"] == 2
+    assert answer.index == 1 and answer.prediction.context_size == 2
 
 
 @pytest.mark.asyncio

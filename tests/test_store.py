@@ -12,10 +12,29 @@ import pytest
 import pytest_asyncio
 
 from app.exceptions import StoreUnavailable
+from app.metrics import STAGES
+from app.predictions import Prediction, PredictionFormatError
 from app.store import ConversationKey, ConversationStore, MemoryStore, RedisStore
 from app.store.base import NewUtterance, UtteranceMeta
 
 TTL_S = 60
+
+
+def prediction(emotion: str = "angry", *, seed: int = 0) -> Prediction:
+    """A prediction as the engine makes them: float32 probabilities, every stage timed."""
+    rng = np.random.default_rng(seed)
+    labels = ["angry", "happy", "neutral", "sad", "überrascht"]  # a non-ASCII label round-trips too
+    raw = rng.random(len(labels)).astype(np.float32)
+    return Prediction(
+        emotion=emotion,
+        probabilities={label: float(p) for label, p in zip(labels, raw / raw.sum(), strict=True)},
+        modalities=("text", "audio"),
+        transcript_truncated=seed % 2 == 1,
+        context_size=seed + 1,
+        model_name="lpgnet",
+        model_version="3f2a9c1d0b7e",
+        timings_ms={stage: round(float(rng.random()) * 100, 3) for stage in STAGES},
+    )
 
 
 def utterance(
@@ -135,11 +154,35 @@ async def test_prediction_is_stored_once_and_only_for_its_token(
 ) -> None:
     store = make_store()
     stored = (await store.append(KEY, utterance(seed=0))).utterance
-    assert not await store.set_prediction(KEY, 0, "not-the-token", {"emotion": "sad"})
-    assert await store.set_prediction(KEY, 0, stored.meta.token, {"emotion": "angry"})
-    assert not await store.set_prediction(KEY, 0, stored.meta.token, {"emotion": "happy"})
+    assert not await store.set_prediction(KEY, 0, "not-the-token", prediction("sad"))
+    assert await store.set_prediction(KEY, 0, stored.meta.token, prediction("angry"))
+    assert not await store.set_prediction(KEY, 0, stored.meta.token, prediction("happy"))
     got = await store.get(KEY, 0)
-    assert got is not None and got.prediction == {"emotion": "angry"}
+    assert got is not None and got.prediction == prediction("angry")
+
+
+@pytest.mark.asyncio
+async def test_prediction_round_trips_through_the_store_on_every_read(
+    make_store: Callable[..., ConversationStore],
+) -> None:
+    """What `set_prediction` takes is what `get`, `find`, `conversation` and a repeated append give
+    back: equal field by field, floats exact, label order kept."""
+    store = make_store()
+    sent = [prediction(f"e{i}", seed=i) for i in range(3)]
+    for i, p in enumerate(sent):
+        stored = (await store.append(KEY, utterance(f"u-{i}", seed=i))).utterance
+        assert stored.prediction is None
+        assert await store.set_prediction(KEY, i, stored.meta.token, p)
+    for i, p in enumerate(sent):
+        got, found = await store.get(KEY, i), await store.find(KEY, f"u-{i}")
+        assert got is not None and got.prediction == p
+        assert list(got.prediction.probabilities) == list(p.probabilities)
+        assert found is not None and found.prediction == p
+        again = await store.append(KEY, utterance(f"u-{i}", seed=i))
+        assert not again.created and again.utterance.prediction == p
+    conversation = await store.conversation(KEY)
+    assert conversation is not None
+    assert [u.prediction for u in conversation.utterances] == sent
 
 
 @pytest.mark.asyncio
@@ -149,11 +192,11 @@ async def test_late_prediction_never_lands_on_a_recreated_conversation(
     store = make_store()
     old = (await store.append(KEY, utterance(seed=0))).utterance
     assert await store.delete(KEY)
-    assert not await store.set_prediction(KEY, 0, old.meta.token, {"emotion": "sad"})
+    assert not await store.set_prediction(KEY, 0, old.meta.token, prediction("sad"))
     assert await store.conversation(KEY) is None
     new = (await store.append(KEY, utterance(seed=1))).utterance
     assert new.index == 0
-    assert not await store.set_prediction(KEY, 0, old.meta.token, {"emotion": "sad"})
+    assert not await store.set_prediction(KEY, 0, old.meta.token, prediction("sad"))
     got = await store.get(KEY, 0)
     assert got is not None and got.prediction is None
 
@@ -167,12 +210,12 @@ async def test_conversation_lists_utterances_in_order_with_predictions(
     for i in range(12):  # beyond 10: Redis hash fields are strings, the order must still be numeric
         stored = (await store.append(KEY, utterance(f"u-{i}", seed=i))).utterance
         if i % 2 == 0:
-            await store.set_prediction(KEY, i, stored.meta.token, {"emotion": f"e{i}"})
+            await store.set_prediction(KEY, i, stored.meta.token, prediction(f"e{i}"))
     conversation = await store.conversation(KEY)
     assert conversation is not None
     assert [u.index for u in conversation.utterances] == list(range(12))
     assert [u.meta.utterance_id for u in conversation.utterances] == [f"u-{i}" for i in range(12)]
-    assert [u.prediction for u in conversation.utterances][:3] == [{"emotion": "e0"}, None, {"emotion": "e2"}]
+    assert [u.prediction for u in conversation.utterances][:3] == [prediction("e0"), None, prediction("e2")]
     assert conversation.created_at <= conversation.updated_at
 
 
@@ -254,7 +297,7 @@ async def test_redis_store_sets_the_ttl_on_every_key(redis_url: str, redis_prefi
 
     store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=30, max_utterances=10, vectors_kept=4)
     stored = (await store.append(KEY, utterance("u-1", seed=0))).utterance
-    await store.set_prediction(KEY, 0, stored.meta.token, {"emotion": "sad"})
+    await store.set_prediction(KEY, 0, stored.meta.token, prediction("sad"))
     raw = aioredis.Redis.from_url(redis_url)
     keys = [k async for k in raw.scan_iter(match=f"{redis_prefix}c:*")]
     assert len(keys) == 6  # meta ids utt pred vt va
@@ -279,6 +322,40 @@ async def test_redis_store_never_stores_audio_or_transcripts_it_was_not_given(
         if kind == b"hash":
             total += sum(len(v) for v in (await raw.hgetall(key)).values())
     assert total < 1000  # vectors of 6 + 3 float16 and a little JSON: no waveform fits here
+    await raw.aclose()
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_redis_store_reads_unversioned_predictions_of_earlier_releases_and_refuses_unknown_formats(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A Redis filled by a release before the format was versioned keeps answering (its records read
+    as v0); a record of a format this release does not know is refused with a clear error."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=30, max_utterances=10, vectors_kept=4)
+    for i in range(2):
+        await store.append(KEY, utterance(f"u-{i}", seed=i))
+    p = prediction()
+    v0 = {  # exactly what the earlier release wrote: the POST's prediction fields, no "v"
+        "emotion": p.emotion,
+        "probabilities": dict(p.probabilities),
+        "modalities": list(p.modalities),
+        "transcript_truncated": p.transcript_truncated,
+        "context_size": p.context_size,
+        "model": {"name": p.model_name, "version": p.model_version},
+        "timings_ms": dict(p.timings_ms),
+    }
+    raw = aioredis.Redis.from_url(redis_url)
+    pred_key = f"{redis_prefix}c:{{{KEY.conversation_id}}}:pred"
+    await raw.hset(pred_key, mapping={"0": json.dumps(v0), "1": json.dumps({"v": 99, **v0})})
+    got = await store.get(KEY, 0)
+    assert got is not None and got.prediction == p
+    with pytest.raises(PredictionFormatError, match="format 99 is unknown to this release"):
+        await store.get(KEY, 1)
     await raw.aclose()
     await store.close()
 

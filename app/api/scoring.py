@@ -12,10 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.engine import Engine
-from app.schemas import UtteranceForm, UtteranceJSON, UtteranceResponse
+from app.schemas import ModelRef, Timings, UtteranceForm, UtteranceJSON, UtteranceResponse
 from app.store import ConversationKey
 from app.uploads import check_wav_complete
-from app.utterances import UtteranceRequest
+from app.utterances import ScoredUtterance, UtteranceRequest
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,22 @@ async def score_utterance(
             speaker=body.speaker,
         )
     )
-    response = UtteranceResponse(
+    return Answer(utterance_response(key, scored), scored.replayed)
+
+
+def utterance_response(key: ConversationKey, scored: ScoredUtterance) -> UtteranceResponse:
+    """The POST's (and the stream's) answer for a scored utterance: the one mapping of a
+    `Prediction` to the response, field by field, so the stored format never leaks into it."""
+    p = scored.prediction
+    return UtteranceResponse(
         conversation_id=key.conversation_id,
         index=scored.index,
         utterance_id=scored.utterance_id,
-        **scored.prediction,
+        emotion=p.emotion,
+        probabilities=dict(p.probabilities),
+        modalities=list(p.modalities),
+        transcript_truncated=p.transcript_truncated,
+        context_size=p.context_size,
+        model=ModelRef(name=p.model_name, version=p.model_version),
+        timings_ms=Timings.model_validate(dict(p.timings_ms)),
     )
-    return Answer(response, scored.replayed)

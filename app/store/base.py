@@ -2,9 +2,9 @@
 
 Per utterance the store keeps the encoder vectors (float16, only for the most recent ones: the model's
 context), the client's utterance id and a content hash (idempotency), metadata, and the prediction once
-it is known. Never raw audio. Conversations are keyed by (namespace, id): each namespace (hashed API
-key) has its own id space, so one key can neither reach another's conversation nor learn that it
-exists, and two keys may use the same id without colliding.
+it is known (versioned: `app.predictions.encode_prediction`). Never raw audio. Conversations are keyed
+by (namespace, id): each namespace (hashed API key) has its own id space, so one key can neither reach
+another's conversation nor learn that it exists, and two keys may use the same id without colliding.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from app.predictions import Prediction
 from model.serving import STORAGE_DTYPE
 
 JSONDict = dict[str, Any]
@@ -63,7 +64,7 @@ class NewUtterance:
 class StoredUtterance:
     index: int
     meta: UtteranceMeta
-    prediction: JSONDict | None = None  # None while the first attempt is in flight
+    prediction: Prediction | None = None  # None while the first attempt is in flight
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,10 @@ class ConversationStore(abc.ABC):
 
     @abc.abstractmethod
     async def set_prediction(
-        self, key: ConversationKey, index: int, token: str, prediction: JSONDict
+        self, key: ConversationKey, index: int, token: str, prediction: Prediction
     ) -> bool:
-        """Attach the prediction to utterance `index` if it is still the one with `token` and has none."""
+        """Attach the prediction to utterance `index` if it is still the one with `token` and has none
+        (kept encoded, `app.predictions.encode_prediction`; reads decode it)."""
 
     @abc.abstractmethod
     async def conversation(self, key: ConversationKey) -> Conversation | None: ...

@@ -1,21 +1,23 @@
 """In-process conversation store: TTL, LRU bound on conversations, bounded utterances per conversation.
 
 Every method runs without awaiting in between, so each is atomic on the event loop; no lock needed.
+Predictions are kept encoded (`app.predictions.encode_prediction`), the very text Redis keeps, and
+decoded on every read: both stores go through the one versioned codec.
 Fine for one replica; use `RedisStore` when several replicas serve the same conversations.
 Conversations are keyed by (namespace, conversation id): each API key has its own id space.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from app.exceptions import ConversationNotFound
+from app.predictions import Prediction, decode_prediction, encode_prediction
 from app.store.base import (
     VECTOR_DTYPE,
     AppendResult,
@@ -23,9 +25,9 @@ from app.store.base import (
     Conversation,
     ConversationKey,
     ConversationStore,
-    JSONDict,
     NewUtterance,
     StoredUtterance,
+    UtteranceMeta,
 )
 
 
@@ -36,13 +38,22 @@ class _State:
     touched_at: float  # monotonic clock, for TTL and LRU
     updated_at: float  # wall clock of the same moment, for GET (stable between reads)
     next_index: int = 0
-    utterances: dict[int, StoredUtterance] = field(default_factory=dict)  # insertion order == index order
+    utterances: dict[int, UtteranceMeta] = field(default_factory=dict)  # insertion order == index order
+    predictions: dict[int, str] = field(default_factory=dict)  # index -> encoded Prediction
     ids: dict[str, int] = field(default_factory=dict)  # client utterance_id -> index
     vectors: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = field(default_factory=dict)
 
 
 def _slot(key: ConversationKey) -> tuple[str, str]:
     return (key.namespace, key.conversation_id)
+
+
+def _stored(state: _State, index: int) -> StoredUtterance:
+    """The kept utterance `index`, its prediction decoded."""
+    encoded = state.predictions.get(index)
+    return StoredUtterance(
+        index, state.utterances[index], None if encoded is None else decode_prediction(encoded)
+    )
 
 
 def _rows(state: _State, index: int, size: int) -> list[ContextRow]:
@@ -98,7 +109,7 @@ class MemoryStore(ConversationStore):
         state = self._lookup(key)
         uid = utterance.meta.utterance_id
         if state is not None and uid is not None and uid in state.ids:
-            return AppendResult(state.utterances[state.ids[uid]], created=False)
+            return AppendResult(_stored(state, state.ids[uid]), created=False)
         if state is None:
             now = time.time()
             state = _State(owner=key.namespace, created_at=now, touched_at=self._clock(), updated_at=now)
@@ -108,41 +119,44 @@ class MemoryStore(ConversationStore):
                 self.evicted += 1
         index = state.next_index
         state.next_index += 1
-        stored = StoredUtterance(index, utterance.meta)
-        state.utterances[index] = stored
+        state.utterances[index] = utterance.meta
         if uid is not None:
             state.ids[uid] = index
         state.vectors[index] = (_half(utterance.text_vector), _half(utterance.audio_vector))
         state.vectors.pop(index - self.vectors_kept, None)
         dropped = state.utterances.pop(index - self.max_utterances, None)
-        if dropped is not None and dropped.meta.utterance_id is not None:
-            state.ids.pop(dropped.meta.utterance_id, None)
+        state.predictions.pop(index - self.max_utterances, None)
+        if dropped is not None and dropped.utterance_id is not None:
+            state.ids.pop(dropped.utterance_id, None)
         self._touch(key, state)
-        return AppendResult(stored, created=True, window=_rows(state, index, context) if context else None)
+        return AppendResult(
+            StoredUtterance(index, utterance.meta),
+            created=True,
+            window=_rows(state, index, context) if context else None,
+        )
 
     async def find(self, key: ConversationKey, utterance_id: str) -> StoredUtterance | None:
         state = self._lookup(key)
         if state is None or utterance_id not in state.ids:
             return None
-        return state.utterances[state.ids[utterance_id]]
+        return _stored(state, state.ids[utterance_id])
 
     async def get(self, key: ConversationKey, index: int) -> StoredUtterance | None:
         state = self._lookup(key)
-        return None if state is None else state.utterances.get(index)
+        return None if state is None or index not in state.utterances else _stored(state, index)
 
     async def window(self, key: ConversationKey, index: int, size: int) -> list[ContextRow]:
         state = self._lookup(key)
         return [] if state is None else _rows(state, index, size)
 
     async def set_prediction(
-        self, key: ConversationKey, index: int, token: str, prediction: JSONDict
+        self, key: ConversationKey, index: int, token: str, prediction: Prediction
     ) -> bool:
         state = self._lookup(key)
-        stored = None if state is None else state.utterances.get(index)
-        if state is None or stored is None or stored.meta.token != token or stored.prediction is not None:
+        meta = None if state is None else state.utterances.get(index)
+        if state is None or meta is None or meta.token != token or index in state.predictions:
             return False
-        # a copy through JSON, like Redis: later changes by the caller never reach the store
-        state.utterances[index] = replace(stored, prediction=json.loads(json.dumps(prediction)))
+        state.predictions[index] = encode_prediction(prediction)
         self._touch(key, state)
         return True
 
@@ -155,7 +169,7 @@ class MemoryStore(ConversationStore):
             utterance_count=state.next_index,
             created_at=state.created_at,
             updated_at=state.updated_at,
-            utterances=list(state.utterances.values()),
+            utterances=[_stored(state, i) for i in state.utterances],
         )
 
     async def delete(self, key: ConversationKey) -> bool:

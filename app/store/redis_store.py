@@ -7,7 +7,7 @@ key has its own id space, so no key can address, or learn of, another's conversa
     meta  hash: owner, next (index counter), created_at, updated_at
     ids   hash: client utterance_id -> index
     utt   hash: index -> UtteranceMeta JSON
-    pred  hash: index -> prediction JSON
+    pred  hash: index -> prediction (`app.predictions.encode_prediction`: versioned JSON)
     vt    hash: index -> text vector (float16 bytes)
     va    hash: index -> audio vector (float16 bytes)
 
@@ -26,7 +26,6 @@ same attempt run twice finds itself and answers as the first run did, instead of
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -39,13 +38,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app.exceptions import ConversationNotFound, StoreUnavailable
+from app.predictions import Prediction, decode_prediction, encode_prediction
 from app.store.base import (
     AppendResult,
     ContextRow,
     Conversation,
     ConversationKey,
     ConversationStore,
-    JSONDict,
     NewUtterance,
     StoredUtterance,
     UtteranceMeta,
@@ -124,7 +123,7 @@ for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[8]) end
 return created(idx)
 """
 
-# KEYS: meta ids utt pred vt va ; ARGV: index, token, prediction JSON, ttl_s
+# KEYS: meta ids utt pred vt va ; ARGV: index, token, encoded prediction, ttl_s
 _SET_PREDICTION = """
 local m = redis.call('HGET', KEYS[3], ARGV[1])
 if not m or cjson.decode(m)['token'] ~= ARGV[2] then return 0 end
@@ -246,7 +245,9 @@ class RedisStore(ConversationStore):
     @staticmethod
     def _utterance(index: int, meta: bytes, prediction: bytes | None) -> StoredUtterance:
         return StoredUtterance(
-            index, UtteranceMeta.from_json(meta), None if prediction is None else json.loads(prediction)
+            index,
+            UtteranceMeta.from_json(meta),
+            None if prediction is None else decode_prediction(prediction),
         )
 
     async def find(self, key: ConversationKey, utterance_id: str) -> StoredUtterance | None:
@@ -278,12 +279,11 @@ class RedisStore(ConversationStore):
         return _rows(fields, texts, audios)
 
     async def set_prediction(
-        self, key: ConversationKey, index: int, token: str, prediction: JSONDict
+        self, key: ConversationKey, index: int, token: str, prediction: Prediction
     ) -> bool:
         async with self._guard():
             stored = await self._set_prediction(
-                keys=self._keys(key),
-                args=[str(index), token, json.dumps(prediction, separators=(",", ":")), self.ttl_s],
+                keys=self._keys(key), args=[str(index), token, encode_prediction(prediction), self.ttl_s]
             )
         return bool(stored)
 

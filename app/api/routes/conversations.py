@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from app.api.scoring import as_request_error, score_utterance, validate_utterance_json
 from app.deps import EngineDep, NamespaceDep, StoreDep
 from app.exceptions import ConversationNotFound, UnsupportedMediaType
+from app.predictions import Prediction
 from app.schemas import (
     ID_DESCRIPTION,
     ID_PATTERN,
@@ -145,10 +146,19 @@ async def get_conversation(
                 modalities=list(u.meta.modalities),
                 transcript=u.meta.transcript,
                 transcript_truncated=u.meta.transcript_truncated,
-                prediction=None if u.prediction is None else StoredPrediction.model_validate(u.prediction),
+                prediction=None if u.prediction is None else stored_prediction(u.prediction),
             )
             for u in conversation.utterances
         ],
+    )
+
+
+def stored_prediction(prediction: Prediction) -> StoredPrediction:
+    """What GET lists of an utterance's prediction (the POST answered more: timings, model)."""
+    return StoredPrediction(
+        emotion=prediction.emotion,
+        probabilities=dict(prediction.probabilities),
+        context_size=prediction.context_size,
     )
 
 
