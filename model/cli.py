@@ -1,4 +1,4 @@
-"""`lpgnet train | evaluate | params | export`: the training side of the command line (a typer app).
+"""`lpgnet train | evaluate | convert | params | export | tune-text`: the training command line.
 
 `app.cli` mounts `cli` under the `lpgnet` console script (adding `serve`); `python -m model.cli ...`
 runs it alone. Progress goes to stderr; `evaluate --json` prints exactly one JSON object on stdout.
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from model.cli_tune import tune_text_command
 
 cli = typer.Typer(help="Train and evaluate LPGNet emotion recognition in conversation.", no_args_is_help=True)
 logger = logging.getLogger("model.cli")
@@ -370,6 +372,9 @@ def export(
     for modality, entry in manifest["encoders"].items():
         typer.echo(f"{modality}: {entry['spec']['name']} ({entry['backend']})")
     typer.echo(f"wrote {bundle / MANIFEST}")
+
+
+cli.command("tune-text")(tune_text_command)
 
 
 def main() -> None:
