@@ -1,8 +1,10 @@
 """The one place that decides which encoders exist and builds them.
 
-A profile names a text encoder and an audio encoder. Training (`lpgnet train`) and the service both
-call `build_encoders(profile, ...)`, record or compare `encoder_specs(...)` against the checkpoint
-with `check_encoders_match`, and so cannot drift apart.
+A profile names a text encoder and an audio encoder. Training (`lpgnet train`) calls
+`build_encoders(profile, ...)` and records `encoder_specs(...)` in the checkpoint; everything that
+serves a checkpoint (the service, `lpgnet evaluate`, `lpgnet export`) goes through
+`model.encoders.factory.checkpoint_encoders`, which builds the same profile and compares the specs with
+`check_encoders_match`, so the two sides cannot drift apart.
 
     production  text  hf:bert-base-uncased:cls                        768
                 audio emotion2vec:iic/emotion2vec_base                768  16 kHz
