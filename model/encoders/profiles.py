@@ -29,13 +29,13 @@ from typing import Literal
 from model.encoders.base import Encoder, EncoderSpec, Modality
 from model.encoders.precision import Precision
 from model.encoders.text import Pooling
+from model.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
 TextKind = Literal["hf"]
 AudioKind = Literal["emotion2vec", "prosody8", "egemaps"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TINY_DIR = REPO_ROOT / ".cache" / "tiny-encoders"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
