@@ -221,7 +221,7 @@ class Timings(BaseModel):
     """Milliseconds per stage of the attempt that scored the utterance (a replay repeats them).
 
     Encode stages include time queued for a micro-batch; `total` ends when the answer is ready,
-    just before the prediction is written to the store.
+    just before the prediction is written to the store. The fields are `app.metrics.STAGES`, in order.
     """
 
     decode: float = 0.0

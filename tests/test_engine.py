@@ -17,8 +17,9 @@ import torch
 
 from app.engine import Engine
 from app.exceptions import UnsupportedModality, UtteranceConflict, UtteranceInProgress
-from app.metrics import Metrics
+from app.metrics import STAGES, Metrics
 from app.runtime import StartupError, build_network
+from app.schemas import Timings
 from app.settings import Settings
 from app.store import ConversationKey, MemoryStore
 from app.store.base import ContextRow, NewUtterance, UtteranceMeta
@@ -143,6 +144,11 @@ async def test_model_sees_only_the_last_k_utterances(make_engine: Any) -> None:
     assert alone.prediction["probabilities"] == pytest.approx(
         answers[3].prediction["probabilities"], abs=1e-9
     )
+
+
+def test_the_stages_timed_are_the_ones_the_response_documents() -> None:
+    # one list of names: the engine's timing keys, the stage histogram's labels, the response's fields
+    assert tuple(Timings.model_fields) == STAGES
 
 
 @pytest.mark.asyncio
