@@ -360,7 +360,7 @@ def test_no_transcript_or_audio_reaches_the_logs_at_debug_level(
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the network failed")
 
-    monkeypatch.setattr(engine, "_network", crash)  # the runtime serving LPGNet, PyTorch or onnxruntime
+    monkeypatch.setattr(engine.workers, "network", crash)  # what serves LPGNet, PyTorch or onnxruntime
     assert client.post(URL.format(cid="c"), headers=A, json={"transcript": MARKER}).status_code == 500
 
     assert any(r.levelno == logging.DEBUG for r in caplog.records)  # debug logging did run
