@@ -1,6 +1,6 @@
 """The threads that run model code for the engine, so that none of it runs on the event loop.
 
-    decode  a small thread pool: uploads decoded and resampled to the audio encoder's rate
+    decode  `decode_workers` threads: uploads decoded and resampled to the audio encoder's rate
     text    a micro-batcher over the text encoder
     audio   a micro-batcher over the audio encoder; on CPU its batch fans out one clip per forward over
             `encoder_workers` threads (emotion2vec is compute-bound at batch 1 and a padded batch of 8
@@ -70,7 +70,7 @@ class ModelWorkers:
         self.text = batcher("text", self.encode_texts) if "text" in encoders else None
         self.audio = batcher("audio", self.encode_audios) if "audio" in encoders else None
         self.model = batcher("model", self.score_windows)
-        self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lpgnet-decode")
+        self._decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="lpgnet-decode")
         self.audio_workers = (settings.encoder_workers or count_available_cpus()) if device == "cpu" else 0
         self._audio_pool = (
             ThreadPoolExecutor(
