@@ -36,9 +36,10 @@ def test_only_the_checkpoints_modalities_are_kept() -> None:
 def test_a_mismatch_names_the_source_and_both_specs() -> None:
     other = dataclasses.replace(TEXT, version="v2")
     with pytest.raises(EncoderMismatchError) as info:
-        checked_encoders({"text": other}, {"text": FakeEncoder(TEXT)}, "profile 'fake'")
+        checked_encoders({"text": other}, {"text": FakeEncoder(TEXT)}, "the encoders of profile 'fake'")
     message = str(info.value)
-    assert "profile 'fake'" in message and "version='v2'" in message and "version='v1'" in message
+    assert "profile 'fake' do not match" in message
+    assert "version='v2'" in message and "version='v1'" in message
 
 
 def test_a_checkpoint_gets_its_profiles_encoders_or_a_mismatch(tiny_encoder_paths) -> None:

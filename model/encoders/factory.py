@@ -45,7 +45,7 @@ def checkpoint_encoders(
     """
     if bundle is not None:
         built = load_bundle_encoders(bundle, device=device, intra_op_threads=intra_op_threads)
-        source = f"the bundle {Path(bundle).name}"
+        source = f"the encoders of the bundle {Path(bundle).name}"
     else:
         from model.encoders.profiles import build_encoders  # heavy: transformers, funasr
 
@@ -58,19 +58,19 @@ def checkpoint_encoders(
             tiny_dir=tiny_dir,
         )
         built = {str(m): e for m, e in profile_encoders.items()}
-        source = f"profile {profile!r}"
+        source = f"the encoders of profile {profile!r}"
     return checked_encoders(recorded, built, source)
 
 
 def checked_encoders(
-    recorded: Mapping[str, EncoderSpec], encoders: Mapping[str, Encoder], source: str = "the caller"
+    recorded: Mapping[str, EncoderSpec], encoders: Mapping[str, Encoder], source: str = "the encoders given"
 ) -> dict[str, Encoder]:
     """`encoders` cut to the checkpoint's modalities; `EncoderMismatchError` unless their specs match."""
     kept = {m: e for m, e in encoders.items() if m in recorded}
     try:
         check_encoders_match(dict(recorded), {m: e.spec for m, e in kept.items()})
     except EncoderMismatchError as exc:
-        raise EncoderMismatchError(f"the encoders of {source} do not match the checkpoint's: {exc}") from exc
+        raise EncoderMismatchError(f"{source} do not match the checkpoint's: {exc}") from exc
     return kept
 
 
