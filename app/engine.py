@@ -8,7 +8,7 @@
       -> softmax of the last row -> store.set_prediction
 
 Cost per utterance is flat in conversation length: the network only ever sees the last K utterances.
-Nothing here runs model code on the event loop.
+Nothing here runs model code on the event loop: the threads that do are `app.workers.ModelWorkers`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
-import torch
 
-from app.batching import MicroBatcher
 from app.exceptions import ContextUnavailable, UnsupportedModality, UtteranceConflict, UtteranceInProgress
 from app.metrics import STAGES, Metrics
 from app.predictions import Prediction
@@ -33,11 +28,11 @@ from app.runtime import load_runtime
 from app.settings import Settings
 from app.store import ConversationKey, ConversationStore
 from app.store.base import ContextRow, JSONDict, NewUtterance, StoredUtterance, UtteranceMeta
-from app.utterances import ScoredUtterance, UtteranceRequest, decode_upload, tone_wav
+from app.utterances import ScoredUtterance, UtteranceRequest
+from app.workers import ModelWorkers
 from model.checkpoint import Checkpoint
 from model.encoders.base import Encoder
-from model.encoders.devices import count_available_cpus
-from model.serving import ArrayWindow, Network, last_row_probabilities
+from model.serving import Network
 
 log = logging.getLogger(__name__)
 
@@ -75,40 +70,12 @@ class Engine:
         self.metrics = metrics
         self.device = device
         self.backend = backend  # what runs LPGNet: "torch" or "onnx" (settings may say "auto")
-        self._network = network
         self.ready = False
         self._in_flight: set[str] = set()  # tokens of utterances stored here and still being scored
         self._failed: OrderedDict[str, None] = OrderedDict()  # tokens whose attempt here failed
-        wait_s = settings.batch_max_wait_ms / 1000.0
-        # torch's thread count is per thread once a thread has used it: every thread that runs model
-        # code sets its own, so whatever else the process does (a benchmark's baseline) cannot change
-        # it. Setting it also changes the default of threads that have not used torch yet.
-        self.torch_threads = settings.torch_threads or (1 if device == "cpu" else torch.get_num_threads())
-
-        def batcher(name: str, run: Callable[[Sequence[Any]], Sequence[Any]]) -> MicroBatcher[Any, Any]:
-            return MicroBatcher(
-                name,
-                run,
-                max_size=settings.batch_max_size,
-                max_wait_s=wait_s,
-                on_batch=metrics.batch_observer(name),
-                thread_init=self._init_thread,
-            )
-
-        self._text = batcher("text", self._encode_texts) if "text" in encoders else None
-        self._audio = batcher("audio", self._encode_audios) if "audio" in encoders else None
-        self._model = batcher("model", self._score_windows)
-        self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lpgnet-decode")
-        # CPU: one clip per forward, one forward per CPU. emotion2vec is compute-bound at batch 1 and
-        # a padded batch of 8 costs ~26% more per clip (bench/RESULTS.md); CUDA wants the batch.
-        self.audio_workers = (settings.encoder_workers or count_available_cpus()) if device == "cpu" else 0
-        self._audio_pool = (
-            ThreadPoolExecutor(
-                self.audio_workers, thread_name_prefix="lpgnet-audio-worker", initializer=self._init_thread
-            )
-            if self.audio_workers > 1 and "audio" in encoders
-            else None
-        )
+        self.workers = ModelWorkers(encoders, network, checkpoint.config, settings, metrics, device)
+        # the batchers the request path submits to (None: the checkpoint has no such modality)
+        self._text, self._audio, self._model = self.workers.text, self.workers.audio, self.workers.model
 
     # ---- construction ------------------------------------------------------------------------------
 
@@ -129,40 +96,17 @@ class Engine:
 
     def start(self) -> None:
         """Start the batchers on the running event loop."""
-        for b in self._batchers():
-            b.start()
+        self.workers.start()
 
     async def close(self) -> None:
         self.ready = False
         self.metrics.ready.set(0)
-        for b in self._batchers():
-            await b.close()
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
-        if self._audio_pool is not None:
-            self._audio_pool.shutdown(wait=False, cancel_futures=True)
-
-    def _init_thread(self) -> None:
-        """Runs first in every model thread. On CPU, 1 intra-op thread unless told: the text, audio
-        and model batchers and the audio workers run at once, and 2-thread OpenMP teams on 2 cores
-        turn every barrier into a scheduler wait (bench/RESULTS.md)."""
-        torch.set_num_threads(self.torch_threads)
-
-    def _batchers(self) -> list[MicroBatcher[Any, Any]]:
-        return [b for b in (self._text, self._audio, self._model) if b is not None]
+        await self.workers.close()
 
     async def warm_up(self) -> None:
         """Run every stage once (decode, both encoders, the network at 1 and K utterances)."""
         started = time.perf_counter()
-        if self._text is not None:
-            await self._text.submit("Warming up.")
-        if self._audio is not None:
-            waveform = await self._decode(tone_wav(seconds=1.0))
-            # as many clips as workers, so every worker thread has run once before the first burst
-            await asyncio.gather(*(self._audio.submit(waveform) for _ in range(max(1, self.audio_workers))))
-        cfg = self.checkpoint.config
-        for length in sorted({1, self.settings.context_window}):
-            row = (np.zeros(cfg.text_dim, np.float16), np.zeros(cfg.audio_dim, np.float16))
-            await self._model.submit([ContextRow(i, *row) for i in range(length)])
+        await self.workers.warm_up()
         self.ready = True
         self.metrics.ready.set(1)
         log.info("engine warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
@@ -241,7 +185,7 @@ class Engine:
                 return None
             assert self._audio is not None and request.audio is not None
             t = time.perf_counter()
-            waveform = await self._decode(request.audio)
+            waveform = await self.workers.decode(request.audio)
             timings["decode"] = _ms(t)
             t = time.perf_counter()
             vector: np.ndarray = await self._audio.submit(waveform)
@@ -331,50 +275,6 @@ class Engine:
         except ContextUnavailable:
             raise UtteranceInProgress(uid) from None
 
-    async def _decode(self, data: bytes) -> np.ndarray:
-        encoder = self.encoders["audio"]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._decode_pool, decode_upload, data, self.settings, encoder.sample_rate
-        )
-
-    # ---- batch functions (run in the batchers' threads) --------------------------------------------
-
-    def _encode_texts(self, texts: Sequence[str]) -> list[tuple[np.ndarray, bool]]:
-        encoder = self.encoders["text"]
-        encode_with_info = getattr(encoder, "encode_with_info", None)
-        if encode_with_info is not None:
-            vectors, truncated = encode_with_info(list(texts))
-        else:
-            vectors, truncated = encoder.encode_batch(list(texts)), [False] * len(texts)
-        matrix = vectors.detach().cpu().float().numpy()  # (N, Dt)
-        return [(matrix[i], bool(truncated[i])) for i in range(len(texts))]
-
-    def _encode_audios(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
-        encoder = self.encoders["audio"]
-
-        def one(waveform: np.ndarray) -> np.ndarray:
-            vector: np.ndarray = encoder.encode_batch([waveform])[0].detach().cpu().float().numpy()
-            return vector
-
-        if self.audio_workers:  # CPU: one clip per forward, across the workers
-            if self._audio_pool is not None and len(waveforms) > 1:
-                return list(self._audio_pool.map(one, waveforms))
-            return [one(w) for w in waveforms]
-        vectors = encoder.encode_batch(list(waveforms))
-        matrix = vectors.detach().cpu().float().numpy()  # (N, Da)
-        return [matrix[i] for i in range(len(waveforms))]
-
-    def _score_windows(self, windows: Sequence[list[ContextRow]]) -> list[np.ndarray]:
-        """Each context window's last-row probabilities: `model.serving`'s padding and softmax, the
-        very code `lpgnet evaluate` runs, so serving = evaluation."""
-        cfg = self.checkpoint.config
-        batch = [
-            ArrayWindow.from_rows([(r.text, r.audio) for r in rows], cfg.text_dim, cfg.audio_dim)
-            for rows in windows
-        ]
-        return list(last_row_probabilities(self._network, batch).numpy())
-
     def describe(self) -> JSONDict:
         ckpt = self.checkpoint
         return {
@@ -387,14 +287,5 @@ class Engine:
             "modalities": self.modalities,
             "backend": self.backend,
             "device": self.device,
-            "torch_threads": self.torch_threads,
-            "audio_workers": self.audio_workers,
-            "encoders": {
-                m: {
-                    **e.spec.to_dict(),
-                    "sample_rate": e.sample_rate,
-                    "precision": getattr(e, "precision", "fp32"),  # reduced-precision encoders say so
-                }
-                for m, e in sorted(self.encoders.items())
-            },
+            **self.workers.describe(),  # torch_threads, audio_workers, encoders
         }

@@ -13,6 +13,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+# The stages the engine times, in order: its timing keys, this histogram's labels and the fields of the
+# response's `app.schemas.Timings` (tests/test_engine.py checks that they agree).
 STAGES = ("decode", "encode_text", "encode_audio", "store", "model", "total")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)

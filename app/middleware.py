@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from typing import Any
@@ -19,12 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import INTERNAL, PROBLEMS, REQUEST_ID_HEADER, headers_for, kind_of, problem_response
 from app.exceptions import RequestTimeout, RequestTooLarge, ShuttingDown
+from app.ids import REQUEST_ID
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
@@ -43,7 +41,7 @@ class RequestContextMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        request_id = incoming if _CLIENT_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         if scope["type"] == "websocket":  # the stream names its messages after this id; it counts them
             await self.app(scope, receive, send)

@@ -2,9 +2,10 @@
 that runs it (`load_runtime`). The engine calls it at start; nothing else in the service builds encoders
 or networks.
 
-Encoders: the checkpoint's profile (or LPGNET_PROFILE) with local-directory overrides, or the graphs of
-an `lpgnet export` bundle; their specs must match the checkpoint's. Network: the PyTorch module, or its
-ONNX graph in onnxruntime (exported once into the cache, parity-checked at every start).
+Encoders: `model.encoders.factory.checkpoint_encoders`, the function `lpgnet evaluate` and `lpgnet export`
+call too, given the checkpoint's profile (or LPGNET_PROFILE) with local-directory overrides, or the
+graphs of an `lpgnet export` bundle; their specs must match the checkpoint's. Network: the PyTorch
+module, or its ONNX graph in onnxruntime (exported once into the cache, parity-checked at every start).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from app.settings import Settings
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.encoders.base import Encoder, EncoderMismatchError, check_encoders_match
+from model.encoders.base import Encoder, EncoderMismatchError
 from model.encoders.devices import resolve_device
+from model.encoders.factory import MANIFEST, checkpoint_encoders
 from model.serving import Network
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,7 @@ def load_runtime(settings: Settings) -> Runtime:
     device = resolve_device(settings.device)
     checkpoint = load_checkpoint(path)
     profile = settings.profile or checkpoint.profile
-    encoders = build_profile_encoders(settings, profile, needed=set(checkpoint.encoders))
-    try:
-        check_encoders_match(checkpoint.encoders, {m: e.spec for m, e in encoders.items()})
-    except EncoderMismatchError as exc:
-        raise StartupError(
-            f"checkpoint {path.name} does not match the encoders of profile {profile!r}: {exc}"
-        ) from exc
+    encoders = _served_encoders(settings, checkpoint, profile)
     if checkpoint.context != "causal":
         log.warning("checkpoint context is %r; served over past utterances only", checkpoint.context)
     if settings.context_window != checkpoint.serving.window:
@@ -79,41 +74,32 @@ def load_runtime(settings: Settings) -> Runtime:
     return Runtime(checkpoint, encoders, network, backend, device, profile)
 
 
-def build_profile_encoders(settings: Settings, profile: str, needed: set[str]) -> dict[str, Encoder]:
-    """The profile's encoders for the modalities the checkpoint uses, with local-directory overrides.
-
-    With an exported bundle (`lpgnet export`) named by LPGNET_ONNX_MODEL (backend onnx or auto), the
-    encoders come from its graphs
-    (onnxruntime; native for numpy features); their specs are checked against the checkpoint like any.
-    """
+def _served_encoders(settings: Settings, checkpoint: Checkpoint, profile: str) -> dict[str, Encoder]:
+    """The checkpoint's encoders as the settings configure them (`checkpoint_encoders`): the graphs of
+    the bundle LPGNET_ONNX_MODEL names (backend onnx or auto), else `profile` with the local-directory
+    overrides; a failure or a spec mismatch is a `StartupError`."""
     bundle = onnx_bundle(settings)
-    if bundle is not None:
-        from model.export import load_bundle_encoders
-
-        served = load_bundle_encoders(bundle, device=settings.device, intra_op_threads=settings.onnx_threads)
-        return {m: e for m, e in served.items() if m in needed}
-    from model.encoders.profiles import build_encoders  # heavy: transformers, funasr
-
-    overrides: dict[str, Any] = {}
-    if settings.text_model is not None:
-        overrides["text_model"] = str(settings.text_model)
-    if settings.audio_model is not None:
-        overrides["audio_model"] = str(settings.audio_model)
-    if settings.tiny_dir is not None:
-        overrides["tiny_dir"] = settings.tiny_dir
     try:
-        built = build_encoders(
-            profile, device=settings.device, precision=settings.encoder_precision, **overrides
+        return checkpoint_encoders(
+            checkpoint.encoders,
+            profile,
+            device=settings.device,
+            precision=settings.encoder_precision,
+            bundle=bundle,
+            intra_op_threads=settings.onnx_threads,
+            text_model=None if settings.text_model is None else str(settings.text_model),
+            audio_model=None if settings.audio_model is None else str(settings.audio_model),
+            tiny_dir=settings.tiny_dir,
         )
+    except EncoderMismatchError as exc:
+        raise StartupError(f"{Path(settings.checkpoint).name}: {exc}") from exc
     except (KeyError, ValueError) as exc:
-        raise StartupError(f"cannot build the encoders of profile {profile!r}: {exc}") from exc
-    return {m: e for m, e in built.items() if m in needed}
+        source = f"the bundle {bundle}" if bundle is not None else f"profile {profile!r}"
+        raise StartupError(f"cannot build the encoders of {source}: {exc}") from exc
 
 
 def onnx_bundle(settings: Settings) -> Path | None:
     """The `lpgnet export` directory to serve from, when LPGNET_ONNX_MODEL names one (backend not torch)."""
-    from model.export import MANIFEST
-
     path = settings.onnx_model
     if settings.backend == "torch" or path is None or not (Path(path) / MANIFEST).is_file():
         return None
@@ -193,7 +179,6 @@ __all__ = [
     "Runtime",
     "StartupError",
     "build_network",
-    "build_profile_encoders",
     "load_runtime",
     "onnx_bundle",
 ]

@@ -20,10 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-# At least one character that is not a dot: "." and ".." are path segments that clients and proxies
-# normalise away, so a conversation named so could never be reached again.
-ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
-ID_DESCRIPTION = "1 to 128 characters of A-Z a-z 0-9 . _ : -, not only dots"
+from app.ids import ID_MAX_CHARS, ID_PATTERN
+
 MAX_TRANSCRIPT_CHARS = 20_000
 MAX_SPEAKER_CHARS = 128
 # Text fields may hold tab and line breaks but no other C0/C1 control character (NUL, ESC, DEL...):
@@ -34,7 +32,12 @@ _CONTROL = re.compile(f"[{_CONTROL_CHARS}\\ud800-\\udfff]")
 
 UtteranceId = Annotated[
     str,
-    Field(min_length=1, max_length=128, pattern=ID_PATTERN, description="Client id for idempotent retries."),
+    Field(
+        min_length=1,
+        max_length=ID_MAX_CHARS,
+        pattern=ID_PATTERN,
+        description="Client id for idempotent retries.",
+    ),
 ]
 
 
@@ -188,7 +191,7 @@ MULTIPART_SCHEMA: dict[str, Any] = {
             "pattern": TEXT_PATTERN,
             "description": f"What was said; at most {MAX_TRANSCRIPT_CHARS:,} characters (longer: 422).",
         },
-        "utterance_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": ID_PATTERN},
+        "utterance_id": {"type": "string", "minLength": 1, "maxLength": ID_MAX_CHARS, "pattern": ID_PATTERN},
         "speaker": {"type": "string", "maxLength": MAX_SPEAKER_CHARS, "pattern": TEXT_PATTERN},
     },
     "anyOf": _one_of("transcript", {"name": "audio", "schema": {"type": "string", "format": "binary"}}),
@@ -218,7 +221,7 @@ class Timings(BaseModel):
     """Milliseconds per stage of the attempt that scored the utterance (a replay repeats them).
 
     Encode stages include time queued for a micro-batch; `total` ends when the answer is ready,
-    just before the prediction is written to the store.
+    just before the prediction is written to the store. The fields are `app.metrics.STAGES`, in order.
     """
 
     decode: float = 0.0

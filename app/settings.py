@@ -87,6 +87,12 @@ class Settings(BaseSettings):
             " CUDA: one padded batch."
         ),
     )
+    decode_workers: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Threads that decode and resample uploaded audio, off the event loop.",
+    )
     encoder_precision: Precision = Field(
         default="auto",
         description=(
@@ -104,6 +110,12 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = Field(
         default="lpgnet:", min_length=1, max_length=64, description="Prefix of Redis keys."
+    )
+    redis_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Redis connect and command timeout: a hanging Redis answers 503 after this long.",
     )
     session_ttl_s: int = Field(default=3600, ge=1, description="A conversation idle this long is forgotten.")
     max_conversations: int = Field(

@@ -27,13 +27,12 @@ import torch
 import yaml
 
 from model.encoders.tiny import write_once
-from model.paths import cache_root
+from model.paths import SHARED_ROOT, cache_root
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = cache_root() / "bench-encoders"  # outside the checkout: ~800 MB
-SHARED_E2V_CONFIG = REPO_ROOT.parent / "shared" / "encoders" / "emotion2vec_base_config.yaml"
+SHARED_E2V_CONFIG = SHARED_ROOT / "encoders" / "emotion2vec_base_config.yaml"
 TEXT_DIRNAME = "bert-base-uncased"
 AUDIO_DIRNAME = "emotion2vec-base"
 LABELS = ["angry", "happy", "neutral", "sad"]  # a random checkpoint needs some; the service reads them back

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from bench.models import DEFAULT_CACHE, REPO_ROOT
+from bench.models import DEFAULT_CACHE
 from model.encoders.precision import Precision
+from model.paths import REPO_ROOT
 
 DEFAULT_OUT = REPO_ROOT / ".cache" / "bench" / "report.json"
 CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")

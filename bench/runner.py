@@ -116,10 +116,11 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             own_pids.append(server.pid)
         log.info("loading the in-process engine and the naive pipeline")
         engine = await load_engine(main, opts)
-        facts["service_torch_threads"] = engine.torch_threads
+        model_threads = engine.workers.torch_threads
+        facts["service_torch_threads"] = model_threads
         text_dir, audio_dir = encoder_dirs(main)
         naive = await asyncio.to_thread(NaivePipeline.sharing, engine, text_dir, audio_dir, main.checkpoint)
-        floor = FloorMode(floor_encoders(engine, opts, engine.torch_threads), threads=engine.torch_threads)
+        floor = FloorMode(floor_encoders(engine, opts, model_threads), threads=model_threads)
         await asyncio.to_thread(floor.prepare, clips)
         naive_mode, inproc = NaiveMode(naive, threads=threads), InProcessMode(engine)
         modes: list[Any] = [floor, naive_mode, inproc]

@@ -174,7 +174,7 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
     """LPGNet alone on one 64-utterance window, wall and CPU time, on the runtime the engine serves."""
     import torch
 
-    torch.set_num_threads(engine.torch_threads)  # as in the engine's own model thread
+    torch.set_num_threads(engine.workers.torch_threads)  # as in the engine's own model thread
     cfg = engine.checkpoint.config
     rng = np.random.default_rng(0)
     text = torch.from_numpy(rng.standard_normal((1, CONTEXT_WINDOW, cfg.text_dim)).astype(np.float32))
@@ -182,7 +182,7 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
     mask = torch.ones((1, CONTEXT_WINDOW), dtype=torch.bool)
 
     def forward() -> None:
-        engine._network(text, audio, mask, mask)
+        engine.workers.network(text, audio, mask, mask)
 
     forward()
     wall, cpu = [], []

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from bench.models import REPO_ROOT
+from model.paths import REPO_ROOT
 
 READY_TIMEOUT_S = 600.0
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.models import REPO_ROOT
+from model.paths import SHARED_ROOT
 
-RAVDESS_DIR = REPO_ROOT.parent / "shared" / "data" / "speech" / "ravdess"
+RAVDESS_DIR = SHARED_ROOT / "data" / "speech" / "ravdess"
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 
 

@@ -29,6 +29,7 @@ import torch
 
 from model.encoders.base import EncoderSpec
 from model.lpgnet import LPGNet, LPGNetConfig
+from model.paths import REPO_ROOT
 from model.serving import ServingContract
 
 FORMAT_VERSION = 1
@@ -145,4 +146,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     )
 
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "weights" / "lpgnet-offline-causal.pt"
+DEFAULT_CHECKPOINT = REPO_ROOT / "weights" / "lpgnet-offline-causal.pt"

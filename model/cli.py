@@ -239,8 +239,8 @@ def evaluate(
             precision=encoder_precision,  # type: ignore[arg-type]
             progress=True,
         )
-    except EncoderMismatchError as exc:
-        raise _fail(f"the checkpoint's encoders do not match its profile's: {exc}") from exc
+    except EncoderMismatchError as exc:  # its message names the profile and both specs
+        raise _fail(str(exc)) from exc
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     metrics = evaluation_report(

@@ -43,6 +43,7 @@ from model.labels import (
     identity_label_set,
     raw_code_mapping,
 )
+from model.paths import SHARED_ROOT
 
 Split = str  # "train" | "valid" | "test"
 SPLITS = ("train", "valid", "test")
@@ -178,9 +179,9 @@ def iemocap_split(dialogue_id: str, session: int) -> Split:
 
 
 def default_iemocap_table(repo: str | Path | None = None) -> Path:
-    """`<repo>/../shared/data/iemocap/utterances.jsonl`."""
-    root = Path(repo) if repo else Path(__file__).resolve().parents[1]
-    return root.parent / "shared" / "data" / "iemocap" / "utterances.jsonl"
+    """`<repo>/../shared/data/iemocap/utterances.jsonl` (`repo`: this checkout by default)."""
+    shared = Path(repo).parent / "shared" if repo else SHARED_ROOT
+    return shared / "data" / "iemocap" / "utterances.jsonl"
 
 
 def read_iemocap_table(

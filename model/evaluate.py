@@ -1,11 +1,12 @@
 """Score a trained checkpoint (LPGNet or baseline) on a corpus split, as the service would answer.
 
-The checkpoint decides everything about its inputs: its encoders are rebuilt from its profile and
-must match the specs it records (else `EncoderMismatchError`), its labels come from the file, its
-context mode is in its config, and its `ServingContract` (window K, float16 storage) is applied the
-way the service applies it (`model.serving.predict_served`). `modalities` removes text or audio from
-every utterance (what a text-only chatbot or an audio-only line sends); utterances left with neither
-are never sent, so a labelled one is read but not scored, and the per-class counts say so.
+The checkpoint decides everything about its inputs: its encoders are rebuilt from its profile by
+`model.encoders.factory.checkpoint_encoders`, as the service builds them, and must match the specs it
+records (else `EncoderMismatchError`), its labels come from the file, its context mode is in its
+config, and its `ServingContract` (window K, float16 storage) is applied the way the service applies
+it (`model.serving.predict_served`). `modalities` removes text or audio from every utterance (what a
+text-only chatbot or an audio-only line sends); utterances left with neither are never sent, so a
+labelled one is read but not scored, and the per-class counts say so.
 `protocol="offline"` is the paper's: whole dialogues at once in float32 (bidirectional checkpoints).
 """
 
@@ -22,7 +23,8 @@ import torch
 from model.baselines import BaselineCheckpoint, load_baseline
 from model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
 from model.data import Corpus, labelled_only, load_corpus
-from model.encoders.base import Encoder, EncoderSpec, check_encoders_match
+from model.encoders.base import Encoder
+from model.encoders.factory import checked_encoders, checkpoint_encoders
 from model.encoders.precision import Precision
 from model.features import FeatureCache, FeatureSet, extract_features
 from model.scoring import DialoguePrediction, Protocol, predict_dialogues, score
@@ -42,22 +44,6 @@ def load_any_checkpoint(path: str | Path | None = None) -> AnyCheckpoint:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     return load_baseline(path) if payload.get("kind") == "baseline" else load_checkpoint(path)
-
-
-def build_checkpoint_encoders(
-    ckpt: AnyCheckpoint, device: str = "auto", precision: Precision = "auto"
-) -> dict[str, Encoder]:
-    """Build the checkpoint's profile and check its encoders against the recorded specs.
-
-    `precision` follows the service's rule (LPGNET_ENCODER_PRECISION, default auto: bf16 autocast on
-    CPUs with native bf16), so evaluation on a machine answers what the service answers on it.
-    """
-    from model.encoders.profiles import build_encoders
-
-    encoders = build_encoders(ckpt.profile, device=device, precision=precision)
-    actual: dict[str, EncoderSpec] = {m: e.spec for m, e in encoders.items() if m in ckpt.encoders}
-    check_encoders_match(ckpt.encoders, actual)
-    return {m: e for m, e in encoders.items() if m in ckpt.encoders}
 
 
 def load_eval_corpus(
@@ -107,7 +93,10 @@ def predict_checkpoint(
     """What the service answers for every utterance of `split` (or the offline protocol's answers).
 
     `window` overrides the checkpoint's K (to mirror a service configured with another
-    LPGNET_CONTEXT_WINDOW); `encoders` defaults to the checkpoint's profile, checked against its specs.
+    LPGNET_CONTEXT_WINDOW); `encoders` defaults to the checkpoint's profile, built at `precision` (the
+    service's rule, LPGNET_ENCODER_PRECISION: auto is bf16 autocast on CPUs with native bf16, so
+    evaluation on a machine answers what the service answers on it); either way they are checked
+    against its specs.
     """
     if split not in SPLIT_CHOICES:  # before anything heavy loads
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLIT_CHOICES)}")
@@ -120,9 +109,9 @@ def predict_checkpoint(
     )
     corpus = load_eval_corpus(ckpt, data, split, label_map, only_labelled)
     if encoders is None:
-        encoders = build_checkpoint_encoders(ckpt, device, precision)
+        encoders = checkpoint_encoders(ckpt.encoders, ckpt.profile, device=device, precision=precision)
     else:
-        check_encoders_match(ckpt.encoders, {m: e.spec for m, e in encoders.items() if m in ckpt.encoders})
+        encoders = checked_encoders(ckpt.encoders, encoders)
     cache = FeatureCache(cache_dir)
     try:
         features = extract_features(corpus, encoders, cache, progress=progress)
@@ -207,7 +196,6 @@ def prediction_rows(features: FeatureSet, predictions: list[DialoguePrediction])
 
 __all__ = [
     "SPLIT_CHOICES",
-    "build_checkpoint_encoders",
     "evaluate_checkpoint",
     "evaluation_report",
     "load_any_checkpoint",

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.encoders.factory import MANIFEST
 from model.encoders.onnx import create_session
 from model.lpgnet import LPGNet, LPGNetOutput
 
@@ -204,7 +205,6 @@ class OnnxLPGNet:
 
 # ---- the bundle: every graph a checkpoint needs, and a manifest the service loads ----
 
-MANIFEST = "manifest.json"
 LPGNET_GRAPH = "lpgnet.onnx"
 
 
@@ -220,19 +220,19 @@ def export_bundle(
 
     Encoders with a neural network (HF text, emotion2vec) become ONNX graphs; feature extractors
     computed in numpy/librosa (prosody-8, eGeMAPS) are recorded as "native" and built as usual.
-    The encoders are built from the checkpoint's profile and must match its specs.
+    The encoders are the checkpoint's (`model.encoders.factory.checkpoint_encoders`: its profile, its
+    modalities, specs checked), in fp32 on CPU.
     """
     from model.checkpoint import load_checkpoint
-    from model.encoders.base import check_encoders_match
     from model.encoders.emotion2vec import Emotion2VecEncoder
+    from model.encoders.factory import checkpoint_encoders
     from model.encoders.onnx import export_emotion2vec, export_text_encoder
-    from model.encoders.profiles import build_encoders, encoder_specs, resolve_profile
+    from model.encoders.profiles import resolve_profile
     from model.encoders.text import HFTextEncoder
 
     ckpt = load_checkpoint(checkpoint_path)
     kw: dict[str, Any] = dict(text_model=text_model, audio_model=audio_model, tiny_dir=tiny_dir)
-    encoders = build_encoders(ckpt.profile, device="cpu", **kw)
-    check_encoders_match(ckpt.encoders, encoder_specs(encoders))
+    encoders = checkpoint_encoders(ckpt.encoders, ckpt.profile, device="cpu", precision="fp32", **kw)
     profile = resolve_profile(ckpt.profile, **kw)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,24 +264,3 @@ def export_bundle(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
-
-
-def load_bundle_encoders(
-    bundle_dir: str | Path, *, device: str = "auto", intra_op_threads: int | None = None
-) -> dict[str, Any]:
-    """The encoders of an exported bundle: onnxruntime where a graph exists, native otherwise."""
-    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder
-    from model.encoders.profiles import AudioEncoderConfig, build_audio_encoder
-
-    root = Path(bundle_dir)
-    manifest = json.loads((root / MANIFEST).read_text())
-    encoders: dict[str, Any] = {}
-    for modality, entry in manifest["encoders"].items():
-        if entry["backend"] == "onnx":
-            cls = OnnxTextEncoder if modality == "text" else OnnxEmotion2VecEncoder
-            encoders[modality] = cls(root / entry["dir"], device=device, intra_op_threads=intra_op_threads)
-        elif modality == "audio":
-            encoders[modality] = build_audio_encoder(AudioEncoderConfig(kind=entry["kind"]), device=device)
-        else:
-            raise ValueError(f"{root}: no way to build a native {modality} encoder")
-    return encoders

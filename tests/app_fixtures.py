@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from model.paths import SHARED_ROOT
+
 # what conftest's star import brings in: the fixtures only (helpers are imported by name)
 __all__ = [
     "clean_env",
@@ -34,8 +36,7 @@ __all__ = [
     "tiny_specs",
 ]
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-RAVDESS = SHARED / "data" / "speech" / "ravdess"
+RAVDESS = SHARED_ROOT / "data" / "speech" / "ravdess"
 TINY_LABELS = ["angry", "happy", "neutral", "sad"]  # test data: a checkpoint's labels, read back from it
 RAVDESS_STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 TEST_KEY_A = "key-a-0123456789abcdef"

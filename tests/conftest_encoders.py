@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.paths import SHARED_ROOT
+
 # No test may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -28,9 +30,8 @@ __all__ = [  # what tests/conftest.py star-imports: the fixtures only
     "tiny_text_encoder",
 ]
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
-RAVDESS_DIR = SHARED_DIR / "data" / "speech" / "ravdess"
-IEMOCAP_TABLE = SHARED_DIR / "data" / "iemocap" / "utterances.jsonl"
+RAVDESS_DIR = SHARED_ROOT / "data" / "speech" / "ravdess"
+IEMOCAP_TABLE = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
 
 
 def noise_waves(seconds: list[float], sample_rate: int = 16_000, seed: int = 0) -> list[np.ndarray]:

@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
+from model.paths import REPO_ROOT
+
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 # What an error body must never show: tracebacks, paths of this machine, library internals.
-INTERNALS = ("Traceback", 'File "', str(REPO), "site-packages", "/tmp/", "soundfile", "torch.")
+INTERNALS = ("Traceback", 'File "', str(REPO_ROOT), "site-packages", "/tmp/", "soundfile", "torch.")
 
 
 def assert_problem(response: httpx.Response, status: int, *, slug: str | None = None) -> dict[str, Any]:
@@ -180,8 +181,8 @@ class ServerProcess:
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
-            cwd=REPO,
-            env={**clean, **env, "PYTHONPATH": str(REPO)},
+            cwd=REPO_ROOT,
+            env={**clean, **env, "PYTHONPATH": str(REPO_ROOT)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

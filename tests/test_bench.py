@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench.workload import RAVDESS_DIR
+from model.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 REQUIRED_POSITIVE = (
     "p50_ms",
     "floor_p50_ms",
@@ -37,7 +37,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     out = tmp_path_factory.mktemp("bench") / "report.json"
     lpgnet = shutil.which("lpgnet") or str(Path(sys.executable).with_name("lpgnet"))
     command = [lpgnet, "bench", "--quick", "--json", "--out", str(out)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return done, out
 
@@ -94,7 +94,7 @@ def test_bench_smoke_runs_on_the_tiny_encoders(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     command = [sys.executable, "-m", "bench", "--smoke", "--no-http", "--out", str(out)]
     command += ["--cache", str(tmp_path)]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["run"] == "smoke" and report["p50_ms"] > 0 and report["service_mode"] == "inproc"

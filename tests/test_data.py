@@ -21,9 +21,9 @@ from model.data import (
     relabel,
     write_jsonl,
 )
+from model.paths import SHARED_ROOT
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TABLE = SHARED / "data" / "iemocap" / "utterances.jsonl"
+TABLE = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
 needs_table = pytest.mark.skipif(not TABLE.exists(), reason=f"shared IEMOCAP table absent ({TABLE})")
 
 

@@ -14,10 +14,10 @@ import pytest
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from model.evaluate import evaluate_checkpoint
+from model.paths import SHARED_ROOT
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-IEMOCAP = SHARED / "data" / "iemocap" / "utterances.jsonl"
-RAVDESS_12 = SHARED / "data" / "speech" / "ravdess-01-12"
+IEMOCAP = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
+RAVDESS_12 = SHARED_ROOT / "data" / "speech" / "ravdess-01-12"
 
 
 @pytest.fixture(scope="module")

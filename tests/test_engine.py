@@ -17,8 +17,9 @@ import torch
 
 from app.engine import Engine
 from app.exceptions import UnsupportedModality, UtteranceConflict, UtteranceInProgress
-from app.metrics import Metrics
+from app.metrics import STAGES, Metrics
 from app.runtime import StartupError, build_network
+from app.schemas import Timings
 from app.settings import Settings
 from app.store import ConversationKey, MemoryStore
 from app.store.base import ContextRow, NewUtterance, UtteranceMeta
@@ -141,6 +142,11 @@ async def test_model_sees_only_the_last_k_utterances(make_engine: Any) -> None:
     await engine.submit(UtteranceRequest(other, transcript=texts[2]))
     alone = await engine.submit(UtteranceRequest(other, transcript=texts[3]))
     assert alone.prediction.probabilities == pytest.approx(answers[3].prediction.probabilities, abs=1e-9)
+
+
+def test_the_stages_timed_are_the_ones_the_response_documents() -> None:
+    # one list of names: the engine's timing keys, the stage histogram's labels, the response's fields
+    assert tuple(Timings.model_fields) == STAGES
 
 
 @pytest.mark.asyncio
@@ -281,8 +287,8 @@ async def test_concurrent_attempts_of_one_utterance_store_it_once(make_engine: A
 async def test_retry_while_the_first_attempt_is_in_flight_is_409_in_progress(make_engine: Any) -> None:
     engine = await make_engine(idempotency_wait_ms=100)
     model_gate = threading.Event()
-    network = engine._network
-    engine._network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
+    network = engine.workers.network
+    engine.workers.network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
     first = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
     while await engine.store.find(KEY, "u1") is None:  # stored; its prediction waits on the gate
         await asyncio.sleep(0.005)
@@ -298,8 +304,8 @@ async def test_retry_while_the_first_attempt_is_in_flight_is_409_in_progress(mak
 async def test_retry_waits_briefly_for_the_first_attempts_answer(make_engine: Any) -> None:
     engine = await make_engine(idempotency_wait_ms=5000)
     model_gate = threading.Event()
-    network = engine._network
-    engine._network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
+    network = engine.workers.network
+    engine.workers.network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
     first = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
     while await engine.store.find(KEY, "u1") is None:
         await asyncio.sleep(0.005)
@@ -416,8 +422,9 @@ def _assert_same_answers(engine: Engine, reference: Engine) -> None:
         [ContextRow(j, rng.standard_normal(cfg.text_dim).astype(np.float16), None) for j in range(n)]
         for n in (1, 3)
     ]
-    for got, want in zip(engine._score_windows(windows), reference._score_windows(windows), strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    got = engine.workers.score_windows(windows)
+    for row, want in zip(got, reference.workers.score_windows(windows), strict=True):
+        np.testing.assert_allclose(row, want, atol=1e-5)
 
 
 def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(

@@ -50,8 +50,9 @@ def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_e
     import numpy as np
 
     from model.checkpoint import Checkpoint, save_checkpoint
+    from model.encoders.factory import load_bundle_encoders
     from model.encoders.profiles import build_encoders, encoder_specs
-    from model.export import MANIFEST, export_bundle, load_bundle_encoders
+    from model.export import MANIFEST, export_bundle
 
     tiny_dir = tiny_encoder_paths.text.parent
     encoders = build_encoders("tiny", device="cpu", tiny_dir=tiny_dir)

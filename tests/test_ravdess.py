@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from model.data import load_corpus, read_jsonl, write_jsonl
+from model.paths import SHARED_ROOT
 from model.ravdess import parse_name, ravdess_labels, read_ravdess
 from tests.app_fixtures import wav_bytes
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-RAVDESS_12 = SHARED / "data" / "speech" / "ravdess-01-12"
+RAVDESS_12 = SHARED_ROOT / "data" / "speech" / "ravdess-01-12"
 
 
 def fixture_folder(root: Path) -> Path:

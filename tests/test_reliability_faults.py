@@ -172,11 +172,11 @@ def test_an_exception_in_the_model_or_an_encoder_is_a_bare_500_and_the_service_k
     target = {
         "text-encoder": engine.encoders["text"],
         "audio-encoder": engine.encoders["audio"],
-        "network": engine,
+        "network": engine.workers,
     }[part]
     # the engine calls encode_with_info where a text encoder has it, encode_batch otherwise; the
-    # network is whichever runtime serves it (PyTorch or onnxruntime), behind Engine._network
-    methods = {"text-encoder": "encode_with_info", "audio-encoder": "encode_batch", "network": "_network"}
+    # network is whichever runtime serves it (PyTorch or onnxruntime), behind ModelWorkers.network
+    methods = {"text-encoder": "encode_with_info", "audio-encoder": "encode_batch", "network": "network"}
     method = methods[part]
     failing = threading.Event()
     original = getattr(target, method)

@@ -29,8 +29,9 @@ import app.security
 from app.exceptions import Unauthorized
 from app.main import create_app
 from app.security import ApiKeys
+from model.paths import REPO_ROOT
 from tests.app_fixtures import TEST_KEY_A, TEST_KEY_B
-from tests.reliability_support import REPO, asgi_client, assert_problem, audio_file
+from tests.reliability_support import asgi_client, assert_problem, audio_file
 
 URL = "/conversations/{cid}/utterances"
 A = {"Authorization": f"Bearer {TEST_KEY_A}"}
@@ -359,7 +360,7 @@ def test_no_transcript_or_audio_reaches_the_logs_at_debug_level(
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the network failed")
 
-    monkeypatch.setattr(engine, "_network", crash)  # the runtime serving LPGNet, PyTorch or onnxruntime
+    monkeypatch.setattr(engine.workers, "network", crash)  # what serves LPGNet, PyTorch or onnxruntime
     assert client.post(URL.format(cid="c"), headers=A, json={"transcript": MARKER}).status_code == 500
 
     assert any(r.levelno == logging.DEBUG for r in caplog.records)  # debug logging did run
@@ -373,7 +374,7 @@ def test_no_transcript_or_audio_reaches_the_logs_at_debug_level(
 
 
 def test_container_runs_as_a_non_root_user() -> None:
-    dockerfile = (REPO / "Dockerfile").read_text()
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     stages = re.split(r"^FROM\s", dockerfile, flags=re.M)
     final = stages[-1]
     users = re.findall(r"^USER\s+(\S+)", final, flags=re.M)
@@ -392,7 +393,7 @@ def test_the_dockerfile_build_time_warm_up_runs(tmp_path: Path) -> None:
     """The image starts the service once at build time, as its user, so the default checkpoint's LPGNet
     graph and numba's kernels are in the image (no Docker engine here: the same command runs against
     this checkout, with a fresh home directory and numba cache)."""
-    dockerfile = (REPO / "Dockerfile").read_text()
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     after_user = dockerfile[dockerfile.rindex("\nUSER ") :]  # the step runs as the service's user
     match = re.search(r"^RUN (python -m app\.prewarm)$", after_user, flags=re.M)
     assert match, "no build-time warm-up step in the Dockerfile"
@@ -401,7 +402,7 @@ def test_the_dockerfile_build_time_warm_up_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LPGNET_", "XDG_", "NUMBA_"))}
     done = subprocess.run(
         [sys.executable, *match.group(1).split()[1:]],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env={**env, "HOME": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / numba_dir.group(1))},
         capture_output=True,
         text=True,

@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from app.settings import Settings
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from model.evaluate import predict_checkpoint, prediction_rows
+from model.paths import SHARED_ROOT
 from model.serving import ServingContract
 from tests.app_fixtures import TINY_LABELS, wav_bytes, write_tiny_checkpoint
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-IEMOCAP = SHARED / "data" / "iemocap" / "utterances.jsonl"
+IEMOCAP = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
 TOLERANCE = 1e-4
 
 

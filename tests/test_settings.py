@@ -26,6 +26,7 @@ def test_defaults_serve_the_committed_weights_locally(clean_env: None) -> None:
     assert s.max_audio_samples == 48_000 * 2 * 60 and s.max_audio_sample_rate == 96_000
     assert s.max_audio_channels == 8 and s.min_audio_seconds == 0.05
     assert s.shutdown_grace_s == 10 and s.shutdown_drain_s == 0 and s.metrics_port is None
+    assert s.decode_workers == 2 and s.redis_timeout_s == 2.0
 
 
 def test_metrics_port_must_differ_from_the_api_port(clean_env: None) -> None:
@@ -50,8 +51,11 @@ def test_environment_variables_use_the_lpgnet_prefix(
     monkeypatch.setenv("LPGNET_STORE_TRANSCRIPTS", "true")
     monkeypatch.setenv("LPGNET_CHECKPOINT", "/weights/x.pt")
     monkeypatch.setenv("LPGNET_API_KEYS", f" {TEST_KEY_A} ,{TEST_KEY_B},")
+    monkeypatch.setenv("LPGNET_DECODE_WORKERS", "4")
+    monkeypatch.setenv("LPGNET_REDIS_TIMEOUT_S", "0.5")
     s = Settings()
     assert s.context_window == 8 and s.redis_url == "redis://redis:6379/0" and s.store_transcripts
+    assert s.decode_workers == 4 and s.redis_timeout_s == 0.5
     assert s.checkpoint == Path("/weights/x.pt")
     assert [k.get_secret_value() for k in s.api_keys] == [TEST_KEY_A, TEST_KEY_B]
     assert TEST_KEY_A not in repr(s)  # keys are secrets
@@ -67,6 +71,8 @@ def test_environment_variables_use_the_lpgnet_prefix(
         {"backend": "tensorrt"},
         {"encoder_precision": "int4"},
         {"encoder_workers": 0},
+        {"decode_workers": 0},
+        {"redis_timeout_s": 0},
         {"device": "tpu"},
         {"max_request_bytes": 10},
         {"batch_max_wait_ms": -1},
@@ -91,3 +97,12 @@ def test_empty_variables_mean_unset(clean_env: None, monkeypatch: pytest.MonkeyP
     assert s.profile is None and s.text_model is None and s.audio_model is None
     assert s.redis_url is None and s.api_keys == [] and s.torch_threads is None
     assert s.encoder_workers is None and s.cache_dir is None
+
+
+def test_the_redis_timeout_reaches_the_redis_client(clean_env: None) -> None:
+    from app.store import RedisStore, build_store
+
+    store = build_store(Settings(redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.5))
+    assert isinstance(store, RedisStore)
+    kwargs = store._redis.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.5

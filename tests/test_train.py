@@ -7,7 +7,6 @@ hashed bag-of-words text encoder defined here, so the run takes seconds and need
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,11 +21,11 @@ from model.encoders.precomputed import PrecomputedEncoder
 from model.features import FeatureCache, extract_features, normalization_stats
 from model.losses import LossWeights
 from model.lpgnet import LPGNetConfig
+from model.paths import SHARED_ROOT
 from model.serving import ServingContract
 from model.train import TrainConfig, collate, train_one, train_seeds
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TABLE = SHARED / "data" / "iemocap" / "utterances.jsonl"
+TABLE = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
 needs_table = pytest.mark.skipif(not TABLE.exists(), reason=f"shared IEMOCAP table absent ({TABLE})")
 
 
@@ -257,7 +256,7 @@ def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
         TrainConfig.from_dict({"optim": {"epochs": 3, "lr_typo": 1}})
 
 
-DAILYDIALOG = SHARED / "data" / "dailydialog" / "dailydialog.jsonl"
+DAILYDIALOG = SHARED_ROOT / "data" / "dailydialog" / "dailydialog.jsonl"
 
 
 @needs_table

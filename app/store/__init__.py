@@ -19,6 +19,7 @@ def build_store(settings: Settings) -> ConversationStore:
         return RedisStore(
             settings.redis_url,
             prefix=settings.redis_prefix,
+            timeout_s=settings.redis_timeout_s,
             ttl_s=ttl_s,
             max_utterances=max_utterances,
             vectors_kept=vectors_kept,

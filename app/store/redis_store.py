@@ -80,7 +80,7 @@ end
 local owner = redis.call('HGET', meta, 'owner')
 if owner and owner ~= ARGV[1] then return {-1} end
 local uid, token = ARGV[2], ARGV[13]
--- '#' never starts a client utterance_id (ID_PATTERN), so '#<token>' cannot collide with one
+-- '#' never starts a client utterance_id (app.ids), so '#<token>' cannot collide with one
 local attempt = uid ~= '' and uid or ('#' .. token)
 local known = redis.call('HGET', ids, attempt)
 if known then
@@ -172,7 +172,7 @@ class RedisStore(ConversationStore):
         self._active = f"{prefix}active"
 
     def _base(self, key: ConversationKey) -> str:
-        # {...}: the cluster hash tag; ids cannot contain braces (ID_PATTERN), namespaces are hex
+        # {...}: the cluster hash tag; ids cannot contain braces (app.ids), namespaces are hex
         if key.namespace:
             return f"{self.prefix}c:{key.namespace}:{{{key.conversation_id}}}"
         return f"{self.prefix}c:{{{key.conversation_id}}}"

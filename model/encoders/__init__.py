@@ -4,6 +4,7 @@ Names are re-exported lazily (PEP 562), so `import model.encoders.audio` in the 
 in librosa, transformers or FunASR.
 
     base        Encoder, EncoderSpec, check_encoders_match
+    factory     checkpoint_encoders, checked_encoders, load_bundle_encoders (a checkpoint's encoders)
     profiles    PROFILES, EncoderProfile, build_encoders, encoder_specs, profile_specs
     text        HFTextEncoder (BERT / MiniLM)
     emotion2vec Emotion2VecEncoder (FunASR, batched)
@@ -25,6 +26,9 @@ _EXPORTS: dict[str, str] = {
     "EncoderSpec": "base",
     "EncoderMismatchError": "base",
     "check_encoders_match": "base",
+    "checked_encoders": "factory",
+    "checkpoint_encoders": "factory",
+    "load_bundle_encoders": "factory",
     "AudioEncoderConfig": "profiles",
     "EncoderProfile": "profiles",
     "PROFILES": "profiles",

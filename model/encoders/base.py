@@ -2,9 +2,10 @@
 
 LPGNet eats one text vector and one audio vector per utterance. Whatever produces them (BERT,
 emotion2vec, MiniLM, prosodic statistics, precomputed corpus columns) is an `Encoder`: it turns a
-batch of inputs into a float32 tensor of shape (N, D). Training and the service both reach encoders
-through `model.encoders.profiles.build_encoders`, so what a checkpoint was trained on is exactly what
-serves it.
+batch of inputs into a float32 tensor of shape (N, D). Training builds a profile's encoders with
+`model.encoders.profiles.build_encoders`; the service, evaluation and export rebuild a checkpoint's with
+`model.encoders.factory.checkpoint_encoders`, which checks them against the specs it recorded, so what a
+checkpoint was trained on is exactly what serves it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The one place that decides which encoders exist and builds them.
 
-A profile names a text encoder and an audio encoder. Training (`lpgnet train`) and the service both
-call `build_encoders(profile, ...)`, record or compare `encoder_specs(...)` against the checkpoint
-with `check_encoders_match`, and so cannot drift apart.
+A profile names a text encoder and an audio encoder. Training (`lpgnet train`) calls
+`build_encoders(profile, ...)` and records `encoder_specs(...)` in the checkpoint; everything that
+serves a checkpoint (the service, `lpgnet evaluate`, `lpgnet export`) goes through
+`model.encoders.factory.checkpoint_encoders`, which builds the same profile and compares the specs with
+`check_encoders_match`, so the two sides cannot drift apart.
 
     production  text  hf:bert-base-uncased:cls                        768
                 audio emotion2vec:iic/emotion2vec_base                768  16 kHz
@@ -27,13 +29,13 @@ from typing import Literal
 from model.encoders.base import Encoder, EncoderSpec, Modality
 from model.encoders.precision import Precision
 from model.encoders.text import Pooling
+from model.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
 TextKind = Literal["hf"]
 AudioKind = Literal["emotion2vec", "prosody8", "egemaps"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TINY_DIR = REPO_ROOT / ".cache" / "tiny-encoders"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 

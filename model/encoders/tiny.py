@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from model.encoders.emotion2vec import quiet_funasr
+from model.paths import SHARED_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ SEED = 20240601
 TINY_TEXT_MAX_LENGTH = 64
 
 # Where the MIT-licensed FunASR emotion2vec template lives beside the repository.
-_SHARED_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "encoders" / "emotion2vec_base_config.yaml"
+_SHARED_CONFIG = SHARED_ROOT / "encoders" / "emotion2vec_base_config.yaml"
 
 # The keys of FunASR's emotion2vec template (MIT license) that shape the network at inference, shrunk.
 # Used when ../shared/encoders/emotion2vec_base_config.yaml is not there; the shared file wins otherwise.

@@ -112,7 +112,7 @@ def cap_examples(examples: list[Example], caps: dict[str, int], seed: int) -> li
 class _TopLayers(nn.Module):
     """The trained top of the transformer plus pooling: cached lower states in, sentence vectors out."""
 
-    def __init__(self, transformer: nn.Module, first: int) -> None:
+    def __init__(self, transformer: Any, first: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(transformer.encoder.layer[first:])
 
@@ -126,7 +126,7 @@ class _TopLayers(nn.Module):
 
 
 def _lower_states(
-    tokenizer: Any, transformer: nn.Module, texts: list[str], first: int, config: TuneConfig
+    tokenizer: Any, transformer: Any, texts: list[str], first: int, config: TuneConfig
 ) -> list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Length-sorted batches of (indices, hidden state after layer `first`, 4-d mask, 2-d mask)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

@@ -11,10 +11,9 @@ from pydantic import ValidationError
 from app.api.scoring import as_request_error, score_utterance, validate_utterance_json
 from app.deps import EngineDep, NamespaceDep, StoreDep
 from app.exceptions import ConversationNotFound, UnsupportedMediaType
+from app.ids import ID_DESCRIPTION, ID_MAX_CHARS, ID_PATTERN
 from app.predictions import Prediction
 from app.schemas import (
-    ID_DESCRIPTION,
-    ID_PATTERN,
     MULTIPART_SCHEMA,
     ConversationResponse,
     Problem,
@@ -31,7 +30,7 @@ from app.uploads import FormPart, InvalidForm, read_multipart, read_urlencoded
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 ConversationId = Annotated[
-    str, Path(min_length=1, max_length=128, pattern=ID_PATTERN, description=ID_DESCRIPTION)
+    str, Path(min_length=1, max_length=ID_MAX_CHARS, pattern=ID_PATTERN, description=ID_DESCRIPTION)
 ]
 
 _FORM_FIELDS = 8  # transcript, utterance_id, speaker, audio, with room for a clear "unknown field" error
