@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack
 
 import httpx
 from websockets.asyncio.client import ClientConnection as AsyncConnection
@@ -30,6 +29,10 @@ from websockets.sync.client import connect as sync_connect
 from app.schemas import ConversationResponse, UtteranceResponse
 
 AUDIO_FRAME = "audio_frame"  # app.api.routes.streams.AUDIO_FRAME (not imported: that pulls the service)
+
+_Http = TypeVar("_Http", httpx.Client, httpx.AsyncClient)
+_Transport = TypeVar("_Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
+_Socket = TypeVar("_Socket", ClientConnection, AsyncConnection)
 
 
 class LPGNetError(Exception):
@@ -55,6 +58,15 @@ class Answer:
     @property
     def probabilities(self) -> dict[str, float]:
         return self.utterance.probabilities
+
+
+class UtteranceFields(TypedDict, total=False):
+    """The keywords every sending method takes (`post_utterance`, `send`, `score`): an `Utterance`."""
+
+    transcript: str | None
+    audio: bytes | None
+    utterance_id: str | None
+    speaker: str | None
 
 
 @dataclass(frozen=True)
@@ -125,20 +137,8 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-class _Base:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-
-    def _utterances_url(self, conversation_id: str) -> str:
-        return f"/conversations/{conversation_id}/utterances"
-
-
-# ---- blocking -------------------------------------------------------------------------------------------
-
-
-class LPGNetClient(_Base):
-    """Blocking client; `transport` lets tests talk to an app in process (httpx.ASGITransport...)."""
+class _Base(Generic[_Http, _Transport]):
+    """What both clients share: the constructor, the headers and where the stream connects."""
 
     def __init__(
         self,
@@ -146,13 +146,44 @@ class LPGNetClient(_Base):
         *,
         api_key: str | None = None,
         timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: _Transport | None = None,
     ) -> None:
-        super().__init__(base_url, api_key=api_key)
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
         self.timeout = timeout
-        self._http = httpx.Client(
+        self._http: _Http = self._open_http(
             base_url=self.base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
+
+    def _open_http(self, **options: Any) -> _Http:
+        raise NotImplementedError
+
+    def _utterances_url(self, conversation_id: str) -> str:
+        return f"/conversations/{conversation_id}/utterances"
+
+    def _socket_options(self, conversation_id: str) -> dict[str, Any]:
+        """Keywords of `websockets` `connect` (sync or asyncio) for this conversation's stream."""
+        return {
+            "uri": _ws_url(self.base_url, conversation_id),
+            "additional_headers": _headers(self.api_key),
+            "open_timeout": self.timeout,
+        }
+
+
+class _Stream(Generic[_Socket]):
+    def __init__(self, socket: _Socket, timeout: float) -> None:
+        self._socket: _Socket = socket
+        self._timeout = timeout
+
+
+# ---- blocking -------------------------------------------------------------------------------------------
+
+
+class LPGNetClient(_Base[httpx.Client, httpx.BaseTransport]):
+    """Blocking client; `transport` lets tests talk to an app in process (httpx.ASGITransport...)."""
+
+    def _open_http(self, **options: Any) -> httpx.Client:
+        return httpx.Client(**options)
 
     def __enter__(self) -> Self:
         return self
@@ -166,17 +197,9 @@ class LPGNetClient(_Base):
     def ready(self) -> bool:
         return self._http.get("/ready").status_code == 200
 
-    def post_utterance(
-        self,
-        conversation_id: str,
-        *,
-        transcript: str | None = None,
-        audio: bytes | None = None,
-        utterance_id: str | None = None,
-        speaker: str | None = None,
-    ) -> Answer:
-        utterance = Utterance(transcript, audio, utterance_id, speaker)
-        return _answer(self._http.post(self._utterances_url(conversation_id), **utterance.request()))
+    def post_utterance(self, conversation_id: str, **utterance: Unpack[UtteranceFields]) -> Answer:
+        request = Utterance(**utterance).request()
+        return _answer(self._http.post(self._utterances_url(conversation_id), **request))
 
     def conversation(self, conversation_id: str) -> ConversationResponse:
         response = self._http.get(f"/conversations/{conversation_id}")
@@ -188,20 +211,11 @@ class LPGNetClient(_Base):
 
     def stream(self, conversation_id: str) -> Stream:
         """A WebSocket stream of this conversation (use it as a context manager)."""
-        socket = sync_connect(
-            _ws_url(self.base_url, conversation_id),
-            additional_headers=_headers(self.api_key),
-            open_timeout=self.timeout,
-        )
-        return Stream(socket, self.timeout)
+        return Stream(sync_connect(**self._socket_options(conversation_id)), self.timeout)
 
 
-class Stream:
+class Stream(_Stream[ClientConnection]):
     """One WebSocket stream: `send` utterances (they may be pipelined), `receive` answers in order."""
-
-    def __init__(self, socket: ClientConnection, timeout: float) -> None:
-        self._socket = socket
-        self._timeout = timeout
 
     def __enter__(self) -> Self:
         return self
@@ -212,22 +226,15 @@ class Stream:
     def close(self) -> None:
         self._socket.close()
 
-    def send(
-        self,
-        *,
-        transcript: str | None = None,
-        audio: bytes | None = None,
-        utterance_id: str | None = None,
-        speaker: str | None = None,
-    ) -> None:
-        for frame in Utterance(transcript, audio, utterance_id, speaker).frames():
+    def send(self, **utterance: Unpack[UtteranceFields]) -> None:
+        for frame in Utterance(**utterance).frames():
             self._socket.send(frame)
 
     def receive(self) -> Answer:
         """The next answer in order; a problem raises `LPGNetError` (the socket stays usable)."""
         return _stream_answer(self._socket.recv(timeout=self._timeout))
 
-    def score(self, **utterance: Any) -> Answer:
+    def score(self, **utterance: Unpack[UtteranceFields]) -> Answer:
         """Send one utterance and wait for its answer."""
         self.send(**utterance)
         return self.receive()
@@ -236,22 +243,11 @@ class Stream:
 # ---- asyncio --------------------------------------------------------------------------------------------
 
 
-class AsyncLPGNetClient(_Base):
+class AsyncLPGNetClient(_Base[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """The asyncio twin of `LPGNetClient` (same methods, awaited)."""
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8000",
-        *,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, api_key=api_key)
-        self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=_headers(api_key), timeout=timeout, transport=transport
-        )
+    def _open_http(self, **options: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**options)
 
     async def __aenter__(self) -> Self:
         return self
@@ -265,17 +261,9 @@ class AsyncLPGNetClient(_Base):
     async def ready(self) -> bool:
         return (await self._http.get("/ready")).status_code == 200
 
-    async def post_utterance(
-        self,
-        conversation_id: str,
-        *,
-        transcript: str | None = None,
-        audio: bytes | None = None,
-        utterance_id: str | None = None,
-        speaker: str | None = None,
-    ) -> Answer:
-        utterance = Utterance(transcript, audio, utterance_id, speaker)
-        return _answer(await self._http.post(self._utterances_url(conversation_id), **utterance.request()))
+    async def post_utterance(self, conversation_id: str, **utterance: Unpack[UtteranceFields]) -> Answer:
+        request = Utterance(**utterance).request()
+        return _answer(await self._http.post(self._utterances_url(conversation_id), **request))
 
     async def conversation(self, conversation_id: str) -> ConversationResponse:
         response = await self._http.get(f"/conversations/{conversation_id}")
@@ -287,46 +275,28 @@ class AsyncLPGNetClient(_Base):
 
     async def stream(self, conversation_id: str) -> AsyncStream:
         """`async with await client.stream(id) as stream:` a WebSocket stream of this conversation."""
-        socket = await async_connect(
-            _ws_url(self.base_url, conversation_id),
-            additional_headers=_headers(self.api_key),
-            open_timeout=self.timeout,
-        )
-        return AsyncStream(socket, self.timeout)
+        return AsyncStream(await async_connect(**self._socket_options(conversation_id)), self.timeout)
 
 
-class AsyncStream:
+class AsyncStream(_Stream[AsyncConnection]):
     """The asyncio twin of `Stream`."""
-
-    def __init__(self, socket: AsyncConnection, timeout: float) -> None:
-        self._socket = socket
-        self._timeout = timeout
 
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
         await self._socket.close()
 
-    async def send(
-        self,
-        *,
-        transcript: str | None = None,
-        audio: bytes | None = None,
-        utterance_id: str | None = None,
-        speaker: str | None = None,
-    ) -> None:
-        for frame in Utterance(transcript, audio, utterance_id, speaker).frames():
+    async def send(self, **utterance: Unpack[UtteranceFields]) -> None:
+        for frame in Utterance(**utterance).frames():
             await self._socket.send(frame)
 
     async def receive(self) -> Answer:
         return _stream_answer(await asyncio.wait_for(self._socket.recv(), self._timeout))
 
-    async def score(self, **utterance: Any) -> Answer:
+    async def score(self, **utterance: Unpack[UtteranceFields]) -> Answer:
         await self.send(**utterance)
         return await self.receive()

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def run_bench(quick: bool = False, **options: Any) -> dict[str, Any]:
-    """Run the benchmark and return its report (see `bench.runner.run_bench` for the options)."""
+    """Run the benchmark and return its report (options: `bench.options.BenchOptions.create`)."""
     from bench.runner import run_bench as _run_bench
 
     return _run_bench(quick, **options)

@@ -6,9 +6,10 @@ Shared by the orchestration (`bench.runner`), the setup (`bench.serving`) and th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bench.models import DEFAULT_CACHE
 from model.encoders.precision import Precision
@@ -75,6 +76,28 @@ class BenchOptions:
     hidden: int = DEFAULT_HIDDEN  # D of the random production checkpoint
     cache: Path = DEFAULT_CACHE
     out: Path = DEFAULT_OUT
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        quick: bool = False,
+        smoke: bool = False,
+        concurrency: Sequence[int] = (1, 4, 16),
+        cache: Path | None = None,
+        out: Path | None = None,
+        **fields: Any,
+    ) -> BenchOptions:
+        """The options `run_bench` is called with: `smoke` (else `quick`, else full) picks the kind, the
+        concurrency levels are sorted without repeats, None for `cache` / `out` is the default."""
+        kind: RunKind = "smoke" if smoke else "quick" if quick else "full"
+        return cls(
+            kind=kind,
+            concurrency=tuple(sorted(set(concurrency))),
+            cache=cache or DEFAULT_CACHE,
+            out=out or DEFAULT_OUT,
+            **fields,
+        )
 
     @property
     def plan(self) -> Plan:

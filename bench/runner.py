@@ -23,12 +23,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from bench.models import DEFAULT_CACHE
-from bench.options import CONTEXT_WINDOW, DEFAULT_HIDDEN, DEFAULT_OUT, Backend, BenchOptions, RunKind
+from bench.options import CONTEXT_WINDOW, BenchOptions
 from bench.sections import Section, run_concurrency, run_latency, run_offline, run_overhead
 from bench.serving import (
     close_engine,
@@ -40,45 +37,16 @@ from bench.serving import (
 )
 from bench.stats import CpuShare, Stopwatch, machine_facts, peak_rss_mb, summarize
 from bench.workload import load_clips
-from model.encoders.precision import Precision
 
 log = logging.getLogger("bench")
 
 
-def run_bench(
-    quick: bool = False,
-    *,
-    smoke: bool = False,
-    backend: Backend = "auto",
-    concurrency: Sequence[int] = (1, 4, 16),
-    requests: int | None = None,
-    threads: int | None = None,
-    precision: Precision | None = None,
-    workers: int | None = None,
-    http: bool = True,
-    batch_max_size: int | None = None,
-    batch_max_wait_ms: float | None = None,
-    hidden: int = DEFAULT_HIDDEN,
-    cache: Path | None = None,
-    out: Path | None = None,
-) -> dict[str, Any]:
-    """Run the benchmark, write the JSON report to `out` and return it (the `lpgnet bench` entry)."""
-    kind: RunKind = "smoke" if smoke else "quick" if quick else "full"
-    opts = BenchOptions(
-        kind=kind,
-        backend=backend,
-        concurrency=tuple(sorted(set(concurrency))),
-        requests=requests,
-        threads=threads,
-        precision=precision,
-        workers=workers,
-        http=http,
-        batch_max_size=batch_max_size,
-        batch_max_wait_ms=batch_max_wait_ms,
-        hidden=hidden,
-        cache=cache or DEFAULT_CACHE,
-        out=out or DEFAULT_OUT,
-    )
+def run_bench(quick: bool = False, **options: Any) -> dict[str, Any]:
+    """Run the benchmark, write the JSON report to `out` and return it (the `lpgnet bench` entry).
+
+    `options`: `smoke` and the fields of `BenchOptions` (see `BenchOptions.create`).
+    """
+    opts = BenchOptions.create(quick=quick, **options)
     report = asyncio.run(_run(opts))
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(report, indent=2) + "\n")

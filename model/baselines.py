@@ -16,17 +16,15 @@ Dimension legend: B dialogues, U utterances, Dt/Da text/audio dims, D hidden, C 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from model.checkpoint import contract_payload, write_payload
-from model.encoders.base import EncoderSpec
+from model.checkpoint import SavedModel
 from model.lpgnet import InputNorm, LPGNetOutput
-from model.serving import ServingContract
 
 BaselineKind = Literal["linear", "gru"]
 BASELINE_FORMAT = 1
@@ -147,62 +145,26 @@ def build_baseline(cfg: BaselineConfig) -> _Baseline:
 
 
 @dataclass
-class BaselineCheckpoint:
+class BaselineCheckpoint(SavedModel[_Baseline]):
     """A trained baseline with the same contract fields as `model.checkpoint.Checkpoint`."""
 
-    model: _Baseline
-    labels: list[str]
-    encoders: dict[str, EncoderSpec]
-    profile: str
     name: str = "baseline"
-    version: str = ""
-    training: dict[str, Any] | None = None
-    serving: ServingContract = field(default_factory=ServingContract)
 
     @property
     def config(self) -> BaselineConfig:
         return self.model.cfg
 
-    @property
-    def context(self) -> str:
-        return self.model.cfg.context
-
 
 def save_baseline(ckpt: BaselineCheckpoint, path: str | Path) -> Path:
     """The checkpoint's own fields and atomic write, marked `kind: baseline` with its own format."""
-    payload = contract_payload(
-        ckpt.model,
-        ckpt.config.to_dict(),
-        labels=ckpt.labels,
-        encoders=ckpt.encoders,
-        profile=ckpt.profile,
-        name=ckpt.name,
-        context=ckpt.config.context,
-        training=ckpt.training or {},
-        serving=ckpt.serving,
-    )
-    payload.update(format_version=BASELINE_FORMAT, kind="baseline")
-    ckpt.version = payload["version"]
-    return write_payload(payload, path)
+    return ckpt.write(path, format_version=BASELINE_FORMAT, kind="baseline")
 
 
 def load_baseline(path: str | Path) -> BaselineCheckpoint:
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     if payload.get("kind") != "baseline" or payload.get("format_version") != BASELINE_FORMAT:
         raise ValueError(f"{path}: not a baseline file of format {BASELINE_FORMAT}")
-    model = build_baseline(BaselineConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return BaselineCheckpoint(
-        model=model,
-        labels=list(payload["labels"]),
-        encoders={m: EncoderSpec.from_dict(s) for m, s in payload["encoders"].items() if s},
-        profile=str(payload["profile"]),
-        name=str(payload["name"]),
-        version=str(payload["version"]),
-        training=dict(payload.get("training", {})),
-        serving=ServingContract.from_dict(payload.get("serving")),
-    )
+    return BaselineCheckpoint.from_payload(build_baseline(BaselineConfig(**payload["config"])), payload)
 
 
 __all__ = [

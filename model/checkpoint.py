@@ -23,7 +23,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import torch
 
@@ -35,9 +35,23 @@ from model.serving import ServingContract
 FORMAT_VERSION = 1
 
 
+class _ModelConfig(Protocol):
+    """What the contract reads from a saved model's config (`LPGNetConfig`, `BaselineConfig`)."""
+
+    @property
+    def context(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
+
+
 @dataclass
-class Checkpoint:
-    model: LPGNet
+class SavedModel(Generic[ModelT]):
+    """The contract fields every saved model carries, LPGNet's `Checkpoint` and the baselines' alike."""
+
+    model: ModelT
     labels: list[str]
     encoders: dict[str, EncoderSpec]
     profile: str
@@ -47,12 +61,66 @@ class Checkpoint:
     serving: ServingContract = field(default_factory=ServingContract)
 
     @property
-    def config(self) -> LPGNetConfig:
-        return self.model.cfg
+    def config(self) -> _ModelConfig:
+        raise NotImplementedError
 
     @property
     def context(self) -> str:
-        return self.model.cfg.context
+        return self.config.context
+
+    def write(self, path: str | Path, **marks: Any) -> Path:
+        """Save the contract fields (`marks` add or replace top-level ones) to one file, atomically:
+        torch.save to a temporary file, then rename, so a reader never sees half a checkpoint.
+        `version` becomes the weights' digest."""
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "version": weights_digest(state),
+            "config": self.config.to_dict(),
+            "state_dict": state,
+            "labels": list(self.labels),
+            "encoders": {m: (s.to_dict() if s else None) for m, s in self.encoders.items()},
+            "profile": self.profile,
+            "normalization": self.model.normalization(),  # type: ignore[operator]
+            "context": self.context,
+            "serving": self.serving.to_dict(),
+            "training": self.training,
+            **marks,
+        }
+        self.version = payload["version"]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_payload(cls, model: ModelT, payload: dict[str, Any]) -> Self:
+        """`model`, freshly built from the payload's config, given its weights and put in eval mode,
+        with the payload's contract fields."""
+        model.load_state_dict(payload["state_dict"])
+        model.eval()
+        return cls(
+            model=model,
+            labels=list(payload["labels"]),
+            encoders={m: EncoderSpec.from_dict(s) for m, s in payload["encoders"].items() if s},
+            profile=str(payload["profile"]),
+            name=str(payload.get("name", cls.name)),  # cls.name: the subclass's default name
+            version=str(payload["version"]),
+            training=dict(payload.get("training", {})),
+            serving=ServingContract.from_dict(payload.get("serving")),
+        )
+
+
+@dataclass
+class Checkpoint(SavedModel[LPGNet]):
+    @property
+    def config(self) -> LPGNetConfig:
+        return self.model.cfg
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -64,64 +132,10 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:12]
 
 
-def contract_payload(
-    model: torch.nn.Module,
-    config: dict[str, Any],
-    *,
-    labels: list[str],
-    encoders: dict[str, EncoderSpec],
-    profile: str,
-    name: str,
-    context: str,
-    training: dict[str, Any],
-    serving: ServingContract,
-) -> dict[str, Any]:
-    """The fields every saved model shares (LPGNet or a baseline); `version` is the weights' digest."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "version": weights_digest(state),
-        "config": config,
-        "state_dict": state,
-        "labels": list(labels),
-        "encoders": {m: (s.to_dict() if s else None) for m, s in encoders.items()},
-        "profile": profile,
-        "normalization": model.normalization(),  # type: ignore[operator]
-        "context": context,
-        "serving": serving.to_dict(),
-        "training": training,
-    }
-
-
-def write_payload(payload: dict[str, Any], path: str | Path) -> Path:
-    """torch.save to a temporary file, then rename: a reader never sees half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-    return path
-
-
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     if len(ckpt.labels) != ckpt.config.num_classes:
         raise ValueError(f"{len(ckpt.labels)} labels for a model with {ckpt.config.num_classes} classes")
-    payload = contract_payload(
-        ckpt.model,
-        ckpt.config.to_dict(),
-        labels=ckpt.labels,
-        encoders=ckpt.encoders,
-        profile=ckpt.profile,
-        name=ckpt.name,
-        context=ckpt.config.context,
-        training=ckpt.training,
-        serving=ckpt.serving,
-    )
-    ckpt.version = payload["version"]
-    return write_payload(payload, path)
+    return ckpt.write(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -129,21 +143,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format_version')!r}")
-    cfg = LPGNetConfig(**payload["config"])
-    model = LPGNet(cfg)
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    encoders = {m: EncoderSpec.from_dict(s) for m, s in payload["encoders"].items() if s}
-    return Checkpoint(
-        model=model,
-        labels=list(payload["labels"]),
-        encoders=encoders,
-        profile=str(payload["profile"]),
-        name=str(payload.get("name", "lpgnet")),
-        version=str(payload["version"]),
-        training=dict(payload.get("training", {})),
-        serving=ServingContract.from_dict(payload.get("serving")),
-    )
+    return Checkpoint.from_payload(LPGNet(LPGNetConfig(**payload["config"])), payload)
 
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "weights" / "lpgnet-offline-causal.pt"

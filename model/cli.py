@@ -41,6 +41,13 @@ class ProtocolChoice(StrEnum):
     offline = "offline"
 
 
+# Options several commands take, declared once.
+CheckpointOption = Annotated[Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")]
+CacheDirOption = Annotated[Path | None, typer.Option(help="Feature cache (default <repo>/.cache/features).")]
+DeviceOption = Annotated[str, typer.Option(help="Encoder device.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v")]
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -52,6 +59,16 @@ def _setup_logging(verbose: bool) -> None:
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _existing_checkpoint(checkpoint: Path | None) -> Path:
+    """The checkpoint given, else the bundled weights; a missing file ends the command."""
+    from model.checkpoint import DEFAULT_CHECKPOINT
+
+    path = checkpoint or DEFAULT_CHECKPOINT
+    if not path.exists():
+        raise _fail(f"checkpoint not found: {path}")
+    return path
 
 
 @cli.command()
@@ -87,12 +104,10 @@ def train(
     save_as: Annotated[
         Path | None, typer.Option(help="Also copy the representative checkpoint here.")
     ] = None,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Feature cache (default <repo>/.cache/features).")
-    ] = None,
-    device: Annotated[str, typer.Option(help="Encoder device.")] = "auto",
+    cache_dir: CacheDirOption = None,
+    device: DeviceOption = "auto",
     plots: Annotated[bool, typer.Option(help="Write confusion and learning-curve PNGs.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Train LPGNet or a baseline over N seeds; write checkpoints, metrics.json, train.toml, figures.
 
@@ -179,9 +194,7 @@ def train(
 @cli.command()
 def evaluate(
     data: Annotated[Path | None, typer.Option(help="Corpus (default: the shared IEMOCAP table).")] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     split: Annotated[SplitChoice, typer.Option(help="Which split to score.")] = SplitChoice.test,
     modalities: Annotated[
         ModalityChoice, typer.Option(help="Modalities a client sends: both, text only or audio only.")
@@ -204,16 +217,15 @@ def evaluate(
         Path | None, typer.Option(help="Also write every answered utterance's probabilities (JSONL).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
-    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache directory.")] = None,
-    device: Annotated[str, typer.Option(help="Encoder device.")] = "auto",
+    cache_dir: CacheDirOption = None,
+    device: DeviceOption = "auto",
     encoder_precision: Annotated[
         str, typer.Option(help="auto (the service's rule: bf16 on native-bf16 CPUs) | fp32 | bf16.")
     ] = "auto",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Score a checkpoint on a corpus split as the service answers it (accuracy, UA, F1s, per class)."""
     _setup_logging(verbose)
-    from model.checkpoint import DEFAULT_CHECKPOINT
     from model.data import default_iemocap_table
     from model.encoders.base import EncoderMismatchError
     from model.evaluate import evaluation_report, predict_checkpoint, prediction_rows
@@ -221,9 +233,7 @@ def evaluate(
     data = data or default_iemocap_table()
     if not data.exists():
         raise _fail(f"data not found: {data}")
-    ckpt_path = checkpoint or DEFAULT_CHECKPOINT
-    if not ckpt_path.exists():
-        raise _fail(f"checkpoint not found: {ckpt_path}")
+    ckpt_path = _existing_checkpoint(checkpoint)
     try:
         ckpt, features, contract, preds = predict_checkpoint(
             ckpt_path,
@@ -311,9 +321,7 @@ def convert(
 
 @cli.command()
 def params(
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Parameter counts: LPGNet at the paper's size (d = 768) and the checkpoint's."""
@@ -349,21 +357,16 @@ def params(
 @cli.command()
 def export(
     out: Annotated[Path, typer.Option(help="Directory for the graphs and manifest.json.")],
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     text_model: Annotated[str | None, typer.Option(help="Local text encoder directory.")] = None,
     audio_model: Annotated[str | None, typer.Option(help="Local emotion2vec directory.")] = None,
     tiny_dir: Annotated[Path | None, typer.Option(help="Directory of the tiny profile's encoders.")] = None,
 ) -> None:
     """ONNX graphs of LPGNet and of the checkpoint's encoders, with a manifest the service loads."""
-    from model.checkpoint import DEFAULT_CHECKPOINT
     from model.encoders.base import EncoderMismatchError
     from model.export import MANIFEST, export_bundle
 
-    path = checkpoint or DEFAULT_CHECKPOINT
-    if not path.exists():
-        raise _fail(f"checkpoint not found: {path}")
+    path = _existing_checkpoint(checkpoint)
     try:
         bundle = export_bundle(path, out, text_model=text_model, audio_model=audio_model, tiny_dir=tiny_dir)
     except EncoderMismatchError as exc:

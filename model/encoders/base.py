@@ -40,6 +40,10 @@ class EncoderSpec:
     def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
         return cls(name=str(d["name"]), version=str(d["version"]), dim=int(d["dim"]), modality=d["modality"])
 
+    def summary(self) -> str:
+        """For logs: `name (version v, dim D)`."""
+        return f"{self.name} (version {self.version}, dim {self.dim})"
+
     def matches(self, other: EncoderSpec) -> bool:
         return (self.name, self.version, self.dim, self.modality) == (
             other.name,

@@ -37,9 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.encoders.base import EncoderSpec
 from model.encoders.devices import resolve_device
-from model.encoders.identity import short_hash, weights_fingerprint
+from model.encoders.identity import model_name, versioned_spec, weights_fingerprint
 from model.encoders.precision import Precision, cpu_autocast, precision_name, resolve_bf16
 
 logger = logging.getLogger(__name__)
@@ -216,10 +215,9 @@ class Emotion2VecEncoder:
             "normalize": self.normalize,
             "weights": weights_fingerprint(torch_model),
         }
-        model_name = name or (Path(source).name if local else source)
-        self.spec = EncoderSpec(
-            name=f"emotion2vec:{model_name}",
-            version=short_hash(identity),
+        self.spec = versioned_spec(
+            f"emotion2vec:{name or model_name(source)}",
+            identity,
             dim=int(torch_model.cfg.embed_dim),
             modality="audio",
         )
@@ -229,14 +227,7 @@ class Emotion2VecEncoder:
         if self.fp16:
             self.pooler.half()
         self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
-        logger.info(
-            "audio encoder %s (version %s, dim %d) on %s, %s",
-            self.spec.name,
-            self.spec.version,
-            self.spec.dim,
-            self.device,
-            self.precision,
-        )
+        logger.info("audio encoder %s on %s, %s", self.spec.summary(), self.device, self.precision)
 
     @property
     def precision(self) -> str:

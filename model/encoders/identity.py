@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from model.encoders.base import EncoderSpec, Modality
 
 _SAMPLES_PER_TENSOR = 4096
 
@@ -20,6 +23,18 @@ def short_hash(identity: Any, length: int = 12) -> str:
     """sha1 of a JSON-serialisable value (keys sorted), truncated to `length` hex digits."""
     blob = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:length]
+
+
+def model_name(source: str | Path) -> str:
+    """What a model is called in its spec: a hub id names itself, a local directory its basename
+    (so pass the canonical id as the encoder's `name` when loading a local copy of a hub model)."""
+    return Path(source).name if Path(source).is_dir() else str(source)
+
+
+def versioned_spec(name: str, identity: Any, *, dim: int, modality: Modality) -> EncoderSpec:
+    """The spec of an encoder whose version is the hash of its `identity` (architecture, options,
+    `weights_fingerprint`)."""
+    return EncoderSpec(name=name, version=short_hash(identity), dim=dim, modality=modality)
 
 
 @torch.no_grad()

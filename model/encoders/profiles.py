@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from model.encoders.base import Encoder, EncoderSpec, Modality
+from model.encoders.identity import model_name
 from model.encoders.precision import Precision
 from model.encoders.text import Pooling
 from model.paths import REPO_ROOT
@@ -214,7 +215,4 @@ def profile_specs(
 
 
 def _canonical_name(model: str | None) -> str | None:
-    """A hub id names itself; a directory is named by its basename."""
-    if model is None:
-        return None
-    return Path(model).name if Path(model).is_dir() else model
+    return None if model is None else model_name(model)

@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.encoders.base import EncoderSpec
 from model.encoders.devices import resolve_device
-from model.encoders.identity import short_hash, weights_fingerprint
+from model.encoders.identity import model_name, short_hash, versioned_spec, weights_fingerprint
 from model.encoders.precision import Precision, cpu_autocast, precision_name, resolve_bf16
 
 logger = logging.getLogger(__name__)
@@ -136,10 +135,9 @@ class HFTextEncoder:
             "max_length": self.max_length,
             "weights": weights_fingerprint(transformer),
         }
-        model_name = name or (Path(source).name if local else source)
-        self.spec = EncoderSpec(
-            name=f"hf:{model_name}:{self.pooling}",
-            version=short_hash(identity),
+        self.spec = versioned_spec(
+            f"hf:{name or model_name(source)}:{self.pooling}",
+            identity,
             dim=int(config.hidden_size),
             modality="text",
         )
@@ -147,10 +145,8 @@ class HFTextEncoder:
             transformer = transformer.half()
         self.pooler = TextPooler(transformer.to(self.device), self.pooling, self.normalize).eval()
         logger.info(
-            "text encoder %s (version %s, dim %d) on %s, %s, max %d tokens",
-            self.spec.name,
-            self.spec.version,
-            self.spec.dim,
+            "text encoder %s on %s, %s, max %d tokens",
+            self.spec.summary(),
             self.device,
             self.precision,
             self.max_length,
