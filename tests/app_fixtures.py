@@ -30,7 +30,6 @@ __all__ = [
     "start_client",
     "tiny_checkpoint",
     "tiny_client",
-    "tiny_encoder_dir",
     "tiny_specs",
 ]
 
@@ -86,13 +85,7 @@ def wav_bytes(seconds: float = 0.5, sample_rate: int = 16_000, freq: float = 220
 # ---- tiny model ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.encoders.tiny import write_tiny_encoders
-
-    directory = tmp_path_factory.mktemp("tiny-encoders")
-    write_tiny_encoders(directory)
-    return directory
+# tiny_encoder_dir (the tiny encoders, written once per session) comes from tests/conftest_encoders.py
 
 
 @pytest.fixture(scope="session")
