@@ -76,21 +76,22 @@ def fake_checkpoint(seed: int = 0) -> Checkpoint:
 
 
 @pytest_asyncio.fixture
-async def make_engine(clean_env: None) -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
+async def make_engine(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
     """Build engines on fake encoders; they are closed after the test."""
     engines: list[Engine] = []
 
     async def make(encoders: dict[str, Any] | None = None, **overrides: Any) -> Engine:
-        values: dict[str, Any] = {
-            "device": "cpu",
-            "backend": "torch",  # the ONNX paths are tested on saved checkpoints below
-            "batch_max_wait_ms": 0,
-            "context_window": 3,
-            "idempotency_wait_ms": 200,
-        }
         device = overrides.pop("engine_device", "cpu")
-        values.update(overrides)
-        settings = Settings(**values)
+        settings = make_settings(
+            **{
+                "backend": "torch",  # the ONNX paths are tested on saved checkpoints below
+                "context_window": 3,
+                "idempotency_wait_ms": 200,
+                **overrides,
+            }
+        )
         ckpt = fake_checkpoint()
         store = MemoryStore(
             ttl_s=60, max_conversations=100, max_utterances=100, vectors_kept=settings.vectors_kept

@@ -13,7 +13,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from tests.reliability_support import (
     assert_problem,
     audio_file,
     free_port,
-    module_settings,
     server_env,
     tone,
 )
@@ -42,13 +41,8 @@ BODY_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def server(
-    tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path, tmp_path_factory: Any
-) -> Iterator[Any]:
-    settings = module_settings(
-        tiny_checkpoint,
-        tiny_encoder_dir,
-        graph_cache,
+def server(make_settings: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    settings = make_settings(
         api_keys=[TEST_KEY_A, TEST_KEY_B],
         idle_timeout_s=IDLE_S,
         body_timeout_s=BODY_S,

@@ -12,7 +12,6 @@ import base64
 import os
 import struct
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
 from tests.app_fixtures import wait_ready, wav_bytes
 from tests.reliability_support import assert_problem, audio_file, tone
 
@@ -32,21 +30,8 @@ URL = "/conversations/{cid}/utterances"
 
 
 @pytest.fixture(scope="module")
-def client(tiny_checkpoint: Path, tiny_encoder_dir: Path) -> Iterator[TestClient]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("LPGNET_"):
-                mp.delenv(name)
-        settings = Settings(
-            checkpoint=tiny_checkpoint,
-            tiny_dir=tiny_encoder_dir,
-            device="cpu",
-            batch_max_wait_ms=0,
-            context_window=4,
-            max_utterances_stored=100,
-            max_request_bytes=MAX_REQUEST_BYTES,
-            max_audio_seconds=MAX_AUDIO_SECONDS,
-        )
+def client(make_settings: Callable[..., Any]) -> Iterator[TestClient]:
+    settings = make_settings(max_request_bytes=MAX_REQUEST_BYTES, max_audio_seconds=MAX_AUDIO_SECONDS)
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         wait_ready(test_client)
         yield test_client

@@ -25,7 +25,6 @@ from tests.reliability_support import (
     RedisServer,
     ServerProcess,
     assert_problem,
-    module_settings,
     server_env,
     wait_for,
 )
@@ -317,13 +316,13 @@ def post_burst(url: str, cid: str, n: int, *, tag: str) -> list[httpx.Response]:
 
 @pytest.fixture(scope="module")
 def redis_and_server(
-    tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path, tmp_path_factory: pytest.TempPathFactory
+    make_settings: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RedisServer, ServerProcess]]:
     """A private redis-server and a real server process on it, shared by the tests that crash Redis."""
     directory = tmp_path_factory.mktemp("redis-crash")
     redis = RedisServer(directory)
     redis.start()
-    settings = module_settings(tiny_checkpoint, tiny_encoder_dir, graph_cache, redis_url=redis.url)
+    settings = make_settings(redis_url=redis.url)
     server = ServerProcess(server_env(settings), directory / "server.log")
     try:
         server.wait_ready()
