@@ -26,8 +26,10 @@ __all__ = [
     "make_settings",
     "ravdess_clips",
     "redis_prefix",
+    "redis_settings",
     "redis_url",
     "start_client",
+    "store_settings",
     "tiny_checkpoint",
     "tiny_client",
     "tiny_specs",
@@ -246,3 +248,22 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def redis_settings(redis_url: str, redis_prefix: str) -> dict[str, Any]:
+    """`make_settings` overrides for a Redis store under this test's own prefix (cleaned up after it)."""
+    return {"redis_url": redis_url, "redis_prefix": redis_prefix}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`make_settings` overrides for each conversation store: a test using it runs once per store.
+
+    Empty for the in-memory store; `redis_settings` for Redis. A test narrows the list with
+    `@pytest.mark.parametrize("store_settings", [...], indirect=True)`.
+    """
+    if request.param == "memory":
+        return {}
+    settings: dict[str, Any] = request.getfixturevalue("redis_settings")
+    return settings

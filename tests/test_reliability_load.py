@@ -113,22 +113,17 @@ async def run_load(base_url: str, conversations: int, utterances: int, in_flight
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["memory", "redis"] if FULL else ["memory"])
+@pytest.mark.parametrize("store_settings", ["memory", "redis"] if FULL else ["memory"], indirect=True)
 def test_bounded_load_on_loopback_has_no_5xx_and_loses_no_utterance(
     make_settings: Callable[..., Any],
-    request: pytest.FixtureRequest,
+    store_settings: dict[str, Any],
     capsys: pytest.CaptureFixture[str],
-    store: str,
 ) -> None:
     conversations, utterances, in_flight = LOAD
-    overrides: dict[str, Any] = {"batch_max_wait_ms": 2, "context_window": 8}
-    if store == "redis":
-        overrides |= {
-            "redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix"),
-        }
-    with serve_in_thread(create_app(make_settings(**overrides))) as url:
+    settings = make_settings(batch_max_wait_ms=2, context_window=8, **store_settings)
+    with serve_in_thread(create_app(settings)) as url:
         report = asyncio.run(run_load(url, conversations, utterances, in_flight))
+    store = "redis" if settings.redis_url else "memory"
     with capsys.disabled():
         print(f"\n[load {store} {conversations}x{utterances}] {report.summary()}")
     assert not report.errors, report.errors[:10]

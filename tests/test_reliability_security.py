@@ -83,17 +83,11 @@ def test_every_key_is_compared_in_constant_time_whichever_matches(monkeypatch: p
 # ---- one id space per key ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture
 def keyed_client(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Any], start_client: Callable[..., TestClient]
+    make_settings: Callable[..., Any], start_client: Callable[..., TestClient], store_settings: dict[str, Any]
 ) -> TestClient:
-    overrides: dict[str, Any] = {"api_keys": f"{TEST_KEY_A},{TEST_KEY_B}"}
-    if request.param == "redis":
-        overrides |= {
-            "redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix"),
-        }
-    return start_client(make_settings(**overrides))
+    return start_client(make_settings(api_keys=f"{TEST_KEY_A},{TEST_KEY_B}", **store_settings))
 
 
 def comparable(problem: dict[str, Any], cid: str) -> dict[str, Any]:
