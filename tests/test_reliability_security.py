@@ -80,7 +80,7 @@ def test_every_key_is_compared_in_constant_time_whichever_matches(monkeypatch: p
         assert calls == [(32, 32)] * 3
 
 
-# ---- one id space per key ------------------------------------------------------------------------------
+# ---- one id space per key: GET, DELETE /conversations/{id} and POST .../utterances -----------------------
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_openapi_states_the_bearer_key_only_when_keys_are_configured(
     assert keyed_spec["paths"][route]["post"]["security"] == [{"HTTPBearer": []}]
 
 
-# ---- request size, before the body is read ---------------------------------------------------------------
+# ---- request size, before the body is read: POST /conversations/{id}/utterances --------------------------
 
 
 @pytest.mark.asyncio
