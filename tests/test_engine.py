@@ -421,6 +421,7 @@ def _assert_same_answers(engine: Engine, reference: Engine) -> None:
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
     make_settings: Callable[..., Settings],
     tiny_specs: dict[str, Any],
@@ -445,6 +446,7 @@ def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
     )
 
 
+@pytest.mark.slow
 def test_auto_backend_exports_again_over_a_cached_graph_that_changed(
     make_settings: Callable[..., Settings],
     tiny_specs: dict[str, Any],

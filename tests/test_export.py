@@ -43,6 +43,7 @@ def test_onnx_matches_pytorch(exported, b, u):
         torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_encoder_dir):
     """`export_bundle` on a tiny-profile checkpoint: manifest, three graphs, same encoder outputs."""
     import json
@@ -103,6 +104,7 @@ def test_parity_check_refuses_another_models_graph_and_accepts_its_own(causal_gr
         check_graph_parity(stranger, graph)
 
 
+@pytest.mark.slow
 def test_cached_export_is_keyed_by_the_exporter_version_too(causal_graph, tmp_path, monkeypatch):
     import model.export as export
 

@@ -217,6 +217,7 @@ def test_an_exception_in_the_model_or_an_encoder_is_a_bare_500_and_the_service_k
 # ---- graceful shutdown of a real server ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(
     make_settings: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -384,6 +385,7 @@ def test_a_503_after_the_append_is_completed_by_the_retry_once_redis_is_back(
     assert conversation["utterances"][1]["prediction"]["probabilities"] == retry.json()["probabilities"]
 
 
+@pytest.mark.slow
 def test_past_the_shutdown_grace_a_request_in_flight_gets_a_503_problem_and_ready_turned_503_first(
     make_settings: Callable[..., Any], tmp_path: Path
 ) -> None:

@@ -112,7 +112,6 @@ async def run_load(base_url: str, conversations: int, utterances: int, in_flight
     return report
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("store_settings", ["memory", "redis"] if FULL else ["memory"], indirect=True)
 def test_bounded_load_on_loopback_has_no_5xx_and_loses_no_utterance(
     make_settings: Callable[..., Any],
@@ -146,7 +145,6 @@ def _metric(metrics_text: str, name: str) -> float:
     return float(match.group(1))
 
 
-@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_many_conversations_stay_within_the_in_memory_bound_and_metrics_report_it(
     make_settings: Callable[..., Any], capsys: pytest.CaptureFixture[str]
@@ -194,6 +192,7 @@ def _utterance(vectors: list[np.ndarray]) -> NewUtterance:
     return NewUtterance(meta, vectors[0], vectors[1])
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_ten_thousand_conversations_take_the_memory_of_the_bound_not_of_the_total(
     capsys: pytest.CaptureFixture[str],
