@@ -28,11 +28,12 @@ __all__ = [
     "make_settings",
     "ravdess_clips",
     "redis_prefix",
+    "redis_settings",
     "redis_url",
     "start_client",
+    "store_settings",
     "tiny_checkpoint",
     "tiny_client",
-    "tiny_encoder_dir",
     "tiny_specs",
 ]
 
@@ -87,13 +88,7 @@ def wav_bytes(seconds: float = 0.5, sample_rate: int = 16_000, freq: float = 220
 # ---- tiny model ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.encoders.tiny import write_tiny_encoders
-
-    directory = tmp_path_factory.mktemp("tiny-encoders")
-    write_tiny_encoders(directory)
-    return directory
+# tiny_encoder_dir (the tiny encoders, written once per session) comes from tests/conftest_encoders.py
 
 
 @pytest.fixture(scope="session")
@@ -144,37 +139,47 @@ def graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("graph-cache")
 
 
+def without_lpgnet_variables(mp: pytest.MonkeyPatch) -> None:
+    """Hide every LPGNET_* variable of the machine (until `mp` is undone)."""
+    for name in list(os.environ):
+        if name.startswith("LPGNET_"):
+            mp.delenv(name)
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, graph_cache: Path) -> None:
-    """No LPGNET_* variable of the machine leaks into the settings a test builds.
+    """For tests that build `Settings()` themselves: no LPGNET_* variable of the machine leaks in.
 
     Exported graphs go to the session's cache, not the user's home.
     """
-    for name in list(os.environ):
-        if name.startswith("LPGNET_"):
-            monkeypatch.delenv(name)
+    without_lpgnet_variables(monkeypatch)
     monkeypatch.setenv("LPGNET_CACHE_DIR", str(graph_cache))
 
 
-@pytest.fixture
-def make_settings(
-    clean_env: None, tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path
-) -> Callable[..., Any]:
-    """Settings for the tiny checkpoint on CPU, in-memory store; keyword arguments override."""
+@pytest.fixture(scope="session")
+def make_settings(tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path) -> Callable[..., Any]:
+    """The tests' one settings factory: the tiny checkpoint on CPU, in-memory store; keywords override.
+
+    Every location is in this session's temporary directory (checkpoint, tiny encoders, graph cache), so
+    no test writes into ~/.cache/lpgnet or the checkout. LPGNET_* variables of the machine are hidden
+    while the settings are built (the only time they are read), so module-scoped servers use it too.
+    """
     from app.settings import Settings
 
+    defaults: dict[str, Any] = {
+        "checkpoint": tiny_checkpoint,
+        "tiny_dir": tiny_encoder_dir,
+        "cache_dir": graph_cache,
+        "device": "cpu",
+        "batch_max_wait_ms": 0,
+        "context_window": 4,
+        "max_utterances_stored": 100,
+    }
+
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "checkpoint": tiny_checkpoint,
-            "tiny_dir": tiny_encoder_dir,
-            "device": "cpu",
-            "cache_dir": graph_cache,
-            "batch_max_wait_ms": 0,
-            "context_window": 4,
-            "max_utterances_stored": 100,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        with pytest.MonkeyPatch.context() as mp:
+            without_lpgnet_variables(mp)
+            return Settings(**{**defaults, **overrides})
 
     return make
 
@@ -244,3 +249,22 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def redis_settings(redis_url: str, redis_prefix: str) -> dict[str, Any]:
+    """`make_settings` overrides for a Redis store under this test's own prefix (cleaned up after it)."""
+    return {"redis_url": redis_url, "redis_prefix": redis_prefix}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`make_settings` overrides for each conversation store: a test using it runs once per store.
+
+    Empty for the in-memory store; `redis_settings` for Redis. A test narrows the list with
+    `@pytest.mark.parametrize("store_settings", [...], indirect=True)`.
+    """
+    if request.param == "memory":
+        return {}
+    settings: dict[str, Any] = request.getfixturevalue("redis_settings")
+    return settings

@@ -26,6 +26,7 @@ __all__ = [  # what tests/conftest.py star-imports: the fixtures only
     "minilm_encoder",
     "ravdess_paths",
     "tiny_emotion2vec",
+    "tiny_encoder_dir",
     "tiny_encoder_paths",
     "tiny_text_encoder",
 ]
@@ -47,10 +48,19 @@ def noise_waves(seconds: list[float], sample_rate: int = 16_000, seed: int = 0) 
 
 @pytest.fixture(scope="session")
 def tiny_encoder_paths(tmp_path_factory: pytest.TempPathFactory):
-    """The tiny BERT and tiny emotion2vec directories (TinyEncoderPaths), written once per session."""
+    """The tiny BERT and tiny emotion2vec directories (TinyEncoderPaths), written once per session.
+
+    The only place the tests write them: every other tiny-encoder fixture derives from this one.
+    """
     from model.encoders.tiny import write_tiny_encoders
 
-    return write_tiny_encoders(tmp_path_factory.mktemp("encoders-tiny"))
+    return write_tiny_encoders(tmp_path_factory.mktemp("tiny-encoders"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tiny_encoder_paths) -> Path:
+    """The directory holding both tiny encoders: what profile `tiny` takes as `tiny_dir`."""
+    return tiny_encoder_paths.text.parent
 
 
 @pytest.fixture(scope="session")

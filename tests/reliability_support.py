@@ -211,29 +211,6 @@ class ServerProcess:
         self._log.close()
 
 
-def module_settings(
-    tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path, **overrides: Any
-) -> Any:
-    """Settings of the tiny model for a module-scoped server (as `make_settings`, which is per test),
-    built without any LPGNET_* variable of the machine."""
-    from app.settings import Settings
-
-    values: dict[str, Any] = {
-        "checkpoint": tiny_checkpoint,
-        "tiny_dir": tiny_encoder_dir,
-        "cache_dir": graph_cache,
-        "device": "cpu",
-        "batch_max_wait_ms": 0,
-        "context_window": 4,
-        "max_utterances_stored": 100,
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("LPGNET_"):
-                mp.delenv(name)
-        return Settings(**{**values, **overrides})
-
-
 def server_env(settings: Any) -> dict[str, str]:
     """LPGNET_* variables that rebuild `settings` in another process."""
     env: dict[str, str] = {}

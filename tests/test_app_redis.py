@@ -11,10 +11,9 @@ from fastapi.testclient import TestClient
 def test_two_replicas_continue_one_conversation(
     make_settings: Callable[..., Any],
     start_client: Callable[..., TestClient],
-    redis_url: str,
-    redis_prefix: str,
+    redis_settings: dict[str, Any],
 ) -> None:
-    settings = make_settings(redis_url=redis_url, redis_prefix=redis_prefix, context_window=8)
+    settings = make_settings(context_window=8, **redis_settings)
     a, b = start_client(settings), start_client(settings)
     texts = ["hello", "I waited an hour", "this is ridiculous", "fine, thanks"]
     answers = []
@@ -43,10 +42,9 @@ def test_two_replicas_continue_one_conversation(
 def test_the_same_conversation_in_one_replica_scores_like_in_two(
     make_settings: Callable[..., Any],
     start_client: Callable[..., TestClient],
-    redis_url: str,
-    redis_prefix: str,
+    redis_settings: dict[str, Any],
 ) -> None:
-    settings = make_settings(redis_url=redis_url, redis_prefix=redis_prefix)
+    settings = make_settings(**redis_settings)
     a, b = start_client(settings), start_client(settings)
     texts = ["one", "two", "three"]
     alternating = [

@@ -173,6 +173,7 @@ def test_params_prints_the_paper_size_count(trained):
     assert f"{counts['paper_d768']:,}" in text.stdout
 
 
+@pytest.mark.slow
 def test_export_writes_the_default_checkpoints_graphs_and_manifest(tmp_path):
     from model.checkpoint import DEFAULT_CHECKPOINT
 

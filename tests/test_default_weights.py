@@ -35,6 +35,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("features")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not IEMOCAP.is_file(), reason=f"shared IEMOCAP table absent ({IEMOCAP})")
 @pytest.mark.parametrize("modalities", ["both", "text", "audio"])
 def test_iemocap_session5_as_recorded(recorded: dict, modalities: str, cache: Path) -> None:

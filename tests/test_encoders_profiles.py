@@ -28,13 +28,12 @@ def test_profiles_hold_the_documented_encoders() -> None:
     assert tiny.text.name == "tiny-bert" and tiny.audio.name == "tiny-emotion2vec"
 
 
-def test_tiny_profile_builds_with_stable_specs(tiny_encoder_paths, tmp_path: Path) -> None:
-    root = tiny_encoder_paths.text.parent
-    encoders = build_encoders("tiny", device="cpu", tiny_dir=root)
+def test_tiny_profile_builds_with_stable_specs(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    encoders = build_encoders("tiny", device="cpu", tiny_dir=tiny_encoder_dir)
     specs = encoder_specs(encoders)
     assert specs["text"].name == "hf:tiny-bert:cls" and specs["text"].dim == 32
     assert specs["audio"].name == "emotion2vec:tiny-emotion2vec" and specs["audio"].dim == 32
-    # written afresh elsewhere, the tiny models are the same weights: same specs
+    # written afresh elsewhere (the one test that writes them again, on purpose): same weights, same specs
     assert profile_specs("tiny", tiny_dir=tmp_path / "elsewhere") == specs
 
 
@@ -44,18 +43,20 @@ def test_offline_profile_builds_minilm_and_prosody(minilm_dir: Path) -> None:
     assert specs["audio"] == EncoderSpec("prosody8", specs["audio"].version, 8, "audio")
 
 
-def test_model_override_keeps_the_canonical_spec(tiny_encoder_paths, tmp_path: Path) -> None:
+def test_model_override_keeps_the_canonical_spec(
+    tiny_encoder_paths, tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
     moved = tmp_path / "models" / "my-bert"
     shutil.copytree(tiny_encoder_paths.text, moved)
-    root = tiny_encoder_paths.text.parent
+    root = tiny_encoder_dir
     resolved = resolve_profile("tiny", text_model=str(moved), tiny_dir=root)
     assert resolved.text.model == str(moved) and resolved.text.name == "tiny-bert"
     overridden = encoder_specs(build_encoders("tiny", device="cpu", text_model=str(moved), tiny_dir=root))
     assert overridden["text"] == profile_specs("tiny", tiny_dir=root)["text"]
 
 
-def test_spec_mismatch_raises_naming_both_sides(tiny_encoder_paths) -> None:
-    tiny = profile_specs("tiny", tiny_dir=tiny_encoder_paths.text.parent)
+def test_spec_mismatch_raises_naming_both_sides(tiny_encoder_dir: Path) -> None:
+    tiny = profile_specs("tiny", tiny_dir=tiny_encoder_dir)
     trained_on = {"text": tiny["text"], "audio": EncoderSpec("prosody8", "iemocap-readme-1", 8, "audio")}
     with pytest.raises(EncoderMismatchError) as info:
         check_encoders_match(trained_on, tiny)

@@ -77,21 +77,22 @@ def fake_checkpoint(seed: int = 0) -> Checkpoint:
 
 
 @pytest_asyncio.fixture
-async def make_engine(clean_env: None) -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
+async def make_engine(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
     """Build engines on fake encoders; they are closed after the test."""
     engines: list[Engine] = []
 
     async def make(encoders: dict[str, Any] | None = None, **overrides: Any) -> Engine:
-        values: dict[str, Any] = {
-            "device": "cpu",
-            "backend": "torch",  # the ONNX paths are tested on saved checkpoints below
-            "batch_max_wait_ms": 0,
-            "context_window": 3,
-            "idempotency_wait_ms": 200,
-        }
         device = overrides.pop("engine_device", "cpu")
-        values.update(overrides)
-        settings = Settings(**values)
+        settings = make_settings(
+            **{
+                "backend": "torch",  # the ONNX paths are tested on saved checkpoints below
+                "context_window": 3,
+                "idempotency_wait_ms": 200,
+                **overrides,
+            }
+        )
         ckpt = fake_checkpoint()
         store = MemoryStore(
             ttl_s=60, max_conversations=100, max_utterances=100, vectors_kept=settings.vectors_kept
@@ -427,6 +428,7 @@ def _assert_same_answers(engine: Engine, reference: Engine) -> None:
         np.testing.assert_allclose(row, want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
     make_settings: Callable[..., Settings],
     tiny_specs: dict[str, Any],
@@ -451,6 +453,7 @@ def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
     )
 
 
+@pytest.mark.slow
 def test_auto_backend_exports_again_over_a_cached_graph_that_changed(
     make_settings: Callable[..., Settings],
     tiny_specs: dict[str, Any],

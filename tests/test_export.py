@@ -43,7 +43,8 @@ def test_onnx_matches_pytorch(exported, b, u):
         torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
 
 
-def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_encoder_paths):
+@pytest.mark.slow
+def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_encoder_dir):
     """`export_bundle` on a tiny-profile checkpoint: manifest, three graphs, same encoder outputs."""
     import json
 
@@ -54,8 +55,7 @@ def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_e
     from model.encoders.profiles import build_encoders, encoder_specs
     from model.export import MANIFEST, export_bundle
 
-    tiny_dir = tiny_encoder_paths.text.parent
-    encoders = build_encoders("tiny", device="cpu", tiny_dir=tiny_dir)
+    encoders = build_encoders("tiny", device="cpu", tiny_dir=tiny_encoder_dir)
     specs = encoder_specs(encoders)
     torch.manual_seed(0)
     model = LPGNet(
@@ -68,7 +68,7 @@ def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_e
         )
     )
     ckpt = save_checkpoint(Checkpoint(model, ["calm", "upset"], specs, "tiny"), tmp_path / "m.pt")
-    out = export_bundle(ckpt, tmp_path / "bundle", tiny_dir=tiny_dir)
+    out = export_bundle(ckpt, tmp_path / "bundle", tiny_dir=tiny_encoder_dir)
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["checkpoint"]["labels"] == ["calm", "upset"]
     assert {m: e["backend"] for m, e in manifest["encoders"].items()} == {"text": "onnx", "audio": "onnx"}
@@ -105,6 +105,7 @@ def test_parity_check_refuses_another_models_graph_and_accepts_its_own(causal_gr
         check_graph_parity(stranger, graph)
 
 
+@pytest.mark.slow
 def test_cached_export_is_keyed_by_the_exporter_version_too(causal_graph, tmp_path, monkeypatch):
     import model.export as export
 

@@ -13,7 +13,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from tests.reliability_support import (
     assert_problem,
     audio_file,
     free_port,
-    module_settings,
     server_env,
     tone,
 )
@@ -42,13 +41,8 @@ BODY_S = 1.0
 
 
 @pytest.fixture(scope="module")
-def server(
-    tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path, tmp_path_factory: Any
-) -> Iterator[Any]:
-    settings = module_settings(
-        tiny_checkpoint,
-        tiny_encoder_dir,
-        graph_cache,
+def server(make_settings: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    settings = make_settings(
         api_keys=[TEST_KEY_A, TEST_KEY_B],
         idle_timeout_s=IDLE_S,
         body_timeout_s=BODY_S,
@@ -97,7 +91,7 @@ def bombs() -> list[bytes]:
     return [flac_of_silence(655_350, 8, 59), flac_of_silence(96_000, 8, 59)]
 
 
-# ---- decompression bombs ------------------------------------------------------------------------------
+# ---- decompression bombs: POST /conversations/{id}/utterances --------------------------------------------
 
 
 def test_a_burst_of_decompression_bombs_is_refused_before_decoding_and_spares_memory_and_neighbours(
@@ -139,7 +133,7 @@ def test_a_burst_of_decompression_bombs_is_refused_before_decoding_and_spares_me
         assert_problem(httpx.get(server.url + f"/conversations/bomb-{i}", headers=A), 404)
 
 
-# ---- degenerate audio -----------------------------------------------------------------------------------
+# ---- degenerate audio: POST /conversations/{id}/utterances -----------------------------------------------
 
 
 def wav_header_claiming(data_size: int, body: bytes) -> bytes:
@@ -187,7 +181,7 @@ def test_audio_at_the_bounds_is_scored(server: Any) -> None:
         assert r.status_code == 200, r.text
 
 
-# ---- ids made only of dots -------------------------------------------------------------------------------
+# ---- ids made only of dots: POST /conversations/{id}/utterances, raw on the wire -------------------------
 
 
 def raw_request(port: int, head: bytes, *, timeout_s: float = 10.0) -> bytes:
@@ -289,7 +283,7 @@ def test_a_body_trickled_in_gets_a_408_problem(server: Any) -> None:
     assert_problem(httpx.get(server.url + "/conversations/slow", headers=A), 404)
 
 
-# ---- /metrics and /model with API keys ---------------------------------------------------------------
+# ---- GET /metrics and /model with API keys ---------------------------------------------------------------
 
 
 def test_metrics_and_model_need_a_key_and_no_key_sees_conversation_counts(server: Any) -> None:

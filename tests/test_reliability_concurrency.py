@@ -6,8 +6,9 @@ are the ones a sequential run over the stored order gives, and retries never sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -107,58 +108,40 @@ async def check_retries(clients: list[httpx.AsyncClient], cid: str) -> None:
     assert [u["utterance_id"] for u in conversation["utterances"]] == ["retry-1", "retry-2", "race"]
 
 
-@pytest.mark.asyncio
-async def test_fifty_concurrent_posts_to_one_conversation_in_memory(
-    make_settings: Callable[..., Any],
-) -> None:
-    app = create_app(make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000))
-    async with asgi_client(app) as client:
-        await check_one_conversation([client], "busy")
-
-
-@pytest.mark.asyncio
-async def test_fifty_concurrent_posts_to_one_conversation_on_two_replicas_sharing_redis(
-    make_settings: Callable[..., Any], redis_url: str, redis_prefix: str
-) -> None:
-    settings = make_settings(
-        batch_max_wait_ms=2, idempotency_wait_ms=30_000, redis_url=redis_url, redis_prefix=redis_prefix
-    )
+@contextlib.asynccontextmanager
+async def replicas(settings: Any) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Ready apps sharing the settings' store: two on Redis, one in memory (its store is per process)."""
     async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(asgi_client(create_app(settings))) for _ in range(2)]
+        count = 2 if settings.redis_url else 1
+        yield [await stack.enter_async_context(asgi_client(create_app(settings))) for _ in range(count)]
+
+
+@pytest.mark.asyncio
+async def test_fifty_concurrent_posts_to_one_conversation_are_stored_once_each_in_order(
+    make_settings: Callable[..., Any], store_settings: dict[str, Any]
+) -> None:
+    settings = make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000, **store_settings)
+    async with replicas(settings) as clients:
         await check_one_conversation(clients, "busy")
 
 
 @pytest.mark.asyncio
-async def test_retries_in_memory(make_settings: Callable[..., Any]) -> None:
-    async with asgi_client(
-        create_app(make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000))
-    ) as client:
-        await check_retries([client], "retried")
-
-
-@pytest.mark.asyncio
-async def test_retries_on_two_replicas_sharing_redis(
-    make_settings: Callable[..., Any], redis_url: str, redis_prefix: str
+async def test_retries_replay_the_first_answer_and_conflicts_store_nothing(
+    make_settings: Callable[..., Any], store_settings: dict[str, Any]
 ) -> None:
-    settings = make_settings(
-        batch_max_wait_ms=2, idempotency_wait_ms=30_000, redis_url=redis_url, redis_prefix=redis_prefix
-    )
-    async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(asgi_client(create_app(settings))) for _ in range(2)]
+    settings = make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000, **store_settings)
+    async with replicas(settings) as clients:
         await check_retries(clients, "retried")
 
 
 @pytest.mark.asyncio
 async def test_many_conversations_at_once_keep_to_themselves(
-    make_settings: Callable[..., Any], redis_url: str, redis_prefix: str
+    make_settings: Callable[..., Any], redis_settings: dict[str, Any]
 ) -> None:
     """20 conversations x 8 utterances, all in flight together over two replicas: each conversation
     gets its own 0..7, in the order its client sent them (a client waits for each answer)."""
-    settings = make_settings(
-        batch_max_wait_ms=2, idempotency_wait_ms=30_000, redis_url=redis_url, redis_prefix=redis_prefix
-    )
-    async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(asgi_client(create_app(settings))) for _ in range(2)]
+    settings = make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000, **redis_settings)
+    async with replicas(settings) as clients:
 
         async def call(c: int) -> list[int]:
             indices = []

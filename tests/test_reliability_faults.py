@@ -25,7 +25,6 @@ from tests.reliability_support import (
     RedisServer,
     ServerProcess,
     assert_problem,
-    module_settings,
     server_env,
     wait_for,
 )
@@ -218,6 +217,7 @@ def test_an_exception_in_the_model_or_an_encoder_is_a_bare_500_and_the_service_k
 # ---- graceful shutdown of a real server ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections(
     make_settings: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -317,13 +317,13 @@ def post_burst(url: str, cid: str, n: int, *, tag: str) -> list[httpx.Response]:
 
 @pytest.fixture(scope="module")
 def redis_and_server(
-    tiny_checkpoint: Path, tiny_encoder_dir: Path, graph_cache: Path, tmp_path_factory: pytest.TempPathFactory
+    make_settings: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RedisServer, ServerProcess]]:
     """A private redis-server and a real server process on it, shared by the tests that crash Redis."""
     directory = tmp_path_factory.mktemp("redis-crash")
     redis = RedisServer(directory)
     redis.start()
-    settings = module_settings(tiny_checkpoint, tiny_encoder_dir, graph_cache, redis_url=redis.url)
+    settings = make_settings(redis_url=redis.url)
     server = ServerProcess(server_env(settings), directory / "server.log")
     try:
         server.wait_ready()
@@ -385,6 +385,7 @@ def test_a_503_after_the_append_is_completed_by_the_retry_once_redis_is_back(
     assert conversation["utterances"][1]["prediction"]["probabilities"] == retry.json()["probabilities"]
 
 
+@pytest.mark.slow
 def test_past_the_shutdown_grace_a_request_in_flight_gets_a_503_problem_and_ready_turned_503_first(
     make_settings: Callable[..., Any], tmp_path: Path
 ) -> None:

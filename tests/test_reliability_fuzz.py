@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.main import create_app
-from app.settings import Settings
 from tests.app_fixtures import TEST_KEY_A
 from tests.reliability_support import assert_problem, serve_in_thread
 
@@ -36,22 +34,12 @@ def auth_headers(access: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_checkpoint: Path, tiny_encoder_dir: Path, access: str) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("LPGNET_"):
-                mp.delenv(name)
-        app_settings = Settings(
-            checkpoint=tiny_checkpoint,
-            tiny_dir=tiny_encoder_dir,
-            device="cpu",
-            batch_max_wait_ms=0,
-            context_window=4,
-            max_utterances_stored=100,
-            max_request_bytes=256 * 1024,
-            max_audio_seconds=2.0,
-            api_keys=TEST_KEY_A if access == "api-keys" else "",
-        )
+def server_url(make_settings: Callable[..., Any], access: str) -> Iterator[str]:
+    app_settings = make_settings(
+        max_request_bytes=256 * 1024,
+        max_audio_seconds=2.0,
+        api_keys=TEST_KEY_A if access == "api-keys" else "",
+    )
     with serve_in_thread(create_app(app_settings)) as url:
         yield url
 

@@ -112,23 +112,17 @@ async def run_load(base_url: str, conversations: int, utterances: int, in_flight
     return report
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("store", ["memory", "redis"] if FULL else ["memory"])
+@pytest.mark.parametrize("store_settings", ["memory", "redis"] if FULL else ["memory"], indirect=True)
 def test_bounded_load_on_loopback_has_no_5xx_and_loses_no_utterance(
     make_settings: Callable[..., Any],
-    request: pytest.FixtureRequest,
+    store_settings: dict[str, Any],
     capsys: pytest.CaptureFixture[str],
-    store: str,
 ) -> None:
     conversations, utterances, in_flight = LOAD
-    overrides: dict[str, Any] = {"batch_max_wait_ms": 2, "context_window": 8}
-    if store == "redis":
-        overrides |= {
-            "redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix"),
-        }
-    with serve_in_thread(create_app(make_settings(**overrides))) as url:
+    settings = make_settings(batch_max_wait_ms=2, context_window=8, **store_settings)
+    with serve_in_thread(create_app(settings)) as url:
         report = asyncio.run(run_load(url, conversations, utterances, in_flight))
+    store = "redis" if settings.redis_url else "memory"
     with capsys.disabled():
         print(f"\n[load {store} {conversations}x{utterances}] {report.summary()}")
     assert not report.errors, report.errors[:10]
@@ -151,7 +145,6 @@ def _metric(metrics_text: str, name: str) -> float:
     return float(match.group(1))
 
 
-@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_many_conversations_stay_within_the_in_memory_bound_and_metrics_report_it(
     make_settings: Callable[..., Any], capsys: pytest.CaptureFixture[str]
@@ -199,6 +192,7 @@ def _utterance(vectors: list[np.ndarray]) -> NewUtterance:
     return NewUtterance(meta, vectors[0], vectors[1])
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_ten_thousand_conversations_take_the_memory_of_the_bound_not_of_the_total(
     capsys: pytest.CaptureFixture[str],

@@ -81,20 +81,14 @@ def test_every_key_is_compared_in_constant_time_whichever_matches(monkeypatch: p
         assert calls == [(32, 32)] * 3
 
 
-# ---- one id space per key ------------------------------------------------------------------------------
+# ---- one id space per key: GET, DELETE /conversations/{id} and POST .../utterances -----------------------
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture
 def keyed_client(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Any], start_client: Callable[..., TestClient]
+    make_settings: Callable[..., Any], start_client: Callable[..., TestClient], store_settings: dict[str, Any]
 ) -> TestClient:
-    overrides: dict[str, Any] = {"api_keys": f"{TEST_KEY_A},{TEST_KEY_B}"}
-    if request.param == "redis":
-        overrides |= {
-            "redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix"),
-        }
-    return start_client(make_settings(**overrides))
+    return start_client(make_settings(api_keys=f"{TEST_KEY_A},{TEST_KEY_B}", **store_settings))
 
 
 def comparable(problem: dict[str, Any], cid: str) -> dict[str, Any]:
@@ -164,7 +158,7 @@ def test_openapi_states_the_bearer_key_only_when_keys_are_configured(
     assert keyed_spec["paths"][route]["post"]["security"] == [{"HTTPBearer": []}]
 
 
-# ---- request size, before the body is read ---------------------------------------------------------------
+# ---- request size, before the body is read: POST /conversations/{id}/utterances --------------------------
 
 
 @pytest.mark.asyncio

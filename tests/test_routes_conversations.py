@@ -1,4 +1,8 @@
-"""POST /conversations/{id}/utterances, GET and DELETE /conversations/{id}, end to end on the tiny profile."""
+"""POST /conversations/{id}/utterances, GET and DELETE /conversations/{id}, end to end on the tiny profile.
+
+Malformed bodies, audio and ids sent to these routes are the table of tests/test_reliability_bad_input.py;
+one key reaching another's conversation is tests/test_reliability_security.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.metrics import STAGES
 from model.checkpoint import load_checkpoint
-from tests.app_fixtures import TEST_KEY_A, TEST_KEY_B, Clip, wav_bytes
+from tests.app_fixtures import TEST_KEY_A, Clip, wav_bytes
 
 
 def post(client: TestClient, cid: str, **fields: Any) -> Any:
@@ -81,12 +85,6 @@ def test_audio_only_utterance_as_multipart(tiny_client: TestClient) -> None:
     r = post(tiny_client, "c1", audio=wav_bytes(seconds=0.4, sample_rate=44_100))
     assert r.status_code == 200, r.text
     assert r.json()["modalities"] == ["audio"]
-
-
-def test_long_transcript_is_flagged_truncated(tiny_client: TestClient) -> None:
-    r = tiny_client.post("/conversations/c1/utterances", json={"transcript": "word " * 500})
-    assert r.status_code == 200, r.text
-    assert r.json()["transcript_truncated"] is True
 
 
 def test_answer_for_index_i_depends_only_on_utterances_up_to_i(
@@ -194,59 +192,10 @@ def test_same_utterance_id_with_other_content_is_409(tiny_client: TestClient) ->
     assert tiny_client.get("/conversations/c1").json()["utterance_count"] == 1
 
 
-@pytest.mark.parametrize("cid", ["has space", "a" * 129, "semi;colon", "dollar$", "é", "a%20b"])
-def test_invalid_conversation_id_is_422(tiny_client: TestClient, cid: str) -> None:
-    body = assert_problem(
-        tiny_client.post(f"/conversations/{cid}/utterances", json={"transcript": "hi"}), 422
-    )
-    assert body["errors"][0]["loc"][:2] == ["path", "conversation_id"]
-    assert_problem(tiny_client.get(f"/conversations/{cid}"), 422)
-
-
 def test_longest_valid_conversation_id_is_accepted(tiny_client: TestClient) -> None:
     cid = "A-z_0.9:" * 16
     assert len(cid) == 128
     assert tiny_client.post(f"/conversations/{cid}/utterances", json={"transcript": "hi"}).status_code == 200
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {},
-        {"transcript": "   "},
-        {"speaker": "x"},
-        {"transcript": "hi", "colour": "blue"},
-        {"audio_base64": "not base64!"},
-        {"transcript": "hi", "utterance_id": "bad id"},
-        {"transcript": 5},
-    ],
-)
-def test_invalid_json_body_is_422_problem(tiny_client: TestClient, body: dict[str, Any]) -> None:
-    problem = assert_problem(tiny_client.post("/conversations/c1/utterances", json=body), 422)
-    assert problem["errors"] and all(e["loc"][0] == "body" for e in problem["errors"])
-    assert "input" not in problem["errors"][0]  # never echo the payload
-
-
-def test_malformed_json_is_422_problem(tiny_client: TestClient) -> None:
-    r = tiny_client.post(
-        "/conversations/c1/utterances", content=b"{not json", headers={"content-type": "application/json"}
-    )
-    assert_problem(r, 422)
-
-
-def test_multipart_without_any_modality_is_422(tiny_client: TestClient) -> None:
-    assert_problem(post(tiny_client, "c1", speaker="caller"), 422)
-
-
-def test_multipart_unknown_field_is_422(tiny_client: TestClient) -> None:
-    assert_problem(post(tiny_client, "c1", transcript="hi", mood="sad"), 422)
-
-
-def test_unsupported_content_type_is_415(tiny_client: TestClient) -> None:
-    r = tiny_client.post(
-        "/conversations/c1/utterances", content=b"hi", headers={"content-type": "text/plain"}
-    )
-    assert_problem(r, 415)
 
 
 def test_undecodable_audio_is_415_and_stores_nothing(tiny_client: TestClient) -> None:
@@ -279,24 +228,6 @@ def test_request_over_the_size_limit_is_413_before_reading(
     )
     assert_problem(r, 413)
     assert_problem(client.get("/conversations/c1"), 404)
-
-
-def test_api_keys_isolate_conversations(
-    make_settings: Callable[..., Any], start_client: Callable[..., TestClient]
-) -> None:
-    client = start_client(make_settings(api_keys=f"{TEST_KEY_A},{TEST_KEY_B}"))
-    a = {"Authorization": f"Bearer {TEST_KEY_A}"}
-    b = {"Authorization": f"Bearer {TEST_KEY_B}"}
-    r = client.post("/conversations/call-1/utterances", json={"transcript": "hello"}, headers=a)
-    assert r.status_code == 200
-    assert_problem(client.get("/conversations/call-1", headers=b), 404)
-    assert_problem(client.delete("/conversations/call-1", headers=b), 404)
-    # each key has its own id space: B's post starts B's own call-1, it cannot reach A's
-    r = client.post("/conversations/call-1/utterances", json={"transcript": "hi"}, headers=b)
-    assert r.status_code == 200 and r.json()["index"] == 0
-    conversation = client.get("/conversations/call-1", headers=a).json()
-    assert conversation["utterance_count"] == 1  # untouched by B
-    assert client.get("/conversations/call-1", headers=b).json()["utterance_count"] == 1
 
 
 def test_missing_or_invalid_api_key_is_401(

@@ -14,6 +14,7 @@ from app.engine import Engine
 from app.main import create_app
 from model.checkpoint import load_checkpoint
 from tests.app_fixtures import wait_ready
+from tests.reliability_support import assert_problem
 
 
 def test_health_answers_ok(tiny_client: TestClient) -> None:
@@ -108,11 +109,22 @@ def test_unknown_path_is_404_problem(tiny_client: TestClient) -> None:
     assert r.json()["status"] == 404
 
 
-def test_wrong_method_is_405_problem(tiny_client: TestClient) -> None:
-    r = tiny_client.put("/conversations/c1/utterances", json={"transcript": "hi"})
-    assert r.status_code == 405
-    assert r.headers["content-type"].startswith("application/problem+json")
-    assert "POST" in r.headers["allow"]
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/conversations/c", "DELETE, GET"),
+        ("PATCH", "/conversations/c", "DELETE, GET"),
+        ("GET", "/conversations/c/utterances", "POST"),
+        ("PUT", "/conversations/c/utterances", "POST"),
+        ("POST", "/health", "GET"),
+    ],
+)
+def test_wrong_method_is_405_problem_naming_every_allowed_method(
+    tiny_client: TestClient, method: str, path: str, allowed: str
+) -> None:
+    r = tiny_client.request(method, path, json={"transcript": "hi"})
+    assert_problem(r, 405)
+    assert r.headers["allow"] == allowed
 
 
 def test_internal_error_is_a_bare_500_with_the_request_id(

@@ -90,10 +90,8 @@ def windowed_checkpoint(tmp_path: Path, tiny_specs: dict[str, Any]) -> Path:
     return save_checkpoint(ckpt, path)
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
 def test_replay_through_the_api_matches_lpgnet_evaluate_beyond_the_window(
-    store: str,
-    request: pytest.FixtureRequest,
+    store_settings: dict[str, Any],
     tmp_path: Path,
     windowed_checkpoint: Path,
     tiny_encoder_dir: Path,
@@ -109,13 +107,7 @@ def test_replay_through_the_api_matches_lpgnet_evaluate_beyond_the_window(
         windowed_checkpoint, corpus, "test", encoders=encoders, cache_dir=tmp_path / "cache"
     )
     assert contract.window == 4 and max(len(d) for d in features.dialogues) == 9  # the window slides
-    extra: dict[str, Any] = {}
-    if store == "redis":
-        extra = {
-            "redis_url": request.getfixturevalue("redis_url"),
-            "redis_prefix": request.getfixturevalue("redis_prefix"),
-        }
-    client = start_client(make_settings(checkpoint=windowed_checkpoint, context_window=4, **extra))
+    client = start_client(make_settings(checkpoint=windowed_checkpoint, context_window=4, **store_settings))
     assert_same(prediction_rows(features, preds), replay(client, corpus))
 
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,21 +56,24 @@ def utterance(
     )
 
 
-@pytest_asyncio.fixture(params=["memory", "redis"])
-async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., ConversationStore]]:
+@pytest_asyncio.fixture
+async def make_store(store_settings: dict[str, Any]) -> AsyncIterator[Callable[..., ConversationStore]]:
+    """Stores of the kind `store_settings` names (memory, or Redis under this test's prefix); closed after."""
     stores: list[ConversationStore] = []
 
     def make(*, max_utterances: int = 100, vectors_kept: int = 8, ttl_s: int = TTL_S) -> ConversationStore:
         store: ConversationStore
-        if request.param == "memory":
-            store = MemoryStore(
-                ttl_s=ttl_s, max_conversations=1000, max_utterances=max_utterances, vectors_kept=vectors_kept
+        if store_settings:
+            store = RedisStore(
+                store_settings["redis_url"],
+                prefix=store_settings["redis_prefix"],
+                ttl_s=ttl_s,
+                max_utterances=max_utterances,
+                vectors_kept=vectors_kept,
             )
         else:
-            url = request.getfixturevalue("redis_url")
-            prefix = request.getfixturevalue("redis_prefix")
-            store = RedisStore(
-                url, prefix=prefix, ttl_s=ttl_s, max_utterances=max_utterances, vectors_kept=vectors_kept
+            store = MemoryStore(
+                ttl_s=ttl_s, max_conversations=1000, max_utterances=max_utterances, vectors_kept=vectors_kept
             )
         stores.append(store)
         return store

@@ -259,6 +259,7 @@ def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
 DAILYDIALOG = SHARED_ROOT / "data" / "dailydialog" / "dailydialog.jsonl"
 
 
+@pytest.mark.slow
 @needs_table
 @pytest.mark.skipif(not DAILYDIALOG.exists(), reason=f"shared DailyDialog absent ({DAILYDIALOG})")
 def test_short_multi_corpus_run_beats_chance_on_both_corpora(tmp_path):
