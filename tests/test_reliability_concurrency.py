@@ -109,8 +109,13 @@ async def check_retries(clients: list[httpx.AsyncClient], cid: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def replicas(settings: Any) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Ready apps sharing the settings' store: two on Redis, one in memory (its store is per process)."""
+async def replicas(
+    make_settings: Callable[..., Any], store: dict[str, Any]
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Ready apps on the store that `store` selects (`make_settings` overrides, empty for memory): two
+    sharing Redis, or one in memory (its store is per process). Batches close after 2 ms; a retry waits
+    up to 30 s for the first attempt's answer, so a loaded machine does not turn it into a 409."""
+    settings = make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000, **store)
     async with AsyncExitStack() as stack:
         count = 2 if settings.redis_url else 1
         yield [await stack.enter_async_context(asgi_client(create_app(settings))) for _ in range(count)]
@@ -120,8 +125,7 @@ async def replicas(settings: Any) -> AsyncIterator[list[httpx.AsyncClient]]:
 async def test_fifty_concurrent_posts_to_one_conversation_are_stored_once_each_in_order(
     make_settings: Callable[..., Any], store_settings: dict[str, Any]
 ) -> None:
-    settings = make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000, **store_settings)
-    async with replicas(settings) as clients:
+    async with replicas(make_settings, store_settings) as clients:
         await check_one_conversation(clients, "busy")
 
 
@@ -129,8 +133,7 @@ async def test_fifty_concurrent_posts_to_one_conversation_are_stored_once_each_i
 async def test_retries_replay_the_first_answer_and_conflicts_store_nothing(
     make_settings: Callable[..., Any], store_settings: dict[str, Any]
 ) -> None:
-    settings = make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000, **store_settings)
-    async with replicas(settings) as clients:
+    async with replicas(make_settings, store_settings) as clients:
         await check_retries(clients, "retried")
 
 
@@ -140,8 +143,7 @@ async def test_many_conversations_at_once_keep_to_themselves(
 ) -> None:
     """20 conversations x 8 utterances, all in flight together over two replicas: each conversation
     gets its own 0..7, in the order its client sent them (a client waits for each answer)."""
-    settings = make_settings(batch_max_wait_ms=2, idempotency_wait_ms=30_000, **redis_settings)
-    async with replicas(settings) as clients:
+    async with replicas(make_settings, redis_settings) as clients:
 
         async def call(c: int) -> list[int]:
             indices = []
