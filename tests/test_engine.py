@@ -23,7 +23,7 @@ from app.schemas import Timings
 from app.settings import Settings
 from app.store import ConversationKey, MemoryStore
 from app.store.base import ContextRow, NewUtterance, UtteranceMeta
-from app.utterances import UtteranceRequest
+from app.utterances import ScoredUtterance, UtteranceRequest
 from model.checkpoint import Checkpoint
 from model.encoders.audio import AudioTooLongError
 from model.encoders.base import EncoderSpec
@@ -284,33 +284,40 @@ async def test_concurrent_attempts_of_one_utterance_store_it_once(make_engine: A
     assert conversation is not None and conversation.utterance_count == 1
 
 
-@pytest.mark.asyncio
-async def test_retry_while_the_first_attempt_is_in_flight_is_409_in_progress(make_engine: Any) -> None:
-    engine = await make_engine(idempotency_wait_ms=100)
+SLOW = UtteranceRequest(KEY, transcript="slow", utterance_id="u1")  # a first attempt, and its retries
+
+
+async def first_attempt_held_at_the_network(
+    engine: Engine,
+) -> tuple[asyncio.Task[ScoredUtterance], threading.Event]:
+    """Submit SLOW with the network held shut. Returns the first attempt's task and the gate, once the
+    utterance is stored: its prediction waits until the gate is set."""
     model_gate = threading.Event()
     network = engine.workers.network
     engine.workers.network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
-    first = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
-    while await engine.store.find(KEY, "u1") is None:  # stored; its prediction waits on the gate
+    first = asyncio.create_task(engine.submit(SLOW))
+    while await engine.store.find(KEY, "u1") is None:
         await asyncio.sleep(0.005)
+    return first, model_gate
+
+
+@pytest.mark.asyncio
+async def test_retry_while_the_first_attempt_is_in_flight_is_409_in_progress(make_engine: Any) -> None:
+    engine = await make_engine(idempotency_wait_ms=100)
+    first, model_gate = await first_attempt_held_at_the_network(engine)
     with pytest.raises(UtteranceInProgress):
-        await engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1"))
+        await engine.submit(SLOW)
     model_gate.set()
     done = await first
-    again = await engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1"))
+    again = await engine.submit(SLOW)
     assert again.replayed and again.prediction == done.prediction
 
 
 @pytest.mark.asyncio
 async def test_retry_waits_briefly_for_the_first_attempts_answer(make_engine: Any) -> None:
     engine = await make_engine(idempotency_wait_ms=5000)
-    model_gate = threading.Event()
-    network = engine.workers.network
-    engine.workers.network = lambda *a: (model_gate.wait(10), network(*a))[1]  # type: ignore[method-assign]
-    first = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
-    while await engine.store.find(KEY, "u1") is None:
-        await asyncio.sleep(0.005)
-    retry = asyncio.create_task(engine.submit(UtteranceRequest(KEY, transcript="slow", utterance_id="u1")))
+    first, model_gate = await first_attempt_held_at_the_network(engine)
+    retry = asyncio.create_task(engine.submit(SLOW))
     await asyncio.sleep(0.05)
     model_gate.set()
     done, again = await first, await retry
