@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
 from app.exceptions import StoreUnavailable
 from app.metrics import STAGES
@@ -81,6 +83,22 @@ async def make_store(store_settings: dict[str, Any]) -> AsyncIterator[Callable[.
     yield make
     for store in stores:
         await store.close()
+
+
+@pytest_asyncio.fixture
+async def redis_store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisStore]:
+    """A small RedisStore under this test's prefix; closed after."""
+    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=TTL_S, max_utterances=10, vectors_kept=4)
+    yield store
+    await store.close()
+
+
+@pytest_asyncio.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client on the same Redis, to look behind the store at its keys."""
+    raw = aioredis.Redis.from_url(redis_url)
+    yield raw
+    await raw.aclose()
 
 
 KEY = ConversationKey("", "conv-1")
@@ -219,7 +237,11 @@ async def test_conversation_lists_utterances_in_order_with_predictions(
     assert conversation is not None
     assert [u.index for u in conversation.utterances] == list(range(12))
     assert [u.meta.utterance_id for u in conversation.utterances] == [f"u-{i}" for i in range(12)]
-    assert [u.prediction for u in conversation.utterances][:3] == [prediction("e0"), None, prediction("e2")]
+    assert [u.prediction for u in conversation.utterances][:3] == [
+        prediction("e0"),
+        None,
+        prediction("e2"),
+    ]
     assert conversation.created_at <= conversation.updated_at
 
 
@@ -296,53 +318,38 @@ async def test_memory_store_evicts_the_least_recently_written_conversation() -> 
 
 
 @pytest.mark.asyncio
-async def test_redis_store_sets_the_ttl_on_every_key(redis_url: str, redis_prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=30, max_utterances=10, vectors_kept=4)
-    stored = (await store.append(KEY, utterance("u-1", seed=0))).utterance
-    await store.set_prediction(KEY, 0, stored.meta.token, prediction("sad"))
-    raw = aioredis.Redis.from_url(redis_url)
-    keys = [k async for k in raw.scan_iter(match=f"{redis_prefix}c:*")]
+async def test_redis_store_sets_the_ttl_on_every_key(
+    redis_store: RedisStore, raw_redis: aioredis.Redis, redis_prefix: str
+) -> None:
+    stored = (await redis_store.append(KEY, utterance("u-1", seed=0))).utterance
+    await redis_store.set_prediction(KEY, 0, stored.meta.token, prediction("sad"))
+    keys = [k async for k in raw_redis.scan_iter(match=f"{redis_prefix}c:*")]
     assert len(keys) == 6  # meta ids utt pred vt va
     for key in keys:
-        assert 0 < await raw.ttl(key) <= 30
-    await raw.aclose()
-    await store.close()
+        assert 0 < await raw_redis.ttl(key) <= TTL_S
 
 
 @pytest.mark.asyncio
 async def test_redis_store_never_stores_audio_or_transcripts_it_was_not_given(
-    redis_url: str, redis_prefix: str
+    redis_store: RedisStore, raw_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
-    import redis.asyncio as aioredis
-
-    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=30, max_utterances=10, vectors_kept=4)
-    await store.append(KEY, utterance("u-1", seed=0))
-    raw = aioredis.Redis.from_url(redis_url)
+    await redis_store.append(KEY, utterance("u-1", seed=0))
     total = 0
-    async for key in raw.scan_iter(match=f"{redis_prefix}*"):
-        kind = await raw.type(key)
+    async for key in raw_redis.scan_iter(match=f"{redis_prefix}*"):
+        kind = await raw_redis.type(key)
         if kind == b"hash":
-            total += sum(len(v) for v in (await raw.hgetall(key)).values())
+            total += sum(len(v) for v in (await raw_redis.hgetall(key)).values())
     assert total < 1000  # vectors of 6 + 3 float16 and a little JSON: no waveform fits here
-    await raw.aclose()
-    await store.close()
 
 
 @pytest.mark.asyncio
 async def test_redis_store_reads_unversioned_predictions_of_earlier_releases_and_refuses_unknown_formats(
-    redis_url: str, redis_prefix: str
+    redis_store: RedisStore, raw_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
     """A Redis filled by a release before the format was versioned keeps answering (its records read
     as v0); a record of a format this release does not know is refused with a clear error."""
-    import json
-
-    import redis.asyncio as aioredis
-
-    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=30, max_utterances=10, vectors_kept=4)
     for i in range(2):
-        await store.append(KEY, utterance(f"u-{i}", seed=i))
+        await redis_store.append(KEY, utterance(f"u-{i}", seed=i))
     p = prediction()
     v0 = {  # exactly what the earlier release wrote: the POST's prediction fields, no "v"
         "emotion": p.emotion,
@@ -353,15 +360,12 @@ async def test_redis_store_reads_unversioned_predictions_of_earlier_releases_and
         "model": {"name": p.model_name, "version": p.model_version},
         "timings_ms": dict(p.timings_ms),
     }
-    raw = aioredis.Redis.from_url(redis_url)
     pred_key = f"{redis_prefix}c:{{{KEY.conversation_id}}}:pred"
-    await raw.hset(pred_key, mapping={"0": json.dumps(v0), "1": json.dumps({"v": 99, **v0})})
-    got = await store.get(KEY, 0)
+    await raw_redis.hset(pred_key, mapping={"0": json.dumps(v0), "1": json.dumps({"v": 99, **v0})})
+    got = await redis_store.get(KEY, 0)
     assert got is not None and got.prediction == p
     with pytest.raises(PredictionFormatError, match="format 99 is unknown to this release"):
-        await store.get(KEY, 1)
-    await raw.aclose()
-    await store.close()
+        await redis_store.get(KEY, 1)
 
 
 @pytest.mark.asyncio
