@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,12 +43,15 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     return done, out
 
 
-@pytest.mark.slow
-def test_bench_quick_writes_report_with_required_positive_figures(
-    quick_run: tuple[subprocess.CompletedProcess[str], Path],
-) -> None:
+@pytest.fixture(scope="module")
+def report(quick_run: tuple[subprocess.CompletedProcess[str], Path]) -> dict[str, Any]:
+    """The quick run's report, as it wrote it to --out."""
     _, out = quick_run
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_report_with_required_positive_figures(report: dict[str, Any]) -> None:
     for key in REQUIRED_POSITIVE:
         assert isinstance(report[key], int | float) and report[key] > 0, (key, report.get(key))
     assert isinstance(report["device"], str) and report["device"]
@@ -58,25 +62,20 @@ def test_bench_quick_writes_report_with_required_positive_figures(
 
 @pytest.mark.slow
 def test_bench_json_flag_prints_the_report_alone_on_stdout(
-    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+    quick_run: tuple[subprocess.CompletedProcess[str], Path], report: dict[str, Any]
 ) -> None:
-    done, out = quick_run
-    assert json.loads(done.stdout) == json.loads(out.read_text())
+    done, _ = quick_run
+    assert json.loads(done.stdout) == report
 
 
 @pytest.mark.slow
-def test_bench_quick_reports_targets_and_ratios(
-    quick_run: tuple[subprocess.CompletedProcess[str], Path],
-) -> None:
-    _, out = quick_run
-    report = json.loads(out.read_text())
+def test_bench_quick_reports_targets_and_ratios(report: dict[str, Any]) -> None:
     assert set(report["targets"]) >= {"p50_over_floor", "throughput_16_over_naive", "overhead_p50_ms_ctx64"}
     for target in report["targets"].values():
         assert target["pass"] in (True, False)
     assert report["ratios"]["service_over_floor_p50"] > 0
-    assert report["overhead"]["context_size"] == [
-        64
-    ]  # the overhead figure really had 64 utterances of context
+    # the overhead figure really had 64 utterances of context
+    assert report["overhead"]["context_size"] == [64]
 
 
 def test_bench_cli_rejects_bad_concurrency_levels() -> None:
