@@ -13,13 +13,16 @@ import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from model.paths import SHARED_ROOT
+
+if TYPE_CHECKING:
+    from app.predictions import Prediction
 
 # what conftest's star import brings in: the fixtures only (helpers are imported by name)
 __all__ = [
@@ -268,3 +271,26 @@ def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
         return {}
     settings: dict[str, Any] = request.getfixturevalue("redis_settings")
     return settings
+
+
+# ---- what the stores keep -----------------------------------------------------------------------------
+
+
+def make_prediction(emotion: str = "angry", *, seed: int = 0) -> Prediction:
+    """A prediction as the engine makes them: float32 probabilities, every stage timed."""
+    from app.metrics import STAGES
+    from app.predictions import Prediction
+
+    rng = np.random.default_rng(seed)
+    labels = ["angry", "happy", "neutral", "sad", "überrascht"]  # a non-ASCII label round-trips too
+    raw = rng.random(len(labels)).astype(np.float32)
+    return Prediction(
+        emotion=emotion,
+        probabilities={label: float(p) for label, p in zip(labels, raw / raw.sum(), strict=True)},
+        modalities=("text", "audio"),
+        transcript_truncated=seed % 2 == 1,
+        context_size=seed + 1,
+        model_name="lpgnet",
+        model_version="3f2a9c1d0b7e",
+        timings_ms={stage: round(float(rng.random()) * 100, 3) for stage in STAGES},
+    )

@@ -30,10 +30,9 @@ import numpy as np
 import pytest
 
 from app.main import create_app
-from app.predictions import Prediction
 from app.store import ConversationKey, MemoryStore
 from app.store.base import NewUtterance, UtteranceMeta
-from tests.app_fixtures import wav_bytes
+from tests.app_fixtures import make_prediction, wav_bytes
 from tests.reliability_support import asgi_client, serve_in_thread
 
 FULL = os.environ.get("LPGNET_LOAD_FULL") == "1"
@@ -203,16 +202,7 @@ async def test_ten_thousand_conversations_take_the_memory_of_the_bound_not_of_th
     store = MemoryStore(ttl_s=3600, max_conversations=bound, max_utterances=1000, vectors_kept=128)
     rng = np.random.default_rng(0)
     vectors = [rng.standard_normal(d).astype(np.float32) for d in dims]  # stored as float16 copies
-    prediction = Prediction(
-        emotion="neutral",
-        probabilities={"angry": 0.1, "happy": 0.2, "neutral": 0.6, "sad": 0.1},
-        modalities=("text", "audio"),
-        transcript_truncated=False,
-        context_size=3,
-        model_name="lpgnet",
-        model_version="3f2a9c1d0b7e",
-        timings_ms={"total": 12.5},
-    )
+    prediction = make_prediction()
 
     async def fill(conversations: range) -> None:
         for c in conversations:

@@ -15,29 +15,12 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from app.exceptions import StoreUnavailable
-from app.metrics import STAGES
-from app.predictions import Prediction, PredictionFormatError
+from app.predictions import PredictionFormatError
 from app.store import ConversationKey, ConversationStore, MemoryStore, RedisStore
 from app.store.base import NewUtterance, UtteranceMeta
+from tests.app_fixtures import make_prediction
 
 TTL_S = 60
-
-
-def prediction(emotion: str = "angry", *, seed: int = 0) -> Prediction:
-    """A prediction as the engine makes them: float32 probabilities, every stage timed."""
-    rng = np.random.default_rng(seed)
-    labels = ["angry", "happy", "neutral", "sad", "überrascht"]  # a non-ASCII label round-trips too
-    raw = rng.random(len(labels)).astype(np.float32)
-    return Prediction(
-        emotion=emotion,
-        probabilities={label: float(p) for label, p in zip(labels, raw / raw.sum(), strict=True)},
-        modalities=("text", "audio"),
-        transcript_truncated=seed % 2 == 1,
-        context_size=seed + 1,
-        model_name="lpgnet",
-        model_version="3f2a9c1d0b7e",
-        timings_ms={stage: round(float(rng.random()) * 100, 3) for stage in STAGES},
-    )
 
 
 def utterance(
@@ -176,11 +159,11 @@ async def test_prediction_is_stored_once_and_only_for_its_token(
 ) -> None:
     store = make_store()
     stored = (await store.append(KEY, utterance(seed=0))).utterance
-    assert not await store.set_prediction(KEY, 0, "not-the-token", prediction("sad"))
-    assert await store.set_prediction(KEY, 0, stored.meta.token, prediction("angry"))
-    assert not await store.set_prediction(KEY, 0, stored.meta.token, prediction("happy"))
+    assert not await store.set_prediction(KEY, 0, "not-the-token", make_prediction("sad"))
+    assert await store.set_prediction(KEY, 0, stored.meta.token, make_prediction("angry"))
+    assert not await store.set_prediction(KEY, 0, stored.meta.token, make_prediction("happy"))
     got = await store.get(KEY, 0)
-    assert got is not None and got.prediction == prediction("angry")
+    assert got is not None and got.prediction == make_prediction("angry")
 
 
 @pytest.mark.asyncio
@@ -190,7 +173,7 @@ async def test_prediction_round_trips_through_the_store_on_every_read(
     """What `set_prediction` takes is what `get`, `find`, `conversation` and a repeated append give
     back: equal field by field, floats exact, label order kept."""
     store = make_store()
-    sent = [prediction(f"e{i}", seed=i) for i in range(3)]
+    sent = [make_prediction(f"e{i}", seed=i) for i in range(3)]
     for i, p in enumerate(sent):
         stored = (await store.append(KEY, utterance(f"u-{i}", seed=i))).utterance
         assert stored.prediction is None
@@ -214,11 +197,11 @@ async def test_late_prediction_never_lands_on_a_recreated_conversation(
     store = make_store()
     old = (await store.append(KEY, utterance(seed=0))).utterance
     assert await store.delete(KEY)
-    assert not await store.set_prediction(KEY, 0, old.meta.token, prediction("sad"))
+    assert not await store.set_prediction(KEY, 0, old.meta.token, make_prediction("sad"))
     assert await store.conversation(KEY) is None
     new = (await store.append(KEY, utterance(seed=1))).utterance
     assert new.index == 0
-    assert not await store.set_prediction(KEY, 0, old.meta.token, prediction("sad"))
+    assert not await store.set_prediction(KEY, 0, old.meta.token, make_prediction("sad"))
     got = await store.get(KEY, 0)
     assert got is not None and got.prediction is None
 
@@ -232,15 +215,15 @@ async def test_conversation_lists_utterances_in_order_with_predictions(
     for i in range(12):  # beyond 10: Redis hash fields are strings, the order must still be numeric
         stored = (await store.append(KEY, utterance(f"u-{i}", seed=i))).utterance
         if i % 2 == 0:
-            await store.set_prediction(KEY, i, stored.meta.token, prediction(f"e{i}"))
+            await store.set_prediction(KEY, i, stored.meta.token, make_prediction(f"e{i}"))
     conversation = await store.conversation(KEY)
     assert conversation is not None
     assert [u.index for u in conversation.utterances] == list(range(12))
     assert [u.meta.utterance_id for u in conversation.utterances] == [f"u-{i}" for i in range(12)]
     assert [u.prediction for u in conversation.utterances][:3] == [
-        prediction("e0"),
+        make_prediction("e0"),
         None,
-        prediction("e2"),
+        make_prediction("e2"),
     ]
     assert conversation.created_at <= conversation.updated_at
 
@@ -322,7 +305,7 @@ async def test_redis_store_sets_the_ttl_on_every_key(
     redis_store: RedisStore, raw_redis: aioredis.Redis, redis_prefix: str
 ) -> None:
     stored = (await redis_store.append(KEY, utterance("u-1", seed=0))).utterance
-    await redis_store.set_prediction(KEY, 0, stored.meta.token, prediction("sad"))
+    await redis_store.set_prediction(KEY, 0, stored.meta.token, make_prediction("sad"))
     keys = [k async for k in raw_redis.scan_iter(match=f"{redis_prefix}c:*")]
     assert len(keys) == 6  # meta ids utt pred vt va
     for key in keys:
@@ -350,7 +333,7 @@ async def test_redis_store_reads_unversioned_predictions_of_earlier_releases_and
     as v0); a record of a format this release does not know is refused with a clear error."""
     for i in range(2):
         await redis_store.append(KEY, utterance(f"u-{i}", seed=i))
-    p = prediction()
+    p = make_prediction()
     v0 = {  # exactly what the earlier release wrote: the POST's prediction fields, no "v"
         "emotion": p.emotion,
         "probabilities": dict(p.probabilities),
