@@ -18,10 +18,11 @@ def default_client(clean_env: None, start_client: Callable[..., TestClient]) -> 
     return start_client(Settings())  # exactly what `lpgnet serve` builds without any LPGNET_* variable
 
 
-def test_default_weights_use_the_offline_profile(default_client: TestClient) -> None:
+def test_default_weights_use_the_offline_tuned_profile(default_client: TestClient) -> None:
     ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
     body = default_client.get("/model").json()
-    assert body["profile"] == ckpt.profile == "offline"
+    assert body["profile"] == ckpt.profile == "offline-tuned"
+    assert body["encoders"]["text"]["name"] == "hf:minilm-erc-v1:mean"
     assert body["context"] == "causal"
     assert body["labels"] == ckpt.labels and body["version"] == ckpt.version
     assert body["encoders"]["audio"]["sample_rate"] == 44_100

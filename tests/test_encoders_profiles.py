@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from model.encoders.base import EncoderMismatchError, EncoderSpec, check_encoders_match
 from model.encoders.profiles import (
@@ -20,12 +21,27 @@ from model.encoders.profiles import (
 
 
 def test_profiles_hold_the_documented_encoders() -> None:
-    assert set(PROFILES) == {"production", "offline", "tiny"}
+    assert set(PROFILES) == {"production", "offline", "offline-tuned", "tiny"}
     production, offline, tiny = PROFILES["production"], PROFILES["offline"], PROFILES["tiny"]
     assert (production.text.model, production.text.pooling) == ("bert-base-uncased", "cls")
     assert (production.audio.kind, production.audio.model) == ("emotion2vec", "iic/emotion2vec_base")
     assert (offline.text.name, offline.text.pooling, offline.audio.kind) == (MINILM_NAME, "mean", "prosody8")
     assert tiny.text.name == "tiny-bert" and tiny.audio.name == "tiny-emotion2vec"
+
+
+def test_offline_tuned_profile_is_minilm_with_the_committed_delta(minilm_dir: Path, tmp_path: Path) -> None:
+    """The committed delta applies to the packaged MiniLM (same base weights) and changes only its
+    top layers: same architecture and tokenizer as the frozen encoder, other weights, other vectors."""
+    tuned_config = PROFILES["offline-tuned"].text
+    assert tuned_config.delta is not None and Path(tuned_config.delta).is_file()
+    specs = {name: profile_specs(name)["text"] for name in ("offline", "offline-tuned")}
+    assert specs["offline-tuned"].name == "hf:minilm-erc-v1:mean" and specs["offline-tuned"].dim == 384
+    assert specs["offline-tuned"].version != specs["offline"].version
+    encoders = {name: build_encoders(name, device="cpu")["text"] for name in ("offline", "offline-tuned")}
+    sentences = ["I can't believe you did that to me!", "The train leaves at nine."]
+    frozen, tuned = (encoders[n].encode_batch(sentences) for n in ("offline", "offline-tuned"))
+    assert torch.allclose(tuned.norm(dim=1), torch.ones(2), atol=1e-5)  # still L2-normalised
+    assert not torch.allclose(tuned, frozen, atol=1e-3)
 
 
 def test_tiny_profile_builds_with_stable_specs(tiny_encoder_dir: Path, tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_tiny_emotion2vec_bf16_batches_like_fp32(
 
 
 @pytest.mark.slow
-def test_offline_profile_bf16_keeps_99_percent_of_iemocap_test_predictions(minilm_dir: Path) -> None:
+def test_default_profile_bf16_keeps_99_percent_of_iemocap_test_predictions(minilm_dir: Path) -> None:
     """The committed checkpoint on IEMOCAP session 5, text encoded in fp32 and in bf16."""
     if not IEMOCAP_TABLE.is_file():
         pytest.skip(f"IEMOCAP table not found at {IEMOCAP_TABLE} (../shared beside the repository)")
@@ -127,11 +127,11 @@ def test_offline_profile_bf16_keeps_99_percent_of_iemocap_test_predictions(minil
     from model.features import extract_features
 
     ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
-    assert ckpt.profile == "offline"
+    assert ckpt.profile == "offline-tuned"
     corpus = load_corpus(IEMOCAP_TABLE, ckpt.labels).split("test")
     predictions, text_vectors = {}, {}
     for precision in ("fp32", "bf16"):
-        encoders = build_encoders("offline", device="cpu", precision=precision)  # type: ignore[arg-type]
+        encoders = build_encoders(ckpt.profile, device="cpu", precision=precision)  # type: ignore[arg-type]
         features = extract_features(corpus, encoders, cache=None)  # no cache: it is keyed by spec only
         text_vectors[precision] = torch.cat([d.text[d.text_mask] for d in features.dialogues])
         with torch.inference_mode():

@@ -15,7 +15,7 @@ from tests.app_fixtures import TEST_KEY_A, TEST_KEY_B
 def test_defaults_serve_the_committed_weights_locally(clean_env: None) -> None:
     s = Settings()
     assert s.checkpoint == DEFAULT_CHECKPOINT
-    assert s.profile is None  # the checkpoint's own profile ("offline" for the default weights)
+    assert s.profile is None  # the checkpoint's own profile ("offline-tuned" for the default weights)
     assert s.host == "127.0.0.1"  # not every interface unless asked
     assert s.redis_url is None and s.api_keys == [] and s.store_transcripts is False
     assert s.context_window == 64 and s.backend == "auto" and s.device == "auto"

@@ -10,6 +10,10 @@ serves a checkpoint (the service, `lpgnet evaluate`, `lpgnet export`) goes throu
                 audio emotion2vec:iic/emotion2vec_base                768  16 kHz
     offline     text  hf:sentence-transformers/all-MiniLM-L6-v2:mean  384  (bundled, L2-normalised)
                 audio prosody8                                        8    44.1 kHz
+    offline-tuned text  hf:minilm-erc-v1:mean                         384  (the bundled MiniLM with its
+                                                                           top layers tuned for emotion:
+                                                                           weights/encoders/minilm-erc-v1)
+                audio prosody8                                        8    44.1 kHz
     tiny        text  hf:tiny-bert:cls                                32   (random, written on demand)
                 audio emotion2vec:tiny-emotion2vec                    32   16 kHz
 
@@ -39,6 +43,7 @@ AudioKind = Literal["emotion2vec", "prosody8", "egemaps"]
 
 DEFAULT_TINY_DIR = REPO_ROOT / ".cache" / "tiny-encoders"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+TUNED_MINILM = "minilm-erc-v1"  # weights/encoders/<name>.safetensors, tuned by `lpgnet tune-text`
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class TextEncoderConfig:
     model: str = "bert-base-uncased"  # hub id or local directory
     pooling: Pooling = "cls"
     name: str | None = None  # identity in the spec name; None: `model` (its basename for a directory)
+    delta: str | None = None  # tuned tensors applied over `model` (`model.encoders.tuned`)
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,16 @@ PROFILES: dict[str, EncoderProfile] = {
     "offline": EncoderProfile(
         name="offline",
         text=TextEncoderConfig(model=_minilm_dir(), pooling="mean", name=MINILM_NAME),
+        audio=AudioEncoderConfig(kind="prosody8"),
+    ),
+    "offline-tuned": EncoderProfile(
+        name="offline-tuned",
+        text=TextEncoderConfig(
+            model=_minilm_dir(),
+            pooling="mean",
+            name=TUNED_MINILM,
+            delta=str(REPO_ROOT / "weights" / "encoders" / f"{TUNED_MINILM}.safetensors"),
+        ),
         audio=AudioEncoderConfig(kind="prosody8"),
     ),
     "tiny": tiny_profile(),
@@ -168,9 +184,12 @@ def build_text_encoder(
         raise ValueError(f"unknown text encoder kind {config.kind!r}")
     from model.encoders.text import HFTextEncoder
 
-    return HFTextEncoder(
-        config.model, pooling=config.pooling, name=config.name, device=device, precision=precision
-    )
+    source = config.model
+    if config.delta is not None:  # base + tuned tensors, written into the cache once
+        from model.encoders.tuned import materialise
+
+        source = str(materialise(config.delta, config.model))
+    return HFTextEncoder(source, pooling=config.pooling, name=config.name, device=device, precision=precision)
 
 
 def build_audio_encoder(
