@@ -59,6 +59,7 @@ print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-depe
 COPY README.md ./
 COPY model ./model
 COPY app ./app
+COPY lpgnet_cli.py ./
 COPY weights ./weights
 RUN pip install --no-deps -e . \
     && useradd --create-home --uid 10001 lpgnet

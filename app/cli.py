@@ -1,4 +1,4 @@
-"""The `lpgnet` command: the model's commands (train, evaluate, ...) plus `serve`."""
+"""The service's command, `lpgnet serve`; `lpgnet_cli` (top level) composes it with the others."""
 
 from __future__ import annotations
 
@@ -28,53 +28,4 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     run(settings)
 
 
-def bench(ctx: typer.Context) -> None:
-    """Run the benchmark (`python -m bench`; arguments pass through, e.g. --quick --json)."""
-    import os
-    import sys
-
-    # bench imports app and model, never the other way round: hand over to its own entry point
-    os.execv(sys.executable, [sys.executable, "-m", "bench", *ctx.args])
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            typer.echo(f"lpgnet {version('lpgnet-erc')}")
-        except PackageNotFoundError:  # run from a checkout that was never installed
-            typer.echo("lpgnet (not installed)")
-        raise typer.Exit()
-
-
-VersionOption = Annotated[
-    bool,
-    typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
-]
-
-
-def _options(version: VersionOption = False) -> None:
-    """LPGNet emotion recognition in conversation."""
-
-
-def build_cli() -> typer.Typer:
-    """`serve` and `bench`, plus the model's commands (train, evaluate, params, export)."""
-    cli = typer.Typer(name="lpgnet", help="LPGNet emotion recognition in conversation.", no_args_is_help=True)
-    cli.callback()(_options)
-    cli.command()(serve)
-    cli.command(
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
-    )(bench)
-    from model.cli import cli as model_cli
-
-    cli.add_typer(model_cli)
-    return cli
-
-
-def main() -> None:
-    build_cli()()
-
-
-if __name__ == "__main__":
-    main()
+__all__ = ["serve"]
