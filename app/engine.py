@@ -24,7 +24,7 @@ import numpy as np
 from app.exceptions import ContextUnavailable, UnsupportedModality, UtteranceConflict, UtteranceInProgress
 from app.metrics import STAGES, Metrics
 from app.predictions import Prediction
-from app.runtime import load_runtime
+from app.runtime import load_runtime, require_store_room
 from app.settings import Settings
 from app.store import ConversationKey, ConversationStore
 from app.store.base import ContextRow, JSONDict, NewUtterance, StoredUtterance, UtteranceMeta
@@ -81,8 +81,10 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings, store: ConversationStore, metrics: Metrics) -> Engine:
-        """Load the checkpoint's runtime (`app.runtime.load_runtime`; blocking: call it in a thread)."""
+        """Load the checkpoint's runtime (`app.runtime.load_runtime`; blocking: call it in a thread) and
+        check that the store can hold a conversation of its vectors."""
         runtime = load_runtime(settings)
+        require_store_room(store, runtime, settings)
         return cls(
             checkpoint=runtime.checkpoint,
             encoders=runtime.encoders,

@@ -18,7 +18,8 @@ from prometheus_client import (
 STAGES = ("decode", "encode_text", "encode_audio", "store", "model", "total")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-CONVERSATION_GAUGES = ("lpgnet_active_conversations", "lpgnet_evicted_conversations")
+CONVERSATION_GAUGES = ("lpgnet_active_conversations", "lpgnet_evicted_conversations", "lpgnet_store_bytes")
+EVICTION_BOUNDS = ("conversations", "bytes")  # the in-memory store's two LRU bounds: eviction labels
 
 
 class Metrics:
@@ -64,8 +65,17 @@ class Metrics:
         )
         self.evicted_conversations = Gauge(
             "lpgnet_evicted_conversations",
-            "Conversations the in-memory store dropped before their TTL to keep its bound, since start "
-            "(set when scraped).",
+            "Conversations the in-memory store dropped before their TTL to keep a bound, since start, by "
+            "bound: max_conversations or max_store_bytes (set when scraped).",
+            ["bound"],
+            registry=self.registry,
+        )
+        for bound in EVICTION_BOUNDS:  # both series from the start, at 0
+            self.evicted_conversations.labels(bound)
+        self.store_bytes = Gauge(
+            "lpgnet_store_bytes",
+            "Bytes the in-memory store holds, estimated on the high side; bounded by max_store_bytes "
+            "(0 with Redis; set when scraped).",
             registry=self.registry,
         )
         # process_resident_memory_bytes and friends: the memory the bounds above are meant to cap
@@ -73,6 +83,13 @@ class Metrics:
         self.ready = Gauge(
             "lpgnet_ready", "1 once the model is loaded and warmed up.", registry=self.registry
         )
+
+    def observe_store(self, *, evicted: int, evicted_for_bytes: int, bytes_held: int) -> None:
+        """The store's counts since start, as the store keeps them (`ConversationStore`)."""
+        by_count, by_bytes = EVICTION_BOUNDS
+        self.evicted_conversations.labels(by_count).set(evicted - evicted_for_bytes)
+        self.evicted_conversations.labels(by_bytes).set(evicted_for_bytes)
+        self.store_bytes.set(bytes_held)
 
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():

@@ -10,13 +10,22 @@ module, or its ONNX graph in onnxruntime (exported once into the cache, parity-c
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from app.ids import ID_MAX_CHARS
+from app.metrics import STAGES
+from app.predictions import Prediction
+from app.schemas import MAX_SPEAKER_CHARS, MAX_TRANSCRIPT_CHARS
 from app.settings import Settings
+from app.store import ConversationKey, ConversationStore, MemoryStore
+from app.store.base import NewUtterance, UtteranceMeta
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.encoders.base import Encoder, EncoderMismatchError
 from model.encoders.devices import resolve_device
@@ -72,6 +81,53 @@ def load_runtime(settings: Settings) -> Runtime:
         settings.context_window,
     )
     return Runtime(checkpoint, encoders, network, backend, device, profile)
+
+
+def require_store_room(store: ConversationStore, runtime: Runtime, settings: Settings) -> None:
+    """`StartupError` unless the in-memory store's byte bound holds one conversation at its bounds.
+
+    At its bounds a conversation holds LPGNET_MAX_UTTERANCES_STORED utterances, each with the longest
+    ids, speaker and (with LPGNET_STORE_TRANSCRIPTS) transcript the API accepts, all in 4-byte
+    characters, and the longest answer this checkpoint can encode, plus vectors of the last
+    `vectors_kept`. A smaller bound would, some day, have to evict the conversation being written.
+    Redis is bounded by its own maxmemory: nothing to check here.
+    """
+    if not isinstance(store, MemoryStore) or store.max_bytes is None:
+        return
+    widest = chr(0x10FFFF)  # 4 bytes a character in a str
+    meta = UtteranceMeta(
+        token="t" * 32,
+        utterance_id="u" * ID_MAX_CHARS,
+        content_hash=hashlib.sha256().hexdigest(),
+        created_at=time.time(),
+        modalities=tuple(sorted(runtime.encoders)),
+        speaker=widest * MAX_SPEAKER_CHARS,
+        transcript=widest * MAX_TRANSCRIPT_CHARS if settings.store_transcripts else None,
+        transcript_truncated=True,
+    )
+    dims = {modality: encoder.spec.dim for modality, encoder in runtime.encoders.items()}
+    text, audio = (np.zeros(dims[m], np.float32) if m in dims else None for m in ("text", "audio"))
+    labels = runtime.checkpoint.labels
+    answer = Prediction(  # every number at its longest repr
+        emotion=max(labels, key=len),
+        probabilities=dict.fromkeys(labels, 2.2250738585072014e-308),
+        modalities=meta.modalities,
+        transcript_truncated=True,
+        context_size=settings.context_window,
+        model_name=runtime.checkpoint.name,
+        model_version=runtime.checkpoint.version,
+        timings_ms=dict.fromkeys(STAGES, 99_999_999.999),
+    )
+    key = ConversationKey("n" * ID_MAX_CHARS, "c" * ID_MAX_CHARS)
+    needed = store.bytes_at_bounds(key, NewUtterance(meta, text, audio), answer)
+    if needed > store.max_bytes:
+        raise StartupError(
+            f"LPGNET_MAX_STORE_BYTES={store.max_bytes} cannot hold one conversation at its bounds: "
+            f"{needed} bytes for LPGNET_MAX_UTTERANCES_STORED={settings.max_utterances_stored} utterances "
+            f"with vectors of the last {store.vectors_kept} ({dims}), transcripts "
+            f"{'kept' if settings.store_transcripts else 'not kept'}; raise it to at least {needed} or "
+            "lower LPGNET_MAX_UTTERANCES_STORED"
+        )
 
 
 def _served_encoders(settings: Settings, checkpoint: Checkpoint, profile: str) -> dict[str, Encoder]:
@@ -181,4 +237,5 @@ __all__ = [
     "build_network",
     "load_runtime",
     "onnx_bundle",
+    "require_store_room",
 ]

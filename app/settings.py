@@ -121,6 +121,18 @@ class Settings(BaseSettings):
     max_conversations: int = Field(
         default=10_000, ge=1, description="In-memory store: LRU bound on conversations."
     )
+    # 2 GiB: with the ~0.8 GB of a ready service, under 3 GB in all (a 4 GB host or container). Fixed,
+    # not a share of the machine's memory: in a container that reads as the host's, not the limit.
+    max_store_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024**2,
+        description=(
+            "In-memory store: LRU bound on the bytes it holds (vectors, predictions, metadata, estimated"
+            " on the high side); a write that crosses it evicts the least recently written other"
+            " conversations. Start-up fails when one conversation at its bounds would not fit. Redis is"
+            " bounded by its own maxmemory."
+        ),
+    )
     max_utterances_stored: int = Field(
         default=1000,
         ge=1,

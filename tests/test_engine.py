@@ -21,7 +21,7 @@ from app.metrics import STAGES, Metrics
 from app.runtime import StartupError, build_network
 from app.schemas import Timings
 from app.settings import Settings
-from app.store import ConversationKey, MemoryStore
+from app.store import ConversationKey, MemoryStore, build_store
 from app.store.base import ContextRow, NewUtterance, UtteranceMeta
 from app.utterances import ScoredUtterance, UtteranceRequest
 from model.checkpoint import Checkpoint
@@ -397,6 +397,19 @@ def test_load_refuses_encoders_that_do_not_match_the_checkpoint(
         Engine.load(settings, store, Metrics())
     message = str(info.value)
     assert "other-weights" in message and tiny_specs["text"].version in message
+
+
+def test_load_refuses_an_in_memory_store_too_small_for_one_conversation(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """1,000 utterances at the longest the API accepts need more than 1 MiB: start-up says so, with the
+    size that would do; that size starts."""
+    settings = make_settings(backend="torch", max_store_bytes=1024**2, max_utterances_stored=1000)
+    with pytest.raises(StartupError, match="LPGNET_MAX_STORE_BYTES=1048576 cannot hold") as info:
+        Engine.load(settings, build_store(settings), Metrics())
+    needed = int(str(info.value).split("at least ")[1].split()[0])
+    roomy = make_settings(backend="torch", max_store_bytes=needed, max_utterances_stored=1000)
+    assert Engine.load(roomy, build_store(roomy), Metrics()).ready is False  # loaded, not yet warmed up
 
 
 def test_load_refuses_a_missing_checkpoint(make_settings: Callable[..., Settings], tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from app.metrics import CONVERSATION_GAUGES
 from tests.app_fixtures import TEST_KEY_A, TEST_KEY_B
 from tests.reliability_support import (
     ServerProcess,
@@ -300,7 +301,7 @@ def test_metrics_and_model_need_a_key_and_no_key_sees_conversation_counts(server
     for headers in (A, B):
         text = httpx.get(server.url + "/metrics", headers=headers).text
         assert "lpgnet_requests_total" in text  # service metrics, by route template only
-        assert "lpgnet_active_conversations" not in text and "lpgnet_evicted_conversations" not in text
+        assert not [gauge for gauge in CONVERSATION_GAUGES if gauge in text]  # counts, evictions, bytes
         assert "counted" not in text
     # the scraper's own port: everything, no key, nothing of the API
     port = server.metrics_port

@@ -139,7 +139,7 @@ def _rss_bytes(metrics_text: str) -> float:
 
 
 def _metric(metrics_text: str, name: str) -> float:
-    match = re.search(rf"^{name} ([0-9.e+]+)$", metrics_text, re.M)
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", metrics_text, re.M)
     assert match, name
     return float(match.group(1))
 
@@ -165,7 +165,8 @@ async def test_many_conversations_stay_within_the_in_memory_bound_and_metrics_re
         seconds = time.perf_counter() - started
         metrics = (await client.get("/metrics")).text
         assert _metric(metrics, "lpgnet_active_conversations") == bound
-        assert _metric(metrics, "lpgnet_evicted_conversations") == posted - bound
+        assert _metric(metrics, 'lpgnet_evicted_conversations{bound="conversations"}') == posted - bound
+        assert _metric(metrics, 'lpgnet_evicted_conversations{bound="bytes"}') == 0
         rss = _rss_bytes(metrics)
         # least recently written first: the oldest are gone, the newest there (64 in flight blur the edge)
         for c in range(0, posted - bound - 128, max(1, posted // 50)):

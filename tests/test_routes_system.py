@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.engine import Engine
 from app.main import create_app
+from app.metrics import CONVERSATION_GAUGES, Metrics
 from model.checkpoint import load_checkpoint
 from tests.app_fixtures import wait_ready
 from tests.reliability_support import assert_problem
@@ -99,7 +101,22 @@ def test_metrics_expose_requests_stages_batches_and_conversations(tiny_client: T
     assert 'lpgnet_stage_duration_seconds_count{stage="model"}' in text
     assert 'lpgnet_batch_size_count{batcher="text"}' in text
     assert "lpgnet_active_conversations 1.0" in text
+    assert 'lpgnet_evicted_conversations{bound="conversations"} 0.0' in text
+    assert 'lpgnet_evicted_conversations{bound="bytes"} 0.0' in text
+    held = re.search(r"^lpgnet_store_bytes ([0-9.e+]+)$", text, re.M)
+    assert held and float(held.group(1)) > 0  # the conversation just written
     assert "lpgnet_ready 1.0" in text
+
+
+def test_store_evictions_are_reported_by_bound() -> None:
+    metrics = Metrics()
+    metrics.observe_store(evicted=5, evicted_for_bytes=2, bytes_held=12_345)
+    text = metrics.render().decode()
+    assert 'lpgnet_evicted_conversations{bound="conversations"} 3.0' in text
+    assert 'lpgnet_evicted_conversations{bound="bytes"} 2.0' in text
+    assert "lpgnet_store_bytes 12345.0" in text
+    hidden = metrics.render(conversation_counts=False).decode()
+    assert not any(gauge in hidden for gauge in CONVERSATION_GAUGES)
 
 
 def test_unknown_path_is_404_problem(tiny_client: TestClient) -> None:

@@ -27,6 +27,7 @@ def test_defaults_serve_the_committed_weights_locally(clean_env: None) -> None:
     assert s.max_audio_channels == 8 and s.min_audio_seconds == 0.05
     assert s.shutdown_grace_s == 10 and s.shutdown_drain_s == 0 and s.metrics_port is None
     assert s.decode_workers == 2 and s.redis_timeout_s == 2.0
+    assert s.max_store_bytes == 2 * 1024**3 and s.max_conversations == 10_000  # the in-memory bounds
 
 
 def test_metrics_port_must_differ_from_the_api_port(clean_env: None) -> None:
@@ -53,9 +54,10 @@ def test_environment_variables_use_the_lpgnet_prefix(
     monkeypatch.setenv("LPGNET_API_KEYS", f" {TEST_KEY_A} ,{TEST_KEY_B},")
     monkeypatch.setenv("LPGNET_DECODE_WORKERS", "4")
     monkeypatch.setenv("LPGNET_REDIS_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("LPGNET_MAX_STORE_BYTES", "536870912")
     s = Settings()
     assert s.context_window == 8 and s.redis_url == "redis://redis:6379/0" and s.store_transcripts
-    assert s.decode_workers == 4 and s.redis_timeout_s == 0.5
+    assert s.decode_workers == 4 and s.redis_timeout_s == 0.5 and s.max_store_bytes == 512 * 1024**2
     assert s.checkpoint == Path("/weights/x.pt")
     assert [k.get_secret_value() for k in s.api_keys] == [TEST_KEY_A, TEST_KEY_B]
     assert TEST_KEY_A not in repr(s)  # keys are secrets
@@ -75,6 +77,7 @@ def test_environment_variables_use_the_lpgnet_prefix(
         {"redis_timeout_s": 0},
         {"device": "tpu"},
         {"max_request_bytes": 10},
+        {"max_store_bytes": 1000},
         {"batch_max_wait_ms": -1},
         {"port": 70000},
         {"no_such_setting": 1},

@@ -1,12 +1,18 @@
-"""ConversationStore behaviour, the same tests for MemoryStore and RedisStore (real Redis)."""
+"""ConversationStore behaviour, the same tests for MemoryStore and RedisStore (real Redis), then each
+store's own: the in-memory TTL and bounds (conversations, bytes), Redis's keys and formats."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import json
+import re
 import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,9 +21,12 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 
 from app.exceptions import StoreUnavailable
-from app.predictions import PredictionFormatError
+from app.predictions import PredictionFormatError, encode_prediction
+from app.runtime import StartupError, require_store_room
+from app.settings import Settings
 from app.store import ConversationKey, ConversationStore, MemoryStore, RedisStore
 from app.store.base import NewUtterance, UtteranceMeta
+from app.store.memory import conversation_bytes, prediction_bytes, row_bytes, utterance_bytes
 from tests.app_fixtures import make_prediction
 
 TTL_S = 60
@@ -359,3 +368,221 @@ async def test_unreachable_redis_raises_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await store.append(KEY, utterance(seed=0))
     await store.close()
+
+
+# ---- the in-memory byte bound ------------------------------------------------------------------------
+
+
+def transcribed(
+    uid: str | None, *, seed: int, transcript: str, dims: tuple[int, int] = (6, 3)
+) -> NewUtterance:
+    """An utterance with a transcript kept (LPGNET_STORE_TRANSCRIPTS) and vectors of `dims` (0: none)."""
+    base = utterance(uid, seed=seed)
+    meta = dataclasses.replace(base.meta, transcript=transcript)
+    rng = np.random.default_rng(seed)
+    text, audio = (rng.standard_normal(d).astype(np.float32) if d else None for d in dims)
+    return NewUtterance(meta, text, audio)
+
+
+async def recount(store: MemoryStore, keys: list[ConversationKey]) -> int:
+    """The bytes of what `store` holds for `keys`, counted afresh from what its reads give back: the
+    vectors' own nbytes (as stored), each kept meta and encoded prediction; not its running total."""
+    total = 0
+    for key in keys:
+        conversation = await store.conversation(key)
+        if conversation is None:
+            continue
+        total += conversation_bytes(key)
+        for stored in conversation.utterances:
+            total += utterance_bytes(stored.meta)
+            if stored.prediction is not None:
+                total += prediction_bytes(encode_prediction(stored.prediction))
+        last = conversation.utterance_count - 1
+        for row in await store.window(key, last, store.vectors_kept):
+            total += row_bytes(row.text, row.audio)
+    return total
+
+
+@pytest.mark.asyncio
+async def test_memory_store_counts_the_bytes_it_holds_through_every_change() -> None:
+    now = [1000.0]
+    store = MemoryStore(ttl_s=10, max_conversations=3, max_utterances=5, vectors_kept=3, clock=lambda: now[0])
+    keys = [ConversationKey("ns", f"c-{c}") for c in range(4)]
+    a = keys[0]
+    assert store.bytes_held == 0
+
+    async def check() -> None:
+        assert store.bytes_held == await recount(store, keys)
+
+    for i in range(8):  # past vectors_kept (3) and max_utterances (5): both trims
+        sent = transcribed(
+            f"u-{i}" if i % 3 else None, seed=i, transcript="é" * (10 * i), dims=(6, 0 if i % 2 else 3)
+        )
+        stored = (await store.append(a, sent)).utterance
+        await check()
+        if i % 2 == 0:
+            assert await store.set_prediction(a, i, stored.meta.token, make_prediction(seed=i))
+            await check()
+    held = store.bytes_held
+    again = await store.append(a, utterance("u-7", seed=99))  # a retry stores nothing
+    assert not again.created and store.bytes_held == held
+    assert not await store.set_prediction(a, 7, "not-the-token", make_prediction())
+    assert store.bytes_held == held
+    for key in keys[1:]:  # the 4th conversation evicts the least recently written (a), by count
+        await store.append(key, utterance(seed=1))
+        await check()
+    assert await store.conversation(a) is None and store.evicted == 1 and store.evicted_for_bytes == 0
+    assert await store.delete(keys[1])
+    await check()
+    now[0] += 11  # past the TTL: everything expires
+    assert await store.count_active() == 0
+    assert store.bytes_held == 0
+
+
+@pytest.mark.asyncio
+async def test_memory_store_charges_vectors_as_float16_at_their_nbytes() -> None:
+    store = MemoryStore(ttl_s=60, max_conversations=10, max_utterances=10, vectors_kept=4)
+    small, large = ConversationKey("", "small"), ConversationKey("", "large")
+    await store.append(small, transcribed("u-1", seed=1, transcript="", dims=(100, 0)))
+    small_bytes = store.bytes_held
+    await store.append(large, transcribed("u-1", seed=1, transcript="", dims=(1100, 0)))
+    large_bytes = store.bytes_held - small_bytes
+    assert large_bytes - small_bytes == 1000 * 2  # 1,000 more float16 values, and nothing else differs
+    rows = await store.window(large, 0, 1)
+    assert rows[0].text is not None and rows[0].text.nbytes == 2200  # float16, not the float32 sent
+
+
+@pytest.mark.parametrize(
+    ("conversations", "utterances"),
+    [(2000, 1), (300, 3), (10, 400)],  # from conversation overheads to utterances trimmed many times over
+)
+@pytest.mark.asyncio
+async def test_memory_store_never_charges_less_than_it_allocates(conversations: int, utterances: int) -> None:
+    """The estimate errs high: what tracemalloc sees the store allocate (arrays, strings, the dicts and
+    objects around them) is never more than the charge, and the charge is not wildly more."""
+
+    async def load(store: MemoryStore) -> None:
+        for c in range(conversations):
+            key = ConversationKey("ns", f"c-{c}")
+            for i in range(utterances):
+                sent = transcribed(f"u-{i}", seed=i, transcript="hello there " * (i % 4), dims=(32, 16))
+                # strings parsed from a request are new objects each time, a speaker's name too
+                sent = dataclasses.replace(sent, meta=dataclasses.replace(sent.meta, speaker=f"spk-{i % 3}"))
+                stored = (await store.append(key, sent)).utterance
+                await store.set_prediction(key, stored.index, stored.meta.token, make_prediction(seed=i % 7))
+
+    def new_store() -> MemoryStore:
+        return MemoryStore(ttl_s=60, max_conversations=10_000, max_utterances=100, vectors_kept=16)
+
+    await load(new_store())  # once unmeasured: first-call allocations (imports, caches) are not the store's
+    store = new_store()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        await load(store)
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    allocated = after - before
+    assert allocated <= store.bytes_held <= 1.6 * allocated, (allocated, store.bytes_held)
+
+
+async def fill(store: MemoryStore, key: ConversationKey, n: int, *, first: int = 0) -> None:
+    """Append utterances u-first... (new ids: each one is written) and answer each."""
+    for i in range(first, first + n):
+        stored = (await store.append(key, utterance(f"u-{i}", seed=i % 10))).utterance
+        assert await store.set_prediction(key, stored.index, stored.meta.token, make_prediction(seed=i % 10))
+
+
+@pytest.mark.asyncio
+async def test_memory_store_evicts_least_recently_written_conversations_to_stay_under_its_bytes() -> None:
+    probe = MemoryStore(ttl_s=100, max_conversations=100, max_utterances=4, vectors_kept=2)
+    await fill(probe, ConversationKey("", "a"), 4)
+    full = probe.bytes_held  # one conversation at its bounds
+    store = MemoryStore(
+        ttl_s=100, max_conversations=100, max_utterances=4, vectors_kept=2, max_bytes=int(3.5 * full)
+    )
+    a, b, c, d = (ConversationKey("", x) for x in "abcd")
+    for key in (a, b, c):
+        await fill(store, key, 4)
+    assert store.evicted == 0 and store.bytes_held == 3 * full
+    await fill(store, a, 1, first=4)  # a written again: b is now the least recently written
+    await fill(store, d, 4)  # d's growth crosses the bound: b goes, and only b
+    assert await store.conversation(b) is None
+    for key in (a, c, d):
+        assert await store.conversation(key) is not None
+    assert store.evicted == store.evicted_for_bytes == 1
+    assert store.bytes_held <= store.max_bytes  # type: ignore[operator]
+    assert store.bytes_held == await recount(store, [a, b, c, d])
+
+
+@pytest.mark.asyncio
+async def test_memory_store_never_evicts_the_conversation_being_written() -> None:
+    """Even a bound below one conversation (start-up refuses it, `require_store_room`) keeps the one
+    being written, the prediction's write included, and drops every other."""
+    store = MemoryStore(ttl_s=100, max_conversations=100, max_utterances=4, vectors_kept=2, max_bytes=1)
+    a, b = ConversationKey("", "a"), ConversationKey("", "b")
+    await fill(store, a, 3)
+    assert await store.conversation(a) is not None and store.evicted == 0
+    stored = (await store.append(b, utterance("u-0", seed=0))).utterance
+    assert await store.conversation(a) is None and store.evicted_for_bytes == 1
+    assert await store.set_prediction(b, stored.index, stored.meta.token, make_prediction())
+    got = await store.get(b, stored.index)
+    assert got is not None and got.prediction == make_prediction()
+    assert store.bytes_held == await recount(store, [a, b])
+
+
+@pytest.mark.asyncio
+async def test_bytes_at_bounds_is_what_a_conversation_at_its_bounds_holds() -> None:
+    store = MemoryStore(ttl_s=100, max_conversations=10, max_utterances=6, vectors_kept=4)
+    key, answer = ConversationKey("ns", "c-1"), make_prediction(seed=3)
+    largest = transcribed("u-0", seed=0, transcript="ü" * 50, dims=(12, 5))
+    for i in range(20):  # same sizes each time: only the token (same length) differs
+        sent = NewUtterance(
+            dataclasses.replace(largest.meta, token=uuid.uuid4().hex, utterance_id=f"u-{i % 10}"),
+            largest.text_vector,
+            largest.audio_vector,
+        )
+        stored = (await store.append(key, sent)).utterance
+        await store.set_prediction(key, stored.index, stored.meta.token, answer)
+    assert store.bytes_held == store.bytes_at_bounds(key, largest, answer)
+
+
+def fake_runtime(dims: dict[str, int]) -> Any:
+    """What `require_store_room` reads of a runtime: the encoders' dims and the checkpoint's labels."""
+    encoders = {m: SimpleNamespace(spec=SimpleNamespace(dim=d)) for m, d in dims.items()}
+    checkpoint = SimpleNamespace(labels=["angry", "happy", "neutral", "sad"], name="lpgnet", version="v1")
+    return SimpleNamespace(encoders=encoders, checkpoint=checkpoint)
+
+
+@pytest.mark.parametrize("transcripts", [False, True])
+def test_start_up_refuses_a_store_bound_below_one_conversation_at_its_bounds(
+    clean_env: None, transcripts: bool
+) -> None:
+    settings = Settings(context_window=8, max_utterances_stored=1000, store_transcripts=transcripts)
+    runtime = fake_runtime({"text": 768, "audio": 768})
+
+    def store(max_bytes: int | None) -> MemoryStore:
+        return MemoryStore(
+            ttl_s=60,
+            max_conversations=10,
+            max_utterances=settings.max_utterances_stored,
+            vectors_kept=settings.vectors_kept,
+            max_bytes=max_bytes,
+        )
+
+    with pytest.raises(
+        StartupError, match="LPGNET_MAX_STORE_BYTES=1048576 cannot hold one conversation"
+    ) as info:
+        require_store_room(store(1024**2), runtime, settings)
+    needed = int(re.search(r"at least (\d+)", str(info.value)).group(1))  # type: ignore[union-attr]
+    # 1,000 utterances with the longest ids and speaker (128 characters of 4 bytes), 16 rows of 2 x 768
+    # float16, and with transcripts kept 20,000 characters of 4 bytes each
+    floor = 1000 * (32 + 64 + 128 + 128 * 4 + (20_000 * 4 if transcripts else 0)) + 16 * 2 * 768 * 2
+    assert floor < needed < 2 * floor + 2 * 1024**2
+    require_store_room(store(needed), runtime, settings)  # exactly enough is enough
+    with pytest.raises(StartupError):
+        require_store_room(store(needed - 1), runtime, settings)
+    require_store_room(store(None), runtime, settings)  # no byte bound: nothing to check

@@ -26,6 +26,7 @@ def build_store(settings: Settings) -> ConversationStore:
         )
     return MemoryStore(
         max_conversations=settings.max_conversations,
+        max_bytes=settings.max_store_bytes,
         ttl_s=ttl_s,
         max_utterances=max_utterances,
         vectors_kept=vectors_kept,

@@ -110,6 +110,8 @@ class ConversationStore(abc.ABC):
     """
 
     evicted = 0  # conversations dropped before their TTL to respect a bound (in-memory LRU)
+    evicted_for_bytes = 0  # of those, dropped to respect the bound on bytes (in memory)
+    bytes_held = 0  # estimated bytes of what the store holds (in memory; Redis reports its own memory)
 
     def __init__(self, *, ttl_s: int, max_utterances: int, vectors_kept: int) -> None:
         self.ttl_s = ttl_s

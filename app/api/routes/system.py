@@ -63,10 +63,13 @@ async def metrics(services: ServicesDep, _namespace: NamespaceDep) -> Response:
 async def metrics_response(services: Services, *, conversation_counts: bool) -> Response:
     """The exposition, with the conversation gauges brought up to date when they are included."""
     registry = services.metrics
-    if conversation_counts and services.store is not None:
-        registry.evicted_conversations.set(services.store.evicted)
+    store = services.store
+    if conversation_counts and store is not None:
         with contextlib.suppress(StoreUnavailable):  # the gauge keeps its last value; /ready tells
-            registry.active_conversations.set(await services.store.count_active())
+            registry.active_conversations.set(await store.count_active())  # in memory: expires first
+        registry.observe_store(
+            evicted=store.evicted, evicted_for_bytes=store.evicted_for_bytes, bytes_held=store.bytes_held
+        )
     return Response(
         registry.render(conversation_counts=conversation_counts),
         media_type="text/plain; version=0.0.4; charset=utf-8",
