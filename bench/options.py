@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from bench.models import DEFAULT_CACHE
 from model.encoders.precision import Precision
-from model.paths import REPO_ROOT
+from model.paths import cache_root
 
-DEFAULT_OUT = REPO_ROOT / ".cache" / "bench" / "report.json"
+DEFAULT_OUT = cache_root() / "bench" / "report.json"  # the one cache root, never the checkout
 CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")
 DEFAULT_HIDDEN = 128  # D that `lpgnet train` gives a checkpoint by default (model.config.TrainConfig)
 Backend = Literal["auto", "torch", "onnx"]  # onnx: the `lpgnet export` bundle (encoders too)

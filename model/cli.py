@@ -43,7 +43,7 @@ class ProtocolChoice(StrEnum):
 
 # Options several commands take, declared once.
 CheckpointOption = Annotated[Path | None, typer.Option(help="Checkpoint (default: the bundled weights).")]
-CacheDirOption = Annotated[Path | None, typer.Option(help="Feature cache (default <repo>/.cache/features).")]
+CacheDirOption = Annotated[Path | None, typer.Option(help="Feature cache (~/.cache/lpgnet/features).")]
 DeviceOption = Annotated[str, typer.Option(help="Encoder device.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v")]
 

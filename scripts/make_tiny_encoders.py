@@ -1,4 +1,4 @@
-"""Write the tiny random encoders of the `tiny` profile (default: <repo>/.cache/tiny-encoders).
+"""Write the tiny random encoders of the `tiny` profile (default: ~/.cache/lpgnet/tiny-encoders).
 
     python scripts/make_tiny_encoders.py [OUT_DIR] [--overwrite]
 """

@@ -34,14 +34,14 @@ from model.encoders.base import Encoder, EncoderSpec, Modality
 from model.encoders.identity import model_name
 from model.encoders.precision import Precision
 from model.encoders.text import Pooling
-from model.paths import REPO_ROOT
+from model.paths import REPO_ROOT, cache_root
 
 logger = logging.getLogger(__name__)
 
 TextKind = Literal["hf"]
 AudioKind = Literal["emotion2vec", "prosody8", "egemaps"]
 
-DEFAULT_TINY_DIR = REPO_ROOT / ".cache" / "tiny-encoders"
+DEFAULT_TINY_DIR = cache_root() / "tiny-encoders"  # the one cache root, never the checkout
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 TUNED_MINILM = "minilm-erc-v1"  # weights/encoders/<name>.safetensors, tuned by `lpgnet tune-text`
 
