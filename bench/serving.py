@@ -56,10 +56,10 @@ def prepare_served(opts: BenchOptions) -> tuple[Served, Served]:
             hidden=opts.hidden,
             opts=opts,
         )
-    from model.checkpoint import DEFAULT_CHECKPOINT
+    from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
-    if DEFAULT_CHECKPOINT.is_file():  # the embedded default, when the repository ships it
-        offline = Served("offline", {}, DEFAULT_CHECKPOINT)
+    if DEFAULT_CHECKPOINT.is_file():  # the embedded default on its own profile (offline-tuned)
+        offline = Served(load_checkpoint(DEFAULT_CHECKPOINT).profile, {}, DEFAULT_CHECKPOINT)
     else:
         offline = _served("offline", {}, cache / "checkpoints" / "offline.pt", hidden=128, opts=opts)
     return main, offline
