@@ -11,7 +11,7 @@ Top-level figures (all ms unless named otherwise):
     naive_serial_throughput_rps  the naive baseline one request at a time (concurrency 1)
     overhead_p50_ms_ctx64        store + LPGNet per request with 64 utterances of context
     lpgnet_forward_(cpu_)p50_ms_ctx64  LPGNet alone on a 64-utterance window, wall (CPU) time
-    offline_p50_ms               the default checkpoint on its offline profile (MiniLM + prosody-8), single request
+    offline_p50_ms               the default checkpoint, offline profile (MiniLM + prosody-8), one request
     flat_cost_ratio              offline request CPU time p50 at utterance ~200 over that at ~20
     flat_cost_wall_ratio         the same for wall latency (noisier on a shared machine)
     peak_rss_mb                  peak resident memory of the service process (VmHWM)
