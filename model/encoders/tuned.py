@@ -219,7 +219,7 @@ def tune_text(
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss)
+            total += loss.item()
         if progress:
             logger.info("tune epoch %d/%d: loss %.4f", epoch + 1, config.epochs, total / len(batches))
     top.eval()
