@@ -150,7 +150,12 @@ class TrainConfig:
             target = d if len(path) == 1 else d.get(path[0])
             if not isinstance(target, dict) or path[-1] not in target:
                 raise ValueError(f"override {a!r}: no field {key.strip()!r} in the training config")
-            target[path[-1]] = _literal(raw.strip())
+            value, old = _literal(raw.strip()), target[path[-1]]
+            if isinstance(old, dict) and not isinstance(value, dict):
+                raise ValueError(f'override {a!r}: a table, e.g. {key.strip()}={{"dailydialog" = 0.25}}')
+            if isinstance(old, list | tuple) and not isinstance(value, list | tuple):
+                raise ValueError(f"override {a!r}: a list, e.g. {key.strip()}=[...]")
+            target[path[-1]] = value
         return TrainConfig.from_dict(d)
 
     def network_config(self, text_dim: int, audio_dim: int, num_classes: int) -> LPGNetConfig:
@@ -170,9 +175,15 @@ def _build(kind: type, values: dict[str, Any], table: str) -> Any:
 
 
 def _literal(raw: str) -> Any:
+    """A TOML value (what `to_toml` writes, inline tables included), else a Python literal, else the
+    bare word as a string."""
     low = raw.lower()
     if low in ("true", "false"):
         return low == "true"
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):

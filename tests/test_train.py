@@ -252,6 +252,17 @@ def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
     )
     with pytest.raises(ValueError, match="no field"):
         cfg.with_overrides(["model.hiden=32"])
+    # tables as the config file writes them (TOML inline tables) or as Python dicts
+    tables = cfg.with_overrides(
+        [
+            'augment.corpus_weights={"dailydialog" = 0.25, "iemocap" = 2}',
+            "data.train_dialogues={'dailydialog': 40}",
+        ]
+    )
+    assert tables.augment.corpus_weights == {"dailydialog": 0.25, "iemocap": 2}
+    assert tables.data.train_dialogues == {"dailydialog": 40}
+    with pytest.raises(ValueError, match="a table"):
+        cfg.with_overrides(["augment.corpus_weights=dailydialog"])
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"optim": {"epochs": 3, "lr_typo": 1}})
 
