@@ -4,6 +4,8 @@
 - `as_sent`: a dialogue as a client sending only some modalities would send it (utterances left
   with neither are never sent, so they are removed);
 - `crop`: a random run of at most K utterances, the context the service keeps;
+- `neutral_words`: a dialogue whose words are swapped for neutral ones, the voice left to carry the
+  emotion (`neutral_text_pool` gathers the words);
 - `epoch_dialogues`: one epoch's dialogues, sampled per corpus and augmented as configured.
 """
 
@@ -60,8 +62,37 @@ def crop(d: DialogueFeatures, k: int, rng: random.Random) -> DialogueFeatures:
     )
 
 
-def epoch_dialogues(train: FeatureSet, cfg: TrainConfig, rng: random.Random) -> list[DialogueFeatures]:
-    """One epoch's training dialogues: sampled per corpus, augmented as the config says, shuffled."""
+def neutral_text_pool(train: FeatureSet, labels: list[str]) -> torch.Tensor | None:
+    """(N, Dt) text vectors of the training utterances labelled neutral (None: no such class)."""
+    if "neutral" not in labels:
+        return None
+    k = labels.index("neutral")
+    rows = [d.text[(d.labels == k) & d.text_mask] for d in train.dialogues]
+    pool = torch.cat(rows) if rows else torch.empty(0)
+    return pool if len(pool) else None
+
+
+def neutral_words(d: DialogueFeatures, pool: torch.Tensor, rng: random.Random) -> DialogueFeatures:
+    """Every utterance with audio gets the words of a random neutral utterance (labels kept); one
+    without audio is removed, as nothing of its emotion would be left."""
+    kept = torch.nonzero(d.audio_mask).flatten()
+    return replace(
+        d,
+        text=pool[[rng.randrange(len(pool)) for _ in range(len(kept))]].to(d.text.dtype),
+        audio=d.audio[kept],
+        text_mask=torch.ones(len(kept), dtype=torch.bool),
+        audio_mask=torch.ones(len(kept), dtype=torch.bool),
+        labels=d.labels[kept],
+        utterance_ids=[d.utterance_ids[i] for i in kept.tolist()] if d.utterance_ids else [],
+    )
+
+
+def epoch_dialogues(
+    train: FeatureSet, cfg: TrainConfig, rng: random.Random, neutral_pool: torch.Tensor | None = None
+) -> list[DialogueFeatures]:
+    """One epoch's training dialogues: sampled per corpus, augmented as the config says, shuffled.
+
+    `neutral_pool` (from `neutral_text_pool`) is needed when `augment.neutral_words` > 0."""
     aug = cfg.augment
     by_corpus: dict[str, list[DialogueFeatures]] = {}
     for d in train.dialogues:
@@ -78,6 +109,10 @@ def epoch_dialogues(train: FeatureSet, cfg: TrainConfig, rng: random.Random) -> 
             d = as_sent(d, keep_text=True, keep_audio=False)
         elif r < aug.dialogue_modality_dropout:
             d = as_sent(d, keep_text=False, keep_audio=True)
+        elif r < aug.dialogue_modality_dropout + aug.neutral_words and bool(d.audio_mask.any()):
+            if neutral_pool is None:
+                raise ValueError("augment.neutral_words needs neutral-labelled training utterances")
+            d = neutral_words(d, neutral_pool, rng)
         if aug.window:
             d = crop(d, cfg.serving.window, rng)
         if len(d) and bool((d.labels >= 0).any()):
@@ -86,4 +121,4 @@ def epoch_dialogues(train: FeatureSet, cfg: TrainConfig, rng: random.Random) -> 
     return out
 
 
-__all__ = ["as_sent", "crop", "drop_modalities", "epoch_dialogues"]
+__all__ = ["as_sent", "crop", "drop_modalities", "epoch_dialogues", "neutral_text_pool", "neutral_words"]

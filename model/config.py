@@ -69,6 +69,11 @@ class AugmentConfig:
     # utterances left with none removed: what a text-only chatbot or an audio-only line sends
     dialogue_modality_dropout: float = 0.0
     window: bool = False  # train on random windows of at most K utterances, as the service sees them
+    # fraction of training dialogues with audio whose words are all swapped for those of random
+    # neutral-labelled training utterances, labels kept: the voice carries the emotion, the words do
+    # not (a caller reading a script, acted speech); without it the network learns that neutral words
+    # mean neutral, as they nearly always do in IEMOCAP
+    neutral_words: float = 0.0
     class_weights: bool = False  # inverse-frequency weights in the task loss, per corpus
     corpus_weights: dict[str, float] = field(default_factory=dict)  # corpus -> sampling weight per epoch
 

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.augment import drop_modalities, epoch_dialogues
+from model.augment import drop_modalities, epoch_dialogues, neutral_text_pool
 from model.baselines import BaselineCheckpoint, BaselineConfig, build_baseline, save_baseline
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import TrainConfig
@@ -143,6 +143,7 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
         cfg.loss if cfg.kind == "lpgnet" else replace(BASELINE_LOSS, label_smoothing=cfg.loss.label_smoothing)
     )
     balance = class_balance(train, len(features.labels)) if cfg.augment.class_weights else None
+    pool = neutral_text_pool(train, features.labels) if cfg.augment.neutral_words > 0 else None
     gen = torch.Generator().manual_seed(seed)
     sel = cfg.select
 
@@ -152,7 +153,7 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
     )
     for epoch in bar:
         model.train()
-        dialogues = epoch_dialogues(train, cfg, rng)
+        dialogues = epoch_dialogues(train, cfg, rng, pool)
         losses = []
         for s in range(0, len(dialogues), cfg.optim.batch_size):
             chunk = dialogues[s : s + cfg.optim.batch_size]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.feature_extraction.text import HashingVectorizer
 
-from model.augment import as_sent, crop, drop_modalities, epoch_dialogues
+from model.augment import as_sent, crop, drop_modalities, epoch_dialogues, neutral_text_pool
 from model.checkpoint import load_checkpoint
 from model.config import AugmentConfig, OptimConfig, SelectConfig
 from model.data import read_iemocap_table
@@ -232,6 +232,30 @@ def test_epoch_dialogues_sends_whole_dialogues_with_one_modality_and_weights_cor
     assert all(not (d.text_mask.any() and d.audio_mask.any()) for d in out)  # one modality each
     kinds = {bool(d.text_mask.any()) for d in out}
     assert kinds == {True, False}  # both text-only and audio-only dialogues occur
+
+
+def test_neutral_words_keeps_voice_and_labels_and_takes_words_of_neutral_utterances():
+    import random
+    from dataclasses import replace
+
+    fs = _toy_features()
+    train = replace(fs, labels=["neutral", "happy"], dialogues=fs.split("train").dialogues)
+    pool = neutral_text_pool(train, train.labels)
+    assert pool is not None
+    assert len(pool) == sum(int((d.labels == 0).sum()) for d in train.dialogues)  # text everywhere here
+    assert neutral_text_pool(train, ["x", "y"]) is None
+    cfg = TrainConfig(augment=AugmentConfig(neutral_words=1.0))
+    out = {d.dialogue_id: d for d in epoch_dialogues(train, cfg, random.Random(0), pool)}
+    pool_rows = {tuple(r.tolist()) for r in pool}
+    for d in train.dialogues:
+        got, voiced = out[d.dialogue_id], d.audio_mask
+        assert torch.equal(got.labels, d.labels[voiced]) and torch.equal(got.audio, d.audio[voiced])
+        assert bool(got.text_mask.all() and got.audio_mask.all())
+        assert all(tuple(r.tolist()) in pool_rows for r in got.text)  # words of neutral utterances only
+    happy_words = [d.text[d.labels == 1] for d in train.dialogues]
+    assert not any(tuple(r.tolist()) in pool_rows for t in happy_words for r in t)
+    with pytest.raises(ValueError, match="neutral_words"):
+        epoch_dialogues(train, cfg, random.Random(0), None)
 
 
 def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
