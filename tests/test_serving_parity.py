@@ -1,9 +1,11 @@
 """Serving = evaluation: dialogues replayed through the HTTP API (engine, store, network) answer what
 `lpgnet evaluate` computes offline for the same utterances, to 1e-4, on the memory and Redis stores.
 
-Two replays: a tiny checkpoint whose window (K = 4) is shorter than the dialogues, with text-only,
-audio-only and two-modality utterances (real WAV uploads); and the committed default checkpoint on a
-91-utterance IEMOCAP session-5 dialogue sent text-only, the way a chatbot sends it (K = 64).
+Three replays: a tiny checkpoint whose window (K = 4) is shorter than the dialogues, with text-only,
+audio-only and two-modality utterances (real WAV uploads); the committed default checkpoint on a
+91-utterance IEMOCAP session-5 dialogue sent text-only, the way a chatbot sends it (K = 64); and the
+default checkpoint on one unseen RAVDESS actor's real recordings (FLAC, 48 kHz), audio only and with
+the spoken sentence, as the model card's RAVDESS figures are computed.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from fastapi.testclient import TestClient
 
 from app.settings import Settings
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from model.data import write_jsonl
 from model.evaluate import predict_checkpoint, prediction_rows
 from model.paths import SHARED_ROOT
+from model.ravdess import read_ravdess
 from model.serving import ServingContract
 from tests.app_fixtures import TINY_LABELS, wav_bytes, write_tiny_checkpoint
 
 IEMOCAP = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
+RAVDESS = SHARED_ROOT / "data" / "speech" / "ravdess-01-12"
 TOLERANCE = 1e-4
 
 
@@ -148,4 +153,25 @@ def test_default_checkpoint_text_only_replay_of_a_long_iemocap_dialogue(
     assert contract.window == 64 and len(offline) == 91  # 91 transcribed utterances: the window slides
     client = start_client(Settings(checkpoint=DEFAULT_CHECKPOINT))
     served = replay(client, corpus, modalities="text")
+    assert_same(offline, served)
+
+
+@pytest.mark.skipif(not RAVDESS.is_dir(), reason=f"shared RAVDESS folder absent ({RAVDESS})")
+@pytest.mark.parametrize("modalities", ["audio", "both"])
+def test_default_checkpoint_replay_of_a_ravdess_actor_matches_lpgnet_evaluate(
+    tmp_path: Path, clean_env: None, start_client: Callable[..., TestClient], modalities: str
+) -> None:
+    actor = tmp_path / "actor07"  # a test actor: never used for a choice
+    actor.mkdir()
+    for clip in sorted(RAVDESS.glob("03-01-*-07.flac")):
+        (actor / clip.name).symlink_to(clip)
+    corpus = write_jsonl(read_ravdess(actor), tmp_path / "ravdess.jsonl")  # absolute audio paths
+    ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
+    _, features, _, preds = predict_checkpoint(
+        ckpt, corpus, "test", modalities=modalities, cache_dir=tmp_path / "cache", device="cpu"
+    )
+    offline = prediction_rows(features, preds)
+    assert len(offline) == 28  # the actor's clips of the four classes, in the corpus's fixed order
+    client = start_client(Settings(checkpoint=DEFAULT_CHECKPOINT))
+    served = replay(client, corpus, modalities=modalities)
     assert_same(offline, served)
