@@ -14,6 +14,8 @@ Top-level figures (all ms unless named otherwise):
     offline_p50_ms               the default checkpoint, offline profile (MiniLM + prosody-8), one request
     flat_cost_ratio              offline request CPU time p50 at utterance ~200 over that at ~20
     flat_cost_wall_ratio         the same for wall latency (noisier on a shared machine)
+    time_to_ready_s              start of the uvicorn process to GET /ready answering 200 (the bench
+                                 loads its own models meanwhile, on the same cores)
     peak_rss_mb                  peak resident memory of the service process (VmHWM)
     others_cpu_pct               share of the machine's CPU other processes used during the run
 """
@@ -43,6 +45,7 @@ def build_report(
     engine_timings: list[dict[str, float]],
     overhead: dict[str, Any],
     offline: dict[str, Any],
+    time_to_ready_s: float | None,
     server_rss_mb: float | None,
     bench_rss_mb: float,
     others_cpu_pct: float | None,
@@ -87,6 +90,7 @@ def build_report(
         "offline_p50_ms": offline["latency"].get("p50_ms"),
         "flat_cost_ratio": flat_ratio,
         "flat_cost_wall_ratio": offline.get("ratio_late_over_early_p50"),
+        "time_to_ready_s": time_to_ready_s,
         "peak_rss_mb": server_rss_mb if server_rss_mb is not None else bench_rss_mb,
         "bench_peak_rss_mb": bench_rss_mb,
         "others_cpu_pct": others_cpu_pct,
@@ -186,6 +190,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"wall {_num(report['flat_cost_wall_ratio'])}",
         f"peak RSS: service {_num(report['peak_rss_mb'])} MB, "
         f"bench process {_num(report['bench_peak_rss_mb'])} MB",
+        f"time to ready: {_num(report['time_to_ready_s'])} s",
         "",
         "ratios: " + ", ".join(f"{k} {_num(v)}" for k, v in report["ratios"].items()),
         "targets:",

@@ -135,6 +135,7 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             engine_timings=engine_timings,
             overhead=overhead,
             offline=offline_figures,
+            time_to_ready_s=server.ready_after_s if server is not None else None,
             server_rss_mb=server_rss,
             bench_rss_mb=peak_rss_mb(),
             others_cpu_pct=cpu_share.others_pct(own_cpu),
