@@ -4,8 +4,12 @@ Top-level figures (all ms unless named otherwise):
 
     p50_ms, p95_ms, p99_ms       the service at concurrency 1, over HTTP (in-process with --no-http)
     inprocess_p50_ms             the same requests through `Engine.submit`, no HTTP
-    floor_p50_ms                 text + audio encoder forward at batch 1 (floor_text_/floor_audio_p50_ms)
     naive_p50_ms                 funasr generate + transformers forward + LPGNet, per request
+    floor_p50_ms                 the encoder floor: per served encoder the fastest counted candidate's
+                                 batch-1 p50 (floor_text_/floor_audio_p50_ms), summed (`bench.floor`)
+    floor_candidates             every candidate measured: encoder, name, p50, cosine to fp32, whether
+                                 it counts (parity), is the best, is what the service runs
+    floor_served_p50_ms          the served encoders as the service runs them (the floor before #12)
     throughput_rps_16            the service with 16 concurrent conversations, requests per second
     naive_throughput_rps_16      the naive baseline with 16 concurrent conversations (thread per request)
     naive_serial_throughput_rps  the naive baseline one request at a time (concurrency 1)
@@ -40,7 +44,7 @@ def build_report(
     facts: dict[str, Any],
     settings: dict[str, Any],
     latency: dict[str, dict[str, Any]],
-    floor_parts: dict[str, dict[str, Any]],
+    floor: dict[str, Any],
     levels: dict[int, dict[str, dict[str, Any]]],
     engine_timings: list[dict[str, float]],
     overhead: dict[str, Any],
@@ -53,6 +57,7 @@ def build_report(
     date: str,
 ) -> dict[str, Any]:
     service = "http" if "http" in latency else "inproc"
+    latency = {"floor": dict(summarize(floor["series"])), **latency}
     top = levels.get(16, {})
     naive_serial = latency["naive"].get("throughput_rps")
     naive_16 = top.get("naive", {}).get("throughput_rps")
@@ -60,7 +65,7 @@ def build_report(
     naive_best_16 = max(v for v in (naive_16, naive_serial) if v is not None) if top else None
     service_16 = top.get(service, {}).get("throughput_rps")
     p50 = latency[service].get("p50_ms")
-    floor_p50 = latency["floor"].get("p50_ms")
+    floor_p50 = floor["floor_p50_ms"]
     overhead_p50 = overhead["overhead"].get("p50_ms")
     flat_ratio = offline.get("cpu_ratio_late_over_early_p50")
     stages = sorted({k for t in engine_timings for k in t})
@@ -78,8 +83,10 @@ def build_report(
         "p99_ms": latency[service].get("p99_ms"),
         "inprocess_p50_ms": latency["inproc"].get("p50_ms"),
         "floor_p50_ms": floor_p50,
-        "floor_text_p50_ms": floor_parts.get("text", {}).get("p50_ms"),
-        "floor_audio_p50_ms": floor_parts.get("audio", {}).get("p50_ms"),
+        "floor_text_p50_ms": floor["by_encoder_p50_ms"].get("text"),
+        "floor_audio_p50_ms": floor["by_encoder_p50_ms"].get("audio"),
+        "floor_served_p50_ms": floor["served_p50_ms"],
+        "floor_candidates": floor["candidates"],
         "naive_p50_ms": latency["naive"].get("p50_ms"),
         "throughput_rps_16": service_16,
         "naive_throughput_rps_16": naive_16,
@@ -97,6 +104,7 @@ def build_report(
         "elapsed_s": round(elapsed_s, 1),
         "ratios": {
             "service_over_floor_p50": ratio(p50, floor_p50),
+            "service_over_served_floor_p50": ratio(p50, floor["served_p50_ms"]),
             "inprocess_over_floor_p50": ratio(latency["inproc"].get("p50_ms"), floor_p50),
             "service_over_naive_p50": ratio(p50, latency["naive"].get("p50_ms")),
             "throughput_over_naive_16": ratio(service_16, naive_16),
@@ -120,7 +128,7 @@ def build_report(
             "flat_cost_ratio": _target(flat_ratio, "<=", TARGET_FLAT_RATIO),
         },
         "latency": latency,
-        "floor_parts": floor_parts,
+        "floor": {k: v for k, v in floor.items() if k not in ("series", "candidates")},
         "engine_stages_c1": {s: summarize([t[s] for t in engine_timings if s in t]) for s in stages},
         "concurrency": {str(level): by_mode for level, by_mode in sorted(levels.items())},
         "overhead": overhead,
@@ -157,7 +165,19 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{label:<28}{_ms(fig.get('p50_ms')):>10}{_ms(fig.get('p95_ms')):>10}"
                 f"{_ms(fig.get('p99_ms')):>10}{fig.get('n', 0):>6}"
             )
-    lines += ["", f"{'throughput (req/s)':<28}" + "".join(f"{'c=' + c:>10}" for c in report["concurrency"])]
+    lines += ["", f"{'floor candidates (batch 1)':<28}{'p50':>10}{'cos to fp32':>14}"]
+    for row in report["floor_candidates"]:
+        notes = [n for n, on in (("best", row["best"]), ("served", row["served"])) if on]
+        notes += [] if row["accepted"] else [f"rejected: < {row['parity_bound']}"]
+        lines.append(
+            f"  {row['encoder'] + ' ' + row['name']:<26}{_ms(row.get('p50_ms')):>10}"
+            f"{_cos(row['cosine_min']):>14}  {', '.join(notes)}"
+        )
+    lines += [
+        f"floor: {_ms(report['floor_p50_ms'])} ms; as served {_ms(report['floor_served_p50_ms'])} ms",
+        "",
+        f"{'throughput (req/s)':<28}" + "".join(f"{'c=' + c:>10}" for c in report["concurrency"]),
+    ]
     for name, label in (
         ("naive", "naive baseline"),
         ("inproc", "service in-process"),
@@ -203,6 +223,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
+
+
+def _cos(v: float | None) -> str:
+    return "-" if v is None else f"{v:.5f}"
 
 
 def _num(v: float | None) -> str:

@@ -3,8 +3,8 @@
 Sections, in order (all on one event loop; blocking model work runs in threads):
 
     setup        production-size random encoders and matching checkpoints (cached), the uvicorn
-                 service started in its own process, the in-process engine and the naive pipeline
-                 (`bench.serving`)
+                 service started in its own process, the in-process engine, the naive pipeline
+                 (`bench.serving`) and the floor's candidates (`bench.floor`)
     latency      concurrency 1, every mode interleaved request by request (`bench.sections`)
     concurrency  C conversations at once, closed loop, modes alternating block by block
     overhead     store + LPGNet time per request with K=64 utterances of context
@@ -30,12 +30,12 @@ from bench.sections import Section, run_concurrency, run_latency, run_offline, r
 from bench.serving import (
     close_engine,
     encoder_dirs,
-    floor_encoders,
     load_engine,
     prepare_served,
     service_settings,
+    torch_encoders,
 )
-from bench.stats import CpuShare, Stopwatch, machine_facts, peak_rss_mb, summarize
+from bench.stats import CpuShare, Stopwatch, machine_facts, peak_rss_mb
 from bench.workload import load_clips
 
 log = logging.getLogger("bench")
@@ -57,7 +57,8 @@ def run_bench(quick: bool = False, **options: Any) -> dict[str, Any]:
 async def _run(opts: BenchOptions) -> dict[str, Any]:
     import torch
 
-    from bench.modes import FloorMode, HttpMode, InProcessMode, NaiveMode
+    from bench.floor import FloorMode, build_candidates, candidate_name, floor_figures
+    from bench.modes import HttpMode, InProcessMode, NaiveMode
     from bench.naive import NaivePipeline
     from bench.report import build_report
     from bench.server import ServiceProcess
@@ -82,13 +83,16 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             server = ServiceProcess(settings, opts.out.parent / "server.log")
             server.start()  # loads while this process loads its own models
             own_pids.append(server.pid)
-        log.info("loading the in-process engine and the naive pipeline")
+        log.info("loading the in-process engine, the naive pipeline and the floor's candidates")
         engine = await load_engine(main, opts)
         model_threads = engine.workers.torch_threads
         facts["service_torch_threads"] = model_threads
         text_dir, audio_dir = encoder_dirs(main)
         naive = await asyncio.to_thread(NaivePipeline.sharing, engine, text_dir, audio_dir, main.checkpoint)
-        floor = FloorMode(floor_encoders(engine, opts, model_threads), threads=model_threads)
+        candidates, unavailable = await asyncio.to_thread(
+            build_candidates, torch_encoders(engine, main), cache=opts.cache, cores=facts["cores"]
+        )
+        floor = FloorMode(candidates)
         await asyncio.to_thread(floor.prepare, clips)
         naive_mode, inproc = NaiveMode(naive, threads=threads), InProcessMode(engine)
         modes: list[Any] = [floor, naive_mode, inproc]
@@ -102,7 +106,7 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             plan.latency,
         )
 
-        latency = await run_latency(modes, clips, plan)
+        latency = await run_latency(modes, clips, count=plan.latency, warmup=plan.warmup)
         engine_timings = inproc.timings[plan.warmup :]  # the engine's stages at concurrency 1
         serving = [m for m in modes if m.name != "floor"]
         loaded = [m for m in serving if plan.inproc_under_load or m.name != "inproc" or server is None]
@@ -122,13 +126,15 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
         offline_engine = await load_engine(offline, opts)
         offline_figures = await run_offline(offline_engine, clips, plan)
         own_cpu = Stopwatch(own_pids).cpu_seconds() - own_cpu_at_start
+        served = {m: candidate_name(e, model_threads) for m, e in engine.encoders.items()}
+        floor_parts = latency.pop("floor").parts
         return build_report(
             opts=opts,
             plan=plan,
             facts=facts,
             settings=settings,
             latency={name: s.figures() for name, s in latency.items()},
-            floor_parts={m: summarize(v) for m, v in floor.parts.items()},
+            floor=floor_figures(floor, floor_parts, served, unavailable),
             levels={
                 lvl: {name: s.figures() for name, s in by_mode.items()} for lvl, by_mode in levels.items()
             },

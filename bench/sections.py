@@ -40,6 +40,7 @@ class Section:
     cpu_s: float = 0.0
     rounds_rps: list[float] = field(default_factory=list)
     batch: dict[str, list[float]] = field(default_factory=dict)  # batcher -> [items, batches]
+    parts: list[dict[str, float]] = field(default_factory=list)  # per request: the mode's `last_parts`
 
     def figures(self) -> dict[str, Any]:
         n = len(self.latencies)
@@ -58,20 +59,29 @@ def _rotate(items: Sequence[Any], by: int) -> list[Any]:
     return list(items[k:]) + list(items[:k])
 
 
-async def run_latency(modes: Sequence[Any], clips: list[Clip], plan: Plan) -> dict[str, Section]:
-    """Concurrency 1, interleaved request by request; each mode has one conversation."""
+async def run_latency(
+    modes: Sequence[Any], clips: list[Clip], *, count: int, warmup: int = 0, start: int = 0
+) -> dict[str, Section]:
+    """Concurrency 1, interleaved request by request; each mode has one conversation.
+
+    `start` continues an earlier call's request numbering (clips and rotation), so more requests of
+    a noisy figure are sent as the first ones were. A mode with a `last_parts` dict (the floor's
+    per-candidate timings) has it kept per measured request, aligned with the latencies.
+    """
     sections = {m.name: Section() for m in modes}
     tag = uuid.uuid4().hex[:6]
-    for i in range(plan.warmup + plan.latency):
+    for i in range(start, start + warmup + count):
         clip = clip_for(clips, 0, i)
         for mode in _rotate(modes, i):
             with Stopwatch(mode.pids) as watch:
                 latency = await mode.request(f"lat-{tag}-{mode.name}", clip)
-            if i >= plan.warmup:
+            if i >= start + warmup:
                 section = sections[mode.name]
                 section.latencies.append(latency)
                 section.wall_s += watch.wall_s
                 section.cpu_s += watch.cpu_s
+                if getattr(mode, "last_parts", None) is not None:
+                    section.parts.append(dict(mode.last_parts))
     return sections
 
 
