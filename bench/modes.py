@@ -39,11 +39,14 @@ def _ms(since: float) -> float:
 
 
 class NaiveMode:
-    """The naive pipeline, one thread per in-flight request (what a synchronous web handler gets)."""
+    """The naive pipeline, one thread per in-flight request (what a synchronous web handler gets).
 
-    name = "naive"
+    `threads`: torch intra-op threads of each request thread. Under concurrency the runner measures
+    several counts side by side (`naive-t1`, `naive-t2`, ...) and reports the best.
+    """
 
-    def __init__(self, pipeline: NaivePipeline, *, threads: int) -> None:
+    def __init__(self, pipeline: NaivePipeline, *, threads: int, name: str = "naive") -> None:
+        self.name = name
         self.pipeline = pipeline
         self.pids = [os.getpid()]
         self.threads = threads  # torch intra-op threads of each request thread

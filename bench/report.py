@@ -11,7 +11,8 @@ Top-level figures (all ms unless named otherwise):
                                  it counts (parity), is the best, is what the service runs
     floor_served_p50_ms          the served encoders as the service runs them (the floor before #12)
     throughput_rps_16            the service with 16 concurrent conversations, requests per second
-    naive_throughput_rps_16      the naive baseline with 16 concurrent conversations (thread per request)
+    naive_throughput_rps_16      the naive baseline at 16 (thread per request), at its best torch thread
+                                 count per request thread (naive_threads_16 says which)
     naive_serial_throughput_rps  the naive baseline one request at a time (concurrency 1)
     overhead_p50_ms_ctx64        store + LPGNet per request with 64 utterances of context
     lpgnet_forward_(cpu_)p50_ms_ctx64  LPGNet alone on a 64-utterance window, wall (CPU) time
@@ -90,6 +91,7 @@ def build_report(
         "naive_p50_ms": latency["naive"].get("p50_ms"),
         "throughput_rps_16": service_16,
         "naive_throughput_rps_16": naive_16,
+        "naive_threads_16": top.get("naive", {}).get("torch_threads"),
         "naive_serial_throughput_rps": naive_serial,
         "overhead_p50_ms_ctx64": overhead_p50,
         "lpgnet_forward_p50_ms_ctx64": overhead.get("lpgnet_forward", {}).get("wall", {}).get("p50_ms"),
@@ -210,6 +212,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"wall {_num(report['flat_cost_wall_ratio'])}",
         f"peak RSS: service {_num(report['peak_rss_mb'])} MB, "
         f"bench process {_num(report['bench_peak_rss_mb'])} MB",
+        f"naive baseline at 16: best with {report['naive_threads_16']} torch threads per request thread "
+        f"of {report['concurrency'].get('16', {}).get('naive', {}).get('throughput_rps_by_variant')}",
         f"time to ready: {_num(report['time_to_ready_s'])} s",
         "",
         "ratios: " + ", ".join(f"{k} {_num(v)}" for k, v in report["ratios"].items()),

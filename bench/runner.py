@@ -6,7 +6,8 @@ Sections, in order (all on one event loop; blocking model work runs in threads):
                  service started in its own process, the in-process engine, the naive pipeline
                  (`bench.serving`) and the floor's candidates (`bench.floor`)
     latency      concurrency 1, every mode interleaved request by request (`bench.sections`)
-    concurrency  C conversations at once, closed loop, modes alternating block by block
+    concurrency  C conversations at once, closed loop, modes alternating block by block; the naive
+                 baseline at several thread counts
     overhead     store + LPGNet time per request with K=64 utterances of context
     offline      the offline profile: single-request latency, utterance ~200 against ~20
 
@@ -21,6 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -76,7 +78,8 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
     main, offline = await asyncio.to_thread(prepare_served, opts)
     settings = service_settings(main, opts)
     server: ServiceProcess | None = None
-    engine = offline_engine = http_mode = naive_mode = None
+    engine = offline_engine = http_mode = None
+    naive_modes: list[NaiveMode] = []
     own_pids = [os.getpid()]
     try:
         if opts.http:
@@ -94,12 +97,16 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
         )
         floor = FloorMode(candidates)
         await asyncio.to_thread(floor.prepare, clips)
-        naive_mode, inproc = NaiveMode(naive, threads=threads), InProcessMode(engine)
-        modes: list[Any] = [floor, naive_mode, inproc]
+        naive_modes.append(NaiveMode(naive, threads=threads))
+        # under load the naive baseline at its best thread count per request thread (1, 2, torch's default)
+        naive_modes += [NaiveMode(naive, threads=t, name=f"naive-t{t}") for t in sorted({1, 2, threads})]
+        inproc = InProcessMode(engine)
+        modes: list[Any] = [floor, naive_modes[0], inproc]
         if server is not None:
             await asyncio.to_thread(server.wait_ready)
             http_mode = HttpMode(server.url, server.pid)
             modes.append(http_mode)
+        service = http_mode or inproc
         log.info(
             "ready after %.0f s; latency at concurrency 1 (%d requests per mode)",
             time.perf_counter() - started,
@@ -108,12 +115,12 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
 
         latency = await run_latency(modes, clips, count=plan.latency, warmup=plan.warmup)
         engine_timings = inproc.timings[plan.warmup :]  # the engine's stages at concurrency 1
-        serving = [m for m in modes if m.name != "floor"]
-        loaded = [m for m in serving if plan.inproc_under_load or m.name != "inproc" or server is None]
+        variants = naive_modes[1:]
+        loaded = [*variants, *(m for m in modes[2:] if plan.inproc_under_load or m is service)]
         levels: dict[int, dict[str, Section]] = {}
         for level in opts.concurrency:
             if level == 1:
-                levels[1] = {m.name: latency[m.name] for m in serving}
+                levels[1] = {m.name: latency[m.name] for m in modes if m is not floor}
                 continue
             log.info("concurrency %d", level)
             levels[level] = await run_concurrency(loaded, clips, level, plan)
@@ -136,7 +143,8 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             latency={name: s.figures() for name, s in latency.items()},
             floor=floor_figures(floor, floor_parts, served, unavailable),
             levels={
-                lvl: {name: s.figures() for name, s in by_mode.items()} for lvl, by_mode in levels.items()
+                lvl: _figures(by_mode, {v.name: v.threads for v in variants})
+                for lvl, by_mode in levels.items()
             },
             engine_timings=engine_timings,
             overhead=overhead,
@@ -151,11 +159,32 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
     finally:
         if http_mode is not None:
             await http_mode.close()
-        if naive_mode is not None:
-            naive_mode.close()
+        for mode in naive_modes:
+            mode.close()
         for e in (engine, offline_engine):
             if e is not None:
                 with contextlib.suppress(Exception):
                     await close_engine(e)
         if server is not None:
             server.stop()
+
+
+def _best_variant(variants: dict[str, Section]) -> str:
+    """The naive variant with the highest throughput over all its rounds."""
+    return max(variants, key=lambda name: len(variants[name].latencies) / (variants[name].wall_s or math.inf))
+
+
+def _figures(by_mode: dict[str, Section], variants: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Figures per mode; under load the naive variants (name -> torch threads per request thread) fold
+    into one `naive`: the fastest, with every variant's throughput beside it."""
+    present = {name: by_mode[name] for name in variants if name in by_mode}
+    out = {name: s.figures() for name, s in by_mode.items() if name not in present}
+    if present:
+        best = _best_variant(present)
+        out["naive"] = {
+            **present[best].figures(),
+            "variant": best,
+            "torch_threads": variants[best],
+            "throughput_rps_by_variant": {name: s.figures()["throughput_rps"] for name, s in present.items()},
+        }
+    return out
