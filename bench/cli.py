@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark the service against the naive baseline and the encoder floor, side by side.",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="few requests per section (under two minutes)")
+    size.add_argument(
+        "--quick", action="store_true", help="few requests per section, more where a verdict is undecided"
+    )
     size.add_argument("--smoke", action="store_true", help="tiny random encoders, a handful of requests (CI)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report file (default {DEFAULT_OUT})")

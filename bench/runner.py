@@ -5,14 +5,15 @@ Sections, in order (all on one event loop; blocking model work runs in threads):
     setup        production-size random encoders and matching checkpoints (cached), the uvicorn
                  service started in its own process, the in-process engine, the naive pipeline
                  (`bench.serving`) and the floor's candidates (`bench.floor`)
-    latency      concurrency 1, every mode interleaved request by request (`bench.sections`)
+    latency      concurrency 1, every mode interleaved request by request (`bench.sections`); more
+                 floor + service requests while p50 / floor is undecided (`bench.verdict`)
     concurrency  C conversations at once, closed loop, modes alternating block by block; the naive
-                 baseline at several thread counts
+                 baseline at several thread counts; more rounds at 16 while throughput is undecided
     overhead     store + LPGNet time per request with K=64 utterances of context
     offline      the offline profile: single-request latency, utterance ~200 against ~20
 
-This module runs them in that order and hands the figures to `bench.report`; the options and the
-per-kind request counts are in `bench.options`.
+This module runs them in that order and hands the figures, and the samples the verdicts' intervals
+are drawn from, to `bench.report`; the options and the per-kind request counts are in `bench.options`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import time
 from typing import Any
 
-from bench.options import CONTEXT_WINDOW, BenchOptions
+from bench.options import CONTEXT_WINDOW, BenchOptions, Plan
 from bench.sections import Section, run_concurrency, run_latency, run_offline, run_overhead
 from bench.serving import (
     close_engine,
@@ -41,6 +42,7 @@ from bench.stats import CpuShare, Stopwatch, machine_facts, peak_rss_mb
 from bench.workload import load_clips
 
 log = logging.getLogger("bench")
+TARGET_LEVEL = 16  # the throughput target's number of conversations
 
 
 def run_bench(quick: bool = False, **options: Any) -> dict[str, Any]:
@@ -115,6 +117,7 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
 
         latency = await run_latency(modes, clips, count=plan.latency, warmup=plan.warmup)
         engine_timings = inproc.timings[plan.warmup :]  # the engine's stages at concurrency 1
+        await _more_latency(latency, floor, service, clips, plan)
         variants = naive_modes[1:]
         loaded = [*variants, *(m for m in modes[2:] if plan.inproc_under_load or m is service)]
         levels: dict[int, dict[str, Section]] = {}
@@ -124,14 +127,16 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
                 continue
             log.info("concurrency %d", level)
             levels[level] = await run_concurrency(loaded, clips, level, plan)
+            if level == TARGET_LEVEL:
+                await _more_rounds(levels[level], [*variants, service], clips, plan)
 
         log.info("overhead at %d utterances of context", CONTEXT_WINDOW)
-        overhead = await run_overhead(engine, clips, plan)
+        overhead, overhead_ms = await run_overhead(engine, clips, plan)
         server_rss = peak_rss_mb(server.pid) if server is not None else None
 
         log.info("offline profile (%s)", offline.checkpoint.name)
         offline_engine = await load_engine(offline, opts)
-        offline_figures = await run_offline(offline_engine, clips, plan)
+        offline_figures, flat_pairs = await run_offline(offline_engine, clips, plan)
         own_cpu = Stopwatch(own_pids).cpu_seconds() - own_cpu_at_start
         served = {m: candidate_name(e, model_threads) for m, e in engine.encoders.items()}
         floor_parts = latency.pop("floor").parts
@@ -149,6 +154,14 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             engine_timings=engine_timings,
             overhead=overhead,
             offline=offline_figures,
+            samples={
+                "service_c1": latency[service.name].latencies,
+                "floor_parts": floor_parts,
+                "floor_accepted": floor.accepted(),
+                "rounds_16": {name: s.rounds_rps for name, s in levels.get(TARGET_LEVEL, {}).items()},
+                "overhead_ms": overhead_ms,
+                "flat_cpu_ms": flat_pairs,
+            },
             time_to_ready_s=server.ready_after_s if server is not None else None,
             server_rss_mb=server_rss,
             bench_rss_mb=peak_rss_mb(),
@@ -167,6 +180,42 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
                     await close_engine(e)
         if server is not None:
             server.stop()
+
+
+async def _more_latency(
+    latency: dict[str, Section], floor: Any, service: Any, clips: list[Any], plan: Plan
+) -> None:
+    """More interleaved (floor, service) requests while p50 / floor is undecided, up to the plan's cap."""
+    from bench.report import TARGET_P50_OVER_FLOOR
+    from bench.verdict import decide, p50_over_floor
+
+    own = latency[service.name]
+    while (measured := len(own.latencies)) < plan.latency_max:
+        _, interval = p50_over_floor(own.latencies, latency["floor"].parts, floor.accepted())
+        if decide(interval, "<=", TARGET_P50_OVER_FLOOR) != "undecided":
+            return
+        count = min(plan.latency, plan.latency_max - measured)
+        log.info("p50 / floor undecided (interval %s): %d more floor and service requests", interval, count)
+        more = await run_latency([floor, service], clips, count=count, start=plan.warmup + measured)
+        for name, section in more.items():
+            latency[name].merge(section)
+
+
+async def _more_rounds(sections: dict[str, Section], modes: list[Any], clips: list[Any], plan: Plan) -> None:
+    """More rounds at 16 conversations (service and naive) while throughput / naive is undecided."""
+    from bench.report import TARGET_THROUGHPUT_OVER_NAIVE
+    from bench.verdict import decide, rounds_ratio
+
+    service, variants = modes[-1], modes[:-1]
+    while (done := len(sections[service.name].rounds_rps)) < plan.rounds_max:
+        best = _best_variant({v.name: sections[v.name] for v in variants})
+        interval = rounds_ratio(sections[service.name].rounds_rps, sections[best].rounds_rps)
+        if decide(interval, ">=", TARGET_THROUGHPUT_OVER_NAIVE) != "undecided":
+            return
+        log.info("throughput / naive undecided (interval %s): one more round", interval)
+        more = await run_concurrency(modes, clips, TARGET_LEVEL, plan, rounds=1, start=done)
+        for name, section in more.items():
+            sections[name].merge(section)
 
 
 def _best_variant(variants: dict[str, Section]) -> str:
