@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     log.setLevel(logging.INFO)
-    _quiet_libraries()
+    quiet_libraries()
     # stdout carries only the table or the JSON: library chatter goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         report = run_bench(
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Progress bars and notices of transformers would bury the figures."""
     import os
 

@@ -71,16 +71,18 @@ def write_bert_base(directory: Path) -> None:
 
 
 def write_emotion2vec_base(directory: Path) -> None:
-    """emotion2vec-base shape from FunASR's published config, random weights, FunASR's format."""
+    """emotion2vec-base shape from FunASR's published config, random weights, FunASR's format.
+
+    The config is ../shared's copy of FunASR's, or where that is absent (a GPU machine gets the
+    checkout alone) the inference keys of it that `model.encoders.tiny` embeds.
+    """
     from model.encoders.emotion2vec import quiet_funasr
+    from model.encoders.tiny import base_emotion2vec_config
 
     with quiet_funasr():
         from funasr.models.emotion2vec.model import Emotion2vec
 
-    if not SHARED_E2V_CONFIG.is_file():
-        raise FileNotFoundError(f"emotion2vec base config not found at {SHARED_E2V_CONFIG}")
-    config: dict[str, Any] = yaml.safe_load(SHARED_E2V_CONFIG.read_text())
-    config["model"] = "Emotion2vec"
+    config: dict[str, Any] = base_emotion2vec_config()
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)

@@ -20,6 +20,7 @@ CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")
 DEFAULT_HIDDEN = 128  # D that `lpgnet train` gives a checkpoint by default (model.config.TrainConfig)
 Backend = Literal["auto", "torch", "onnx"]  # onnx: the `lpgnet export` bundle (encoders too)
 RunKind = Literal["smoke", "quick", "full"]
+Device = Literal["cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class BenchOptions:
 
     kind: RunKind = "full"
     backend: Backend = "auto"  # the service's default
+    device: Device = "cpu"  # the service's LPGNET_DEVICE (cuda: `bench.gpu`)
     concurrency: tuple[int, ...] = (1, 4, 16)
     requests: int | None = None
     threads: int | None = None  # torch intra-op threads, service and naive (None: each one's default)

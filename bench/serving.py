@@ -118,7 +118,7 @@ def service_settings(served: Served, opts: BenchOptions) -> dict[str, Any]:
         "profile": served.profile,
         **served.overrides,
         "backend": opts.backend,
-        "device": "cpu",
+        "device": opts.device,
         "torch_threads": opts.threads,
         "context_window": CONTEXT_WINDOW,
         "cache_dir": str(opts.cache / "graphs"),

@@ -3,8 +3,9 @@
 The quick run is the real benchmark with few requests: production-size random encoders (written once
 under ~/.cache/lpgnet/bench-encoders, ~800 MB, outside the checkout, with their ONNX exports), the
 naive baseline, the floor's candidates and the uvicorn service on loopback: a few minutes, up to
-about 7 on a 2-core machine whose neighbours take half of it. The verdict's statistics are tested on
-made-up data in tests/test_bench_verdict.py.
+about 7 on a 2-core machine whose neighbours take half of it. The smoke runs (tiny encoders) share one
+cache per module, so the tiny encoders' ONNX exports are written once. The verdict's statistics are
+tested on made-up data in tests/test_bench_verdict.py.
 """
 
 from __future__ import annotations
@@ -131,14 +132,58 @@ def test_bench_cli_rejects_bad_concurrency_levels() -> None:
     assert build_parser().parse_args(["--concurrency", "1,16"]).concurrency == (1, 16)
 
 
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the smoke runs of this module: the tiny encoders and their ONNX exports, once."""
+    return tmp_path_factory.mktemp("bench-cache")
+
+
 @pytest.mark.slow
-def test_bench_smoke_runs_on_the_tiny_encoders(tmp_path: Path) -> None:
+def test_bench_smoke_runs_on_the_tiny_encoders(tmp_path: Path, smoke_cache: Path) -> None:
     if not RAVDESS_DIR.is_dir():
         pytest.skip(f"RAVDESS clips not found at {RAVDESS_DIR}")
     out = tmp_path / "report.json"
     command = [sys.executable, "-m", "bench", "--smoke", "--no-http", "--out", str(out)]
-    command += ["--cache", str(tmp_path)]
+    command += ["--cache", str(smoke_cache)]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["run"] == "smoke" and report["p50_ms"] > 0 and report["service_mode"] == "inproc"
+
+
+@pytest.mark.slow
+def test_gpu_script_falls_back_to_cpu_and_writes_its_json(tmp_path: Path, smoke_cache: Path) -> None:
+    """bench/gpu.sh with this interpreter (BENCH_PYTHON: no venv, no installs) on the tiny encoders."""
+    import os
+
+    import torch
+
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "BENCH_PYTHON": sys.executable}
+    command = ["bash", str(REPO_ROOT / "bench" / "gpu.sh"), "--smoke", "--out", str(out)]
+    command += ["--cache", str(smoke_cache)]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert json.loads(done.stdout) == report
+    cuda = torch.cuda.is_available()
+    assert report["device"] == ("cuda" if cuda else "cpu")
+    assert (report["note"] is None) == cuda  # the fallback says so
+    for key in ("p50_ms", "throughput_rps_16", "throughput_rps_64"):
+        assert report[key] > 0, key
+    for encoder in ("text", "audio"):
+        variants = report["encoders"][encoder]
+        assert variants["torch-fp32"]["cosine_min"] == pytest.approx(1.0)
+        assert variants["onnx-fp32"]["p50_ms"] > 0 and variants["onnx-fp32"]["cosine_min"] > 0.999
+        assert set(report["parity"][encoder]) == {"fp16", "bf16"}
+        assert report["onnxruntime_over_torch_p50"][encoder] > 0
+    assert set(report["targets"]) == {"p50_ms", "throughput_rps_64"}
+
+
+def test_gpu_missing_requirements_lists_what_is_not_installed(tmp_path: Path) -> None:
+    from bench.gpu import missing_requirements
+
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\ndependencies = ["torch==0.0.1", "numpy>=1", "no-such-package-xyz>=1"]\n')
+    # installed ones are skipped whatever their pin (a CUDA torch is kept); the rest keep their spec
+    assert missing_requirements(pyproject) == ["no-such-package-xyz>=1"]
