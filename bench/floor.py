@@ -191,7 +191,7 @@ def floor_figures(
     best: dict[str, dict[str, Any]] = {}
     for c in floor.candidates:
         cosines = floor.cosines[c.key]
-        row = {
+        row: dict[str, Any] = {
             "encoder": c.modality,
             "name": c.name,
             "runtime": c.runtime,

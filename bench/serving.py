@@ -210,7 +210,8 @@ def torch_encoders(engine: Any, served: Served) -> dict[str, Any]:
         return encoders
     from model.encoders.profiles import build_encoders
 
-    return dict(build_encoders(served.profile, device="cpu", precision="fp32", **served.overrides))
+    built = build_encoders(served.profile, device="cpu", precision="fp32", **served.overrides)
+    return {modality: encoder for modality, encoder in built.items()}
 
 
 def encoder_dirs(served: Served) -> tuple[Path, Path]:
