@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark the service against the naive baseline and the encoder floor, side by side.",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="few requests per section (under two minutes)")
+    size.add_argument(
+        "--quick", action="store_true", help="few requests per section, more where a verdict is undecided"
+    )
     size.add_argument("--smoke", action="store_true", help="tiny random encoders, a handful of requests (CI)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report file (default {DEFAULT_OUT})")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     log.setLevel(logging.INFO)
-    _quiet_libraries()
+    quiet_libraries()
     # stdout carries only the table or the JSON: library chatter goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         report = run_bench(
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Progress bars and notices of transformers would bury the figures."""
     import os
 

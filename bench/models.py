@@ -7,7 +7,8 @@ into a cache directory (default `~/.cache/lpgnet/bench-encoders`, outside the ch
     bert-base-uncased/    `BertModel(BertConfig())` (12 layers, 768-d, 30522-token vocabulary) with
                           the bert-base-uncased WordPiece tokenizer bundled with all-MiniLM-L6-v2
     emotion2vec-base/     FunASR's own emotion2vec config (../shared/encoders), config.yaml + model.pt
-    onnx/{text,audio}/    the same encoders exported by `model.encoders.onnx` (backend onnx only)
+    onnx/{text,audio}-*/  the same encoders exported by `model.encoders.onnx` (the floor's onnxruntime
+                          candidates; backend onnx), and `-int8` copies with dynamically quantised weights
     checkpoints/          random causal LPGNet checkpoints whose encoder specs match the encoders
 
 Every directory is written under a temporary name and renamed into place, so an interrupted run never
@@ -70,16 +71,18 @@ def write_bert_base(directory: Path) -> None:
 
 
 def write_emotion2vec_base(directory: Path) -> None:
-    """emotion2vec-base shape from FunASR's published config, random weights, FunASR's format."""
+    """emotion2vec-base shape from FunASR's published config, random weights, FunASR's format.
+
+    The config is ../shared's copy of FunASR's, or where that is absent (a GPU machine gets the
+    checkout alone) the inference keys of it that `model.encoders.tiny` embeds.
+    """
     from model.encoders.emotion2vec import quiet_funasr
+    from model.encoders.tiny import base_emotion2vec_config
 
     with quiet_funasr():
         from funasr.models.emotion2vec.model import Emotion2vec
 
-    if not SHARED_E2V_CONFIG.is_file():
-        raise FileNotFoundError(f"emotion2vec base config not found at {SHARED_E2V_CONFIG}")
-    config: dict[str, Any] = yaml.safe_load(SHARED_E2V_CONFIG.read_text())
-    config["model"] = "Emotion2vec"
+    config: dict[str, Any] = base_emotion2vec_config()
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
@@ -151,3 +154,29 @@ def export_onnx_encoders(encoders: dict[str, Any], cache: Path = DEFAULT_CACHE) 
         target = cache / "onnx" / f"{modality}-{encoder.spec.version}"
         out[modality] = write_once(target, GRAPH_FILE, lambda d, e=encoder, x=export: x(e, d))  # type: ignore[misc]
     return out
+
+
+def quantize_onnx_encoder(directory: Path) -> Path:
+    """An int8 copy of an exported encoder directory, beside it (`<name>-int8`), written once.
+
+    onnxruntime's dynamic quantisation: MatMul/Gemm weights stored as int8, activations quantised per
+    call (u8s8 kernels, VNNI where the CPU has it). Convolutions stay fp32 (ConvInteger is slower).
+    Everything else in the directory (encoder.json, tokenizer files) is copied as is.
+    """
+    from model.encoders.onnx import GRAPH_FILE
+
+    def write(out: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        out.mkdir(parents=True, exist_ok=True)
+        for item in directory.iterdir():
+            if item.is_file() and item.name != GRAPH_FILE:
+                shutil.copyfile(item, out / item.name)
+        quantize_dynamic(
+            directory / GRAPH_FILE,
+            out / GRAPH_FILE,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+
+    return write_once(directory.with_name(f"{directory.name}-int8"), GRAPH_FILE, write)

@@ -1,6 +1,6 @@
 """The four ways one utterance gets scored, behind one awaitable call each.
 
-    floor    the encoders' own forward at batch 1 (text, then audio), nothing else
+    floor    every way to run the encoders at batch 1, nothing else (`bench.floor.FloorMode`)
     naive    `bench.naive.NaivePipeline`: funasr generate + transformers forward + LPGNet, per request
     inproc   the service's `Engine.submit`, in this process (no HTTP)
     http     POST /conversations/{id}/utterances to the uvicorn process, multipart, over loopback
@@ -17,7 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 from bench.naive import NaiveConversation, NaivePipeline
@@ -39,51 +38,15 @@ def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
 
 
-class FloorMode:
-    """Batch-1 forwards of the text and audio encoders on pre-decoded inputs, one after the other."""
-
-    name = "floor"
-
-    def __init__(self, encoders: dict[str, Any], *, threads: int) -> None:
-        self.encoders = encoders
-        self.threads = threads  # the served model threads' torch count
-        self.pids = [os.getpid()]
-        self.sample_rate = encoders["audio"].sample_rate if "audio" in encoders else None
-        self._waves: dict[str, np.ndarray] = {}
-        self.parts: dict[str, list[float]] = {m: [] for m in encoders}  # per-encoder latencies, ms
-
-    def prepare(self, clips: list[Clip]) -> None:
-        """Decode and resample every clip up front: decoding is not encoder work."""
-        if self.sample_rate is not None:
-            for clip in clips:
-                self._waves[clip.path.name] = clip.waveform(self.sample_rate)
-
-    def _run(self, clip: Clip) -> float:
-        torch.set_num_threads(self.threads)  # per thread once set; cheap
-        started = time.perf_counter()
-        if "text" in self.encoders:
-            t = time.perf_counter()
-            self.encoders["text"].encode_batch([clip.transcript])
-            self.parts["text"].append(_ms(t))
-        if "audio" in self.encoders:
-            t = time.perf_counter()
-            self.encoders["audio"].encode_batch([self._waves[clip.path.name]])
-            self.parts["audio"].append(_ms(t))
-        return _ms(started)
-
-    async def request(self, conversation_id: str, clip: Clip) -> float:
-        return await asyncio.to_thread(self._run, clip)
-
-    async def batch_counts(self) -> dict[str, tuple[float, float]]:
-        return {}
-
-
 class NaiveMode:
-    """The naive pipeline, one thread per in-flight request (what a synchronous web handler gets)."""
+    """The naive pipeline, one thread per in-flight request (what a synchronous web handler gets).
 
-    name = "naive"
+    `threads`: torch intra-op threads of each request thread. Under concurrency the runner measures
+    several counts side by side (`naive-t1`, `naive-t2`, ...) and reports the best.
+    """
 
-    def __init__(self, pipeline: NaivePipeline, *, threads: int) -> None:
+    def __init__(self, pipeline: NaivePipeline, *, threads: int, name: str = "naive") -> None:
+        self.name = name
         self.pipeline = pipeline
         self.pids = [os.getpid()]
         self.threads = threads  # torch intra-op threads of each request thread

@@ -20,11 +20,17 @@ CONTEXT_WINDOW = 64  # K of the overhead target ("64 utterances of context")
 DEFAULT_HIDDEN = 128  # D that `lpgnet train` gives a checkpoint by default (model.config.TrainConfig)
 Backend = Literal["auto", "torch", "onnx"]  # onnx: the `lpgnet export` bundle (encoders too)
 RunKind = Literal["smoke", "quick", "full"]
+Device = Literal["cpu", "cuda"]
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How many requests each section sends (per mode)."""
+    """How many requests each section sends (per mode).
+
+    A figure whose verdict is still undecided after the first requests gets more (`bench.verdict`):
+    the concurrency-1 pairs (floor and service) `latency` at a time up to `latency_max`, and the
+    rounds at 16 conversations one at a time up to `rounds_max`.
+    """
 
     latency: int  # concurrency-1 requests per mode, after `warmup`
     requests: int  # per mode and concurrency level (rounded up to whole turns of every conversation)
@@ -34,23 +40,35 @@ class Plan:
     flat: int  # offline requests at utterance ~20 and again at ~200
     flat_prefill: Literal["requests", "store"]  # how conversation B reaches utterance 190
     inproc_under_load: bool = True  # False: the in-process engine is measured at concurrency 1 only
+    latency_max: int = 0  # 0: no more than `latency`
+    rounds_max: int = 0  # 0: no more than `rounds`
 
     @classmethod
     def for_kind(cls, kind: RunKind, requests: int | None = None) -> Plan:
         plans = {
             "smoke": cls(latency=3, requests=4, rounds=1, warmup=1, overhead=3, flat=3, flat_prefill="store"),
             "quick": cls(
-                latency=4,
+                latency=6,
                 requests=4,
-                rounds=1,
+                rounds=3,  # a throughput interval needs rounds; at 16 conversations a turn each
                 warmup=1,
-                overhead=8,
+                overhead=20,  # cheap (text only), and a median of 8 under load was too wide to decide
                 flat=8,
                 flat_prefill="store",
-                inproc_under_load=False,  # keeps --quick under two minutes; HTTP is the service as deployed
+                inproc_under_load=False,  # keeps --quick short; HTTP is the service as deployed
+                latency_max=18,
+                rounds_max=5,
             ),
             "full": cls(
-                latency=20, requests=48, rounds=2, warmup=2, overhead=30, flat=30, flat_prefill="requests"
+                latency=20,
+                requests=48,
+                rounds=4,
+                warmup=2,
+                overhead=30,
+                flat=30,
+                flat_prefill="requests",
+                latency_max=40,
+                rounds_max=8,
             ),
         }
         plan = plans[kind]
@@ -65,6 +83,7 @@ class BenchOptions:
 
     kind: RunKind = "full"
     backend: Backend = "auto"  # the service's default
+    device: Device = "cpu"  # the service's LPGNET_DEVICE (cuda: `bench.gpu`)
     concurrency: tuple[int, ...] = (1, 4, 16)
     requests: int | None = None
     threads: int | None = None  # torch intra-op threads, service and naive (None: each one's default)

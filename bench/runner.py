@@ -3,15 +3,17 @@
 Sections, in order (all on one event loop; blocking model work runs in threads):
 
     setup        production-size random encoders and matching checkpoints (cached), the uvicorn
-                 service started in its own process, the in-process engine and the naive pipeline
-                 (`bench.serving`)
-    latency      concurrency 1, every mode interleaved request by request (`bench.sections`)
-    concurrency  C conversations at once, closed loop, modes alternating block by block
+                 service started in its own process, the in-process engine, the naive pipeline
+                 (`bench.serving`) and the floor's candidates (`bench.floor`)
+    latency      concurrency 1, every mode interleaved request by request (`bench.sections`); more
+                 floor + service requests while p50 / floor is undecided (`bench.verdict`)
+    concurrency  C conversations at once, closed loop, modes alternating block by block; the naive
+                 baseline at several thread counts; more rounds at 16 while throughput is undecided
     overhead     store + LPGNet time per request with K=64 utterances of context
     offline      the offline profile: single-request latency, utterance ~200 against ~20
 
-This module runs them in that order and hands the figures to `bench.report`; the options and the
-per-kind request counts are in `bench.options`.
+This module runs them in that order and hands the figures, and the samples the verdicts' intervals
+are drawn from, to `bench.report`; the options and the per-kind request counts are in `bench.options`.
 """
 
 from __future__ import annotations
@@ -21,24 +23,26 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
 
-from bench.options import CONTEXT_WINDOW, BenchOptions
+from bench.options import CONTEXT_WINDOW, BenchOptions, Plan
 from bench.sections import Section, run_concurrency, run_latency, run_offline, run_overhead
 from bench.serving import (
     close_engine,
     encoder_dirs,
-    floor_encoders,
     load_engine,
     prepare_served,
     service_settings,
+    torch_encoders,
 )
-from bench.stats import CpuShare, Stopwatch, machine_facts, peak_rss_mb, summarize
+from bench.stats import CpuShare, Stopwatch, machine_facts, peak_rss_mb
 from bench.workload import load_clips
 
 log = logging.getLogger("bench")
+TARGET_LEVEL = 16  # the throughput target's number of conversations
 
 
 def run_bench(quick: bool = False, **options: Any) -> dict[str, Any]:
@@ -57,7 +61,8 @@ def run_bench(quick: bool = False, **options: Any) -> dict[str, Any]:
 async def _run(opts: BenchOptions) -> dict[str, Any]:
     import torch
 
-    from bench.modes import FloorMode, HttpMode, InProcessMode, NaiveMode
+    from bench.floor import FloorMode, build_candidates, candidate_name, floor_figures
+    from bench.modes import HttpMode, InProcessMode, NaiveMode
     from bench.naive import NaivePipeline
     from bench.report import build_report
     from bench.server import ServiceProcess
@@ -75,66 +80,89 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
     main, offline = await asyncio.to_thread(prepare_served, opts)
     settings = service_settings(main, opts)
     server: ServiceProcess | None = None
-    engine = offline_engine = http_mode = naive_mode = None
+    engine = offline_engine = http_mode = None
+    naive_modes: list[NaiveMode] = []
     own_pids = [os.getpid()]
     try:
         if opts.http:
             server = ServiceProcess(settings, opts.out.parent / "server.log")
             server.start()  # loads while this process loads its own models
             own_pids.append(server.pid)
-        log.info("loading the in-process engine and the naive pipeline")
+        log.info("loading the in-process engine, the naive pipeline and the floor's candidates")
         engine = await load_engine(main, opts)
         model_threads = engine.workers.torch_threads
         facts["service_torch_threads"] = model_threads
         text_dir, audio_dir = encoder_dirs(main)
         naive = await asyncio.to_thread(NaivePipeline.sharing, engine, text_dir, audio_dir, main.checkpoint)
-        floor = FloorMode(floor_encoders(engine, opts, model_threads), threads=model_threads)
+        candidates, unavailable = await asyncio.to_thread(
+            build_candidates, torch_encoders(engine, main), cache=opts.cache, cores=facts["cores"]
+        )
+        floor = FloorMode(candidates)
         await asyncio.to_thread(floor.prepare, clips)
-        naive_mode, inproc = NaiveMode(naive, threads=threads), InProcessMode(engine)
-        modes: list[Any] = [floor, naive_mode, inproc]
+        naive_modes.append(NaiveMode(naive, threads=threads))
+        # under load the naive baseline at its best thread count per request thread (1, 2, torch's default)
+        naive_modes += [NaiveMode(naive, threads=t, name=f"naive-t{t}") for t in sorted({1, 2, threads})]
+        inproc = InProcessMode(engine)
+        modes: list[Any] = [floor, naive_modes[0], inproc]
         if server is not None:
             await asyncio.to_thread(server.wait_ready)
             http_mode = HttpMode(server.url, server.pid)
             modes.append(http_mode)
+        service = http_mode or inproc
         log.info(
             "ready after %.0f s; latency at concurrency 1 (%d requests per mode)",
             time.perf_counter() - started,
             plan.latency,
         )
 
-        latency = await run_latency(modes, clips, plan)
+        latency = await run_latency(modes, clips, count=plan.latency, warmup=plan.warmup)
         engine_timings = inproc.timings[plan.warmup :]  # the engine's stages at concurrency 1
-        serving = [m for m in modes if m.name != "floor"]
-        loaded = [m for m in serving if plan.inproc_under_load or m.name != "inproc" or server is None]
+        await _more_latency(latency, floor, service, clips, plan)
+        variants = naive_modes[1:]
+        loaded = [*variants, *(m for m in modes[2:] if plan.inproc_under_load or m is service)]
         levels: dict[int, dict[str, Section]] = {}
         for level in opts.concurrency:
             if level == 1:
-                levels[1] = {m.name: latency[m.name] for m in serving}
+                levels[1] = {m.name: latency[m.name] for m in modes if m is not floor}
                 continue
             log.info("concurrency %d", level)
             levels[level] = await run_concurrency(loaded, clips, level, plan)
+            if level == TARGET_LEVEL:
+                await _more_rounds(levels[level], [*variants, service], clips, plan)
 
         log.info("overhead at %d utterances of context", CONTEXT_WINDOW)
-        overhead = await run_overhead(engine, clips, plan)
+        overhead, overhead_ms = await run_overhead(engine, clips, plan)
         server_rss = peak_rss_mb(server.pid) if server is not None else None
 
         log.info("offline profile (%s)", offline.checkpoint.name)
         offline_engine = await load_engine(offline, opts)
-        offline_figures = await run_offline(offline_engine, clips, plan)
+        offline_figures, flat_pairs = await run_offline(offline_engine, clips, plan)
         own_cpu = Stopwatch(own_pids).cpu_seconds() - own_cpu_at_start
+        served = {m: candidate_name(e, model_threads) for m, e in engine.encoders.items()}
+        floor_parts = latency.pop("floor").parts
         return build_report(
             opts=opts,
             plan=plan,
             facts=facts,
             settings=settings,
             latency={name: s.figures() for name, s in latency.items()},
-            floor_parts={m: summarize(v) for m, v in floor.parts.items()},
+            floor=floor_figures(floor, floor_parts, served, unavailable),
             levels={
-                lvl: {name: s.figures() for name, s in by_mode.items()} for lvl, by_mode in levels.items()
+                lvl: _figures(by_mode, {v.name: v.threads for v in variants})
+                for lvl, by_mode in levels.items()
             },
             engine_timings=engine_timings,
             overhead=overhead,
             offline=offline_figures,
+            samples={
+                "service_c1": latency[service.name].latencies,
+                "floor_parts": floor_parts,
+                "floor_accepted": floor.accepted(),
+                "rounds_16": {name: s.rounds_rps for name, s in levels.get(TARGET_LEVEL, {}).items()},
+                "overhead_ms": overhead_ms,
+                "flat_cpu_ms": flat_pairs,
+            },
+            time_to_ready_s=server.ready_after_s if server is not None else None,
             server_rss_mb=server_rss,
             bench_rss_mb=peak_rss_mb(),
             others_cpu_pct=cpu_share.others_pct(own_cpu),
@@ -144,11 +172,68 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
     finally:
         if http_mode is not None:
             await http_mode.close()
-        if naive_mode is not None:
-            naive_mode.close()
+        for mode in naive_modes:
+            mode.close()
         for e in (engine, offline_engine):
             if e is not None:
                 with contextlib.suppress(Exception):
                     await close_engine(e)
         if server is not None:
             server.stop()
+
+
+async def _more_latency(
+    latency: dict[str, Section], floor: Any, service: Any, clips: list[Any], plan: Plan
+) -> None:
+    """More interleaved (floor, service) requests while p50 / floor is undecided, up to the plan's cap."""
+    from bench.report import TARGET_P50_OVER_FLOOR
+    from bench.verdict import decide, p50_over_floor
+
+    own = latency[service.name]
+    while (measured := len(own.latencies)) < plan.latency_max:
+        _, interval = p50_over_floor(own.latencies, latency["floor"].parts, floor.accepted())
+        if decide(interval, "<=", TARGET_P50_OVER_FLOOR) != "undecided":
+            return
+        count = min(plan.latency, plan.latency_max - measured)
+        log.info("p50 / floor undecided (interval %s): %d more floor and service requests", interval, count)
+        more = await run_latency([floor, service], clips, count=count, start=plan.warmup + measured)
+        for name, section in more.items():
+            latency[name].merge(section)
+
+
+async def _more_rounds(sections: dict[str, Section], modes: list[Any], clips: list[Any], plan: Plan) -> None:
+    """More rounds at 16 conversations (service and naive) while throughput / naive is undecided."""
+    from bench.report import TARGET_THROUGHPUT_OVER_NAIVE
+    from bench.verdict import decide, rounds_ratio
+
+    service, variants = modes[-1], modes[:-1]
+    while (done := len(sections[service.name].rounds_rps)) < plan.rounds_max:
+        best = _best_variant({v.name: sections[v.name] for v in variants})
+        interval = rounds_ratio(sections[service.name].rounds_rps, sections[best].rounds_rps)
+        if decide(interval, ">=", TARGET_THROUGHPUT_OVER_NAIVE) != "undecided":
+            return
+        log.info("throughput / naive undecided (interval %s): one more round", interval)
+        more = await run_concurrency(modes, clips, TARGET_LEVEL, plan, rounds=1, start=done)
+        for name, section in more.items():
+            sections[name].merge(section)
+
+
+def _best_variant(variants: dict[str, Section]) -> str:
+    """The naive variant with the highest throughput over all its rounds."""
+    return max(variants, key=lambda name: len(variants[name].latencies) / (variants[name].wall_s or math.inf))
+
+
+def _figures(by_mode: dict[str, Section], variants: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Figures per mode; under load the naive variants (name -> torch threads per request thread) fold
+    into one `naive`: the fastest, with every variant's throughput beside it."""
+    present = {name: by_mode[name] for name in variants if name in by_mode}
+    out = {name: s.figures() for name, s in by_mode.items() if name not in present}
+    if present:
+        best = _best_variant(present)
+        out["naive"] = {
+            **present[best].figures(),
+            "variant": best,
+            "torch_threads": variants[best],
+            "throughput_rps_by_variant": {name: s.figures()["throughput_rps"] for name, s in present.items()},
+        }
+    return out

@@ -38,8 +38,21 @@ class Section:
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
-    rounds_rps: list[float] = field(default_factory=list)
+    rounds_rps: list[float] = field(default_factory=list)  # closed-loop throughput of each round's block
     batch: dict[str, list[float]] = field(default_factory=dict)  # batcher -> [items, batches]
+    parts: list[dict[str, float]] = field(default_factory=list)  # per request: the mode's `last_parts`
+
+    def merge(self, other: Section) -> None:
+        """Append another section's requests of the same mode (more requests of a noisy figure)."""
+        self.latencies += other.latencies
+        self.wall_s += other.wall_s
+        self.cpu_s += other.cpu_s
+        self.rounds_rps += other.rounds_rps
+        self.parts += other.parts
+        for batcher, (items, count) in other.batch.items():
+            acc = self.batch.setdefault(batcher, [0.0, 0.0])
+            acc[0] += items
+            acc[1] += count
 
     def figures(self) -> dict[str, Any]:
         n = len(self.latencies)
@@ -58,30 +71,49 @@ def _rotate(items: Sequence[Any], by: int) -> list[Any]:
     return list(items[k:]) + list(items[:k])
 
 
-async def run_latency(modes: Sequence[Any], clips: list[Clip], plan: Plan) -> dict[str, Section]:
-    """Concurrency 1, interleaved request by request; each mode has one conversation."""
+async def run_latency(
+    modes: Sequence[Any], clips: list[Clip], *, count: int, warmup: int = 0, start: int = 0
+) -> dict[str, Section]:
+    """Concurrency 1, interleaved request by request; each mode has one conversation.
+
+    `start` continues an earlier call's request numbering (clips and rotation), so more requests of
+    a noisy figure are sent as the first ones were. A mode with a `last_parts` dict (the floor's
+    per-candidate timings) has it kept per measured request, aligned with the latencies.
+    """
     sections = {m.name: Section() for m in modes}
     tag = uuid.uuid4().hex[:6]
-    for i in range(plan.warmup + plan.latency):
+    for i in range(start, start + warmup + count):
         clip = clip_for(clips, 0, i)
         for mode in _rotate(modes, i):
             with Stopwatch(mode.pids) as watch:
                 latency = await mode.request(f"lat-{tag}-{mode.name}", clip)
-            if i >= plan.warmup:
+            if i >= start + warmup:
                 section = sections[mode.name]
                 section.latencies.append(latency)
                 section.wall_s += watch.wall_s
                 section.cpu_s += watch.cpu_s
+                if getattr(mode, "last_parts", None) is not None:
+                    section.parts.append(dict(mode.last_parts))
     return sections
 
 
 async def run_concurrency(
-    modes: Sequence[Any], clips: list[Clip], level: int, plan: Plan
+    modes: Sequence[Any],
+    clips: list[Clip],
+    level: int,
+    plan: Plan,
+    *,
+    rounds: int | None = None,
+    start: int = 0,
 ) -> dict[str, Section]:
-    """`level` conversations at once, closed loop; modes alternate block by block, `plan.rounds` times."""
+    """`level` conversations at once, closed loop; modes alternate block by block, round by round.
+
+    `plan.rounds` rounds unless `rounds` says otherwise; `start` continues an earlier call's round
+    numbering (the rotation of the modes), for more rounds of a noisy figure.
+    """
     turns = max(1, math.ceil(plan.requests / (level * plan.rounds)))
     sections = {m.name: Section() for m in modes}
-    for r in range(plan.rounds):
+    for r in range(start, start + (plan.rounds if rounds is None else rounds)):
         for mode in _rotate(modes, r):
             if hasattr(mode, "concurrency"):
                 mode.concurrency(level)
@@ -145,8 +177,11 @@ async def prefill(engine: Any, key: Any, count: int, *, seed: int = 0) -> None:
         await engine.store.append(key, NewUtterance(meta, text, audio))
 
 
-async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, Any]:
-    """Store + LPGNet per request at K=64 context: text-only requests into a 64-utterance conversation."""
+async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> tuple[dict[str, Any], list[float]]:
+    """Store + LPGNet per request at K=64 context: text-only requests into a 64-utterance conversation.
+
+    Returns the figures and the per-request overhead samples (ms) the verdict's interval is drawn from.
+    """
     from app.store import ConversationKey
     from app.utterances import UtteranceRequest
 
@@ -161,13 +196,14 @@ async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, 
             store_ms.append(timings["store"])
             model_ms.append(timings["model"])
             overhead_ms.append(timings["store"] + timings["model"])
-    return {
+    figures = {
         "context_size": sorted(contexts),
         "overhead": summarize(overhead_ms),
         "lpgnet_forward": await asyncio.to_thread(_time_network, engine, plan.overhead),
         "store": summarize(store_ms),
         "model": summarize(model_ms),
     }
+    return figures, overhead_ms
 
 
 def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
@@ -194,11 +230,14 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
     return {"backend": engine.backend, "wall": summarize(wall), "cpu": summarize(cpu)}
 
 
-async def run_offline(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, Any]:
+async def run_offline(
+    engine: Any, clips: list[Clip], plan: Plan
+) -> tuple[dict[str, Any], tuple[list[float], list[float]]]:
     """Offline profile: requests at utterance ~20 and ~200 of two conversations, alternating.
 
     Wall latency and this process's CPU time per request are both recorded: on a shared machine the
-    CPU time is what tells a real difference in cost from a neighbour's burst of work.
+    CPU time is what tells a real difference in cost from a neighbour's burst of work. Returns the
+    figures and the CPU ms of the (early, late) pairs, request by request, for the verdict's interval.
     """
     from app.store import ConversationKey
     from bench.modes import InProcessMode
@@ -228,7 +267,7 @@ async def run_offline(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, A
             figures[side]["cpu"].append(watch.cpu_s * 1000.0)
             figures[side]["overhead"].append(timings.get("store", 0.0) + timings.get("model", 0.0))
     summary = {side: {k: summarize(v) for k, v in f.items()} for side, f in figures.items()}
-    return {
+    offline = {
         "profile": "offline",
         "latency": summarize(figures["early"]["wall"] + figures["late"]["wall"]),
         "utterances_early": [start_early, start_early + plan.flat - 1],
@@ -242,3 +281,4 @@ async def run_offline(engine: Any, clips: list[Clip], plan: Plan) -> dict[str, A
         ),
         "prefill": plan.flat_prefill,
     }
+    return offline, (figures["early"]["cpu"], figures["late"]["cpu"])

@@ -6,7 +6,7 @@ What each entry gives:
                      offline-profile model, written once and cached under `BenchOptions.cache`
     service_settings the service's configuration, for the uvicorn process and the in-process engine
     load_engine      `Engine.load` + start + warm-up, as the app's lifespan does it
-    floor_encoders   the encoders of the floor mode, on the chosen backend
+    torch_encoders   the served profile's PyTorch encoders, which the floor's candidates start from
     encoder_dirs     the text and audio model directories of a served profile (for the naive pipeline)
 """
 
@@ -118,7 +118,7 @@ def service_settings(served: Served, opts: BenchOptions) -> dict[str, Any]:
         "profile": served.profile,
         **served.overrides,
         "backend": opts.backend,
-        "device": "cpu",
+        "device": opts.device,
         "torch_threads": opts.threads,
         "context_window": CONTEXT_WINDOW,
         "cache_dir": str(opts.cache / "graphs"),
@@ -199,19 +199,19 @@ async def close_engine(engine: Any) -> None:
     await engine.store.close()
 
 
-def floor_encoders(engine: Any, opts: BenchOptions, threads: int) -> dict[str, Any]:
-    """The encoders on the chosen backend: the engine's own, or ONNX exports of them."""
-    encoders = dict(engine.encoders)
-    if opts.backend != "onnx" or all(type(e).__name__.startswith("Onnx") for e in encoders.values()):
-        return encoders
-    from bench.models import export_onnx_encoders
-    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder
+def torch_encoders(engine: Any, served: Served) -> dict[str, Any]:
+    """The served profile's PyTorch encoders (the floor's candidates start from them).
 
-    dirs = export_onnx_encoders(encoders, opts.cache)
-    return {
-        "text": OnnxTextEncoder(dirs["text"], device="cpu", intra_op_threads=threads),
-        "audio": OnnxEmotion2VecEncoder(dirs["audio"], device="cpu", intra_op_threads=threads),
-    }
+    The engine's own where it runs PyTorch ones (they share the weights); built in fp32 from the same
+    directories where it serves ONNX graphs (backend onnx).
+    """
+    encoders = dict(engine.encoders)
+    if all(hasattr(e, "pooler") for e in encoders.values()):
+        return encoders
+    from model.encoders.profiles import build_encoders
+
+    built = build_encoders(served.profile, device="cpu", precision="fp32", **served.overrides)
+    return {modality: encoder for modality, encoder in built.items()}
 
 
 def encoder_dirs(served: Served) -> tuple[Path, Path]:

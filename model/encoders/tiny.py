@@ -205,7 +205,7 @@ def write_tiny_emotion2vec(directory: Path) -> None:
         from funasr.models.emotion2vec.model import Emotion2vec
 
     directory.mkdir(parents=True, exist_ok=True)
-    config = _base_emotion2vec_config()
+    config = base_emotion2vec_config()
     config["model_conf"].update(_TINY_MODEL_CONF)
     config["model_conf"]["modalities"]["audio"].update(_TINY_AUDIO_CONF)
     with torch.random.fork_rng(devices=[]):
@@ -217,7 +217,7 @@ def write_tiny_emotion2vec(directory: Path) -> None:
     torch.save(model.state_dict(), directory / "model.pt")
 
 
-def _base_emotion2vec_config() -> dict[str, Any]:
+def base_emotion2vec_config() -> dict[str, Any]:
     """FunASR's emotion2vec template: the shared copy when present, else the embedded keys."""
     if _SHARED_CONFIG.is_file():
         config = yaml.safe_load(_SHARED_CONFIG.read_text())
