@@ -318,7 +318,10 @@ class ModelResponse(BaseModel):
     modalities: list[str]
     backend: str = Field(description="Runtime of LPGNet: torch or onnx (onnxruntime).")
     device: str
-    torch_threads: int = Field(description="Intra-op threads of each model thread.")
+    torch_threads: int = Field(description="Intra-op threads of a model job while others are in flight.")
+    torch_threads_alone: int = Field(
+        description="Intra-op threads of a model job that is the only work in flight (adaptive_threads)."
+    )
     audio_workers: int = Field(description="CPU: clips encoded at once, one per worker (0: batched).")
     encoders: dict[str, EncoderInfo]
 

@@ -418,22 +418,147 @@ def test_load_refuses_a_missing_checkpoint(make_settings: Callable[..., Settings
         Engine.load(make_settings(checkpoint=tmp_path / "missing.pt"), store, Metrics())
 
 
+class TimedCalls:
+    """Encoders that record, per call, which modality ran, torch's thread count, the thread and when."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str, float, float]] = []
+        self._lock = threading.Lock()
+
+    def record(self, modality: str, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        started = time.perf_counter()
+        time.sleep(0.02)  # long enough for calls to overlap if they are allowed to
+        out = run()
+        with self._lock:
+            self.calls.append(
+                (
+                    modality,
+                    torch.get_num_threads(),
+                    threading.current_thread().name,
+                    started,
+                    time.perf_counter(),
+                )
+            )
+        return out
+
+    def encoders(self, *, torch_forward: bool = True) -> dict[str, Any]:
+        """torch_forward: they hold a torch module, as the BERT and emotion2vec adapters do (their calls
+        may take every core); without, they stand for onnxruntime or numpy extractors."""
+        calls = self
+
+        class Text(FakeText):
+            def __init__(self) -> None:
+                super().__init__()
+                if torch_forward:
+                    self.pooler = torch.nn.Identity()
+
+            def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
+                return calls.record("text", lambda: FakeText.encode_batch(self, items))
+
+        class Audio(FakeAudio):
+            def __init__(self) -> None:
+                super().__init__()
+                if torch_forward:
+                    self.pooler = torch.nn.Identity()
+
+            def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+                return calls.record("audio", lambda: FakeAudio.encode_batch(self, items))
+
+        return {"text": Text(), "audio": Audio()}
+
+
+@pytest.fixture
+def four_cpus(monkeypatch: pytest.MonkeyPatch, restore_torch_threads: None) -> int:
+    """The engine sees 4 CPUs whatever the machine has (a thread count is only a number to torch)."""
+    import app.workers
+
+    monkeypatch.setattr(app.workers, "count_available_cpus", lambda: 4)
+    return 4
+
+
+def _request(i: int, *, text: bool = True) -> UtteranceRequest:
+    return UtteranceRequest(
+        ConversationKey("", f"c{i}"),
+        transcript=f"utterance {i}" if text else None,
+        audio=wav_bytes(seconds=0.1 + 0.05 * i, sample_rate=8_000),
+    )
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("setting", "expected"), [(None, 1), (2, 2)])
-async def test_model_threads_run_torch_on_one_thread_on_cpu_unless_told(
-    make_engine: Any, restore_torch_threads: None, setting: int | None, expected: int
+@pytest.mark.parametrize(
+    ("settings", "expected"), [({}, 4), ({"adaptive_threads": False}, 1), ({"torch_threads": 2}, 2)]
+)
+async def test_a_lone_request_encodes_on_every_core_unless_told_otherwise(
+    make_engine: Any, four_cpus: int, settings: dict[str, Any], expected: int
 ) -> None:
-    seen: list[int] = []
+    recorder = TimedCalls()
+    torch.set_num_threads(3)  # the process default must not leak into the model threads
+    engine = await make_engine(recorder.encoders(), **settings)
+    await engine.submit(_request(0))
+    assert sorted((m, n) for m, n, *_ in recorder.calls) == [("audio", expected), ("text", expected)]
+    described = engine.describe()
+    assert described["torch_threads_alone"] == expected
+    assert described["torch_threads"] == settings.get("torch_threads", 1)
 
-    class CountingText(FakeText):
-        def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
-            seen.append(torch.get_num_threads())
-            return super().encode_batch(items)
 
-    torch.set_num_threads(2)  # the process default must not leak into the model threads
-    engine = await make_engine({"text": CountingText()}, torch_threads=setting)
-    await engine.submit(UtteranceRequest(KEY, transcript="hello"))
-    assert seen == [expected] and engine.describe()["torch_threads"] == expected
+@pytest.mark.asyncio
+async def test_a_lone_request_runs_text_and_audio_one_after_the_other_on_every_core(
+    make_engine: Any, four_cpus: int
+) -> None:
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders())
+    for i in range(3):  # one request at a time
+        await engine.submit(_request(i))
+    assert len(recorder.calls) == 6 and {n for _, n, *_ in recorder.calls} == {4}
+    _assert_wide_calls_ran_alone(recorder.calls)
+
+
+@pytest.mark.asyncio
+async def test_under_load_no_call_on_every_core_runs_beside_another(make_engine: Any, four_cpus: int) -> None:
+    """Concurrent requests: calls run side by side on one thread each, and a call that took every core
+    (when it happened to be the only work) had them to itself: the cores are never oversubscribed."""
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders(), encoder_workers=2, batch_max_size=4)
+    answers = await asyncio.gather(*(engine.submit(_request(i, text=i % 2 == 0)) for i in range(8)))
+    assert len(answers) == 8 and {n for _, n, *_ in recorder.calls} <= {1, 4}
+    assert any(n == 1 for _, n, *_ in recorder.calls)  # 8 requests at once: some calls had company
+    _assert_wide_calls_ran_alone(recorder.calls)
+
+
+@pytest.mark.asyncio
+async def test_encoders_without_a_torch_forward_never_take_every_core(
+    make_engine: Any, four_cpus: int
+) -> None:
+    """onnxruntime sessions and numpy extractors cannot use the threads: a lone request's two calls then
+    run side by side on one thread each rather than one waiting for the other."""
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders(torch_forward=False))
+    await engine.submit(_request(0))
+    assert sorted((m, n) for m, n, *_ in recorder.calls) == [("audio", 1), ("text", 1)]
+
+
+def _assert_wide_calls_ran_alone(calls: list[tuple[str, int, str, float, float]]) -> None:
+    for modality, threads, _, start, end in calls:
+        if threads > 1:
+            beside = [c for c in calls if c[3] < end and start < c[4] and c[3:] != (start, end)]
+            assert not beside, f"{modality} on {threads} threads overlapped {beside}"
+
+
+@pytest.mark.asyncio
+async def test_audio_is_decoded_off_the_event_loop(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.workers
+
+    threads: list[str] = []
+    decode = app.workers.decode_upload
+
+    def recording(*args: Any) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return decode(*args)
+
+    monkeypatch.setattr(app.workers, "decode_upload", recording)
+    engine = await make_engine()
+    await engine.submit(_request(0))
+    assert len(threads) == 1 and threads[0].startswith("lpgnet-decode")
 
 
 def _assert_same_answers(engine: Engine, reference: Engine) -> None:
