@@ -2,9 +2,10 @@
 
     decode  `decode_workers` threads: uploads decoded and resampled to the audio encoder's rate
     text    a micro-batcher over the text encoder
-    audio   a micro-batcher over the audio encoder; on CPU its batch fans out one clip per forward over
-            `encoder_workers` threads (emotion2vec is compute-bound at batch 1 and a padded batch of 8
-            costs ~26% more per clip, bench/RESULTS.md); on CUDA one padded batch
+    audio   on CPU `encoder_workers` threads, one clip per forward, each clip to the first free worker
+            as it arrives (emotion2vec is compute-bound at batch 1 and a padded batch of 8 costs ~26%
+            more per clip, bench/RESULTS.md; a batch would also hold a clip until the slowest clip of
+            the previous batch is done); on CUDA a micro-batcher, one padded batch
     model   a micro-batcher over LPGNet: context windows of <= K utterances, padded, last row's softmax
 
 Every encoder or network call is a job of `app.cores.CoreBudget`, which sets the torch intra-op thread
@@ -68,14 +69,15 @@ class ModelWorkers:
                 on_batch=metrics.batch_observer(name),
             )
 
+        self.audio_workers = (settings.encoder_workers or count_available_cpus()) if device == "cpu" else 0
+        uses_audio = "audio" in encoders
         self.text = batcher("text", self._encode_texts) if "text" in encoders else None
-        self.audio = batcher("audio", self._encode_audios) if "audio" in encoders else None
+        self.audio = batcher("audio", self._encode_audios) if uses_audio and not self.audio_workers else None
         self.model = batcher("model", self._score_jobs)
         self._decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="lpgnet-decode")
-        self.audio_workers = (settings.encoder_workers or count_available_cpus()) if device == "cpu" else 0
         self._audio_pool = (
             ThreadPoolExecutor(self.audio_workers, thread_name_prefix="lpgnet-audio-worker")
-            if self.audio_workers > 1 and "audio" in encoders
+            if uses_audio and self.audio_workers
             else None
         )
 
@@ -98,7 +100,7 @@ class ModelWorkers:
         """Run every stage once: decode, both encoders, the network at 1 and K utterances."""
         if self.text is not None:
             await self.encode_text("Warming up.")
-        if self.audio is not None:
+        if "audio" in self.encoders:
             waveform = await self.decode(tone_wav(seconds=1.0))
             await self.encode_audio(waveform)  # alone: on every core
             # as many clips as workers, so every worker thread has run once before the first burst
@@ -124,8 +126,17 @@ class ModelWorkers:
 
     async def encode_audio(self, waveform: np.ndarray, owner: object = None) -> np.ndarray:
         """The vector (Da,) of a waveform at the audio encoder's rate."""
-        assert self.audio is not None
-        return await self._submit(self.audio, Job(waveform, owner))
+        job = Job(waveform, owner)
+        if self._audio_pool is None:  # CUDA: padded batches
+            assert self.audio is not None
+            return await self._submit(self.audio, job)
+        self.cores.queue(job)
+        try:
+            loop = asyncio.get_running_loop()
+            vector: np.ndarray = await loop.run_in_executor(self._audio_pool, self._encode_clip, job)
+            return vector
+        finally:
+            self.cores.forget(job)
 
     async def score(self, rows: list[ContextRow]) -> np.ndarray:
         """Class probabilities (C,) of the last of these context rows."""
@@ -152,20 +163,17 @@ class ModelWorkers:
         matrix = vectors.detach().cpu().float().numpy()  # (N, Dt)
         return [(matrix[i], bool(truncated[i])) for i in range(len(texts))]
 
+    def _encode_clip(self, job: Job[np.ndarray]) -> np.ndarray:
+        """CPU, in an audio worker: one clip, one forward."""
+        with self.cores.lease([job], widen=self._widens["audio"]):
+            row = self.encoders["audio"].encode_batch([job.item])[0]  # (Da,)
+        vector: np.ndarray = row.detach().cpu().float().numpy()
+        return vector
+
     def _encode_audios(self, jobs: Sequence[Job[np.ndarray]]) -> list[np.ndarray]:
-        encoder, widen = self.encoders["audio"], self._widens["audio"]
-
-        def one(job: Job[np.ndarray]) -> np.ndarray:
-            with self.cores.lease([job], widen=widen):
-                vector: np.ndarray = encoder.encode_batch([job.item])[0].detach().cpu().float().numpy()
-            return vector
-
-        if self.audio_workers:  # CPU: one clip per forward, across the workers
-            if self._audio_pool is not None and len(jobs) > 1:
-                return list(self._audio_pool.map(one, jobs))
-            return [one(job) for job in jobs]
-        with self.cores.lease(jobs, widen=widen):
-            vectors = encoder.encode_batch([job.item for job in jobs])
+        """CUDA: one padded batch."""
+        with self.cores.lease(jobs, widen=self._widens["audio"]):
+            vectors = self.encoders["audio"].encode_batch([job.item for job in jobs])
         matrix = vectors.detach().cpu().float().numpy()  # (N, Da)
         return [matrix[i] for i in range(len(jobs))]
 

@@ -228,12 +228,39 @@ async def test_on_cpu_a_batch_of_clips_fans_out_one_clip_per_worker(make_engine:
 
 
 @pytest.mark.asyncio
+async def test_on_cpu_a_clip_does_not_wait_for_a_clip_that_started_before_it(make_engine: Any) -> None:
+    """Each clip goes to the first free worker as it arrives, not in batches that wait for their slowest."""
+    started, release = threading.Event(), threading.Event()
+
+    class HeldLongClips(FakeAudio):
+        def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+            if len(items[0]) >= 8_000:  # the 1 s clip holds its worker until released
+                started.set()
+                release.wait(10)
+            return super().encode_batch(items)
+
+    engine = await make_engine({"audio": HeldLongClips()}, encoder_workers=2)
+    clip = {name: wav_bytes(seconds=s, sample_rate=8_000) for name, s in (("long", 1.0), ("short", 0.2))}
+    held = asyncio.create_task(
+        engine.submit(UtteranceRequest(ConversationKey("", "long"), audio=clip["long"]))
+    )
+    try:
+        assert await asyncio.to_thread(started.wait, 10)
+        short = UtteranceRequest(ConversationKey("", "short"), audio=clip["short"])
+        assert (await asyncio.wait_for(engine.submit(short), 10)).index == 0
+        assert not held.done()
+    finally:
+        release.set()
+    assert (await held).index == 0
+
+
+@pytest.mark.asyncio
 async def test_on_cpu_with_one_worker_clips_are_still_encoded_one_per_forward(make_engine: Any) -> None:
     audio = ThreadedAudio()
     engine = await make_engine({"audio": audio}, encoder_workers=1, batch_max_wait_ms=100, batch_max_size=8)
     await _audio_burst(engine, 4)
     assert [size for size, _ in audio.calls] == [1, 1, 1, 1]
-    assert {name for _, name in audio.calls} == {"lpgnet-audio_0"}  # the batcher's own thread
+    assert {name for _, name in audio.calls} == {"lpgnet-audio-worker_0"}
     assert engine.describe()["audio_workers"] == 1
 
 
