@@ -1,7 +1,8 @@
 """The engine: one object per process that turns an utterance into an emotion in causal context.
 
     decode audio (thread pool; resampled to the audio encoder's rate)
-      -> text / audio encoders (micro-batched; on CPU the audio batch fans out one clip per core)
+      -> text / audio encoders (text micro-batched; on CPU one clip per forward on the first free audio
+         worker; a request alone gets every core, `app.cores`)
       -> store.append (atomic: idempotency check + next index + vectors + the window (i-K, i],
                        all stored before i was assigned)
       -> LPGNet over those <= K utterances (micro-batched across conversations, own thread)
