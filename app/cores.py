@@ -4,10 +4,10 @@ A job is one item for an encoder or the network, run by one of the engine's mode
 (`app.workers.ModelWorkers`) and owned by a request. `CoreBudget` decides a call's thread count as it
 starts:
 
-- alone (nothing running, and every queued job belongs to the requests of this call): every CPU,
-  exclusively. Calls that start meanwhile wait for it to finish rather than run beside a team that
-  already fills the cores: two OpenMP teams on the same cores turn every barrier into a scheduler wait.
-  The wait is bounded by one call.
+- alone (nothing running, and every queued job belongs to the requests of this call), and every job of
+  its request can use the threads (`Owner.widen`): every CPU, exclusively. Calls that start meanwhile
+  wait for it to finish rather than run beside a team that already fills the cores: two OpenMP teams on
+  the same cores turn every barrier into a scheduler wait. The wait is bounded by one call.
 - otherwise one thread, any number at once: the batchers and the audio workers share the cores, one
   clip per core, as a loaded service should (padded audio batches cost more per clip on CPU).
 
@@ -34,12 +34,21 @@ import torch
 T = TypeVar("T")
 
 
+@dataclass(eq=False)  # compared by identity
+class Owner:
+    """A request, as the budget sees it: its jobs are no company to each other."""
+
+    # False: none of its jobs take every core. One of them cannot use more threads (an onnxruntime
+    # session, a numpy extractor): side by side on one thread each beats one after the other.
+    widen: bool = True
+
+
 @dataclass(eq=False)  # compared by identity: two equal transcripts are two jobs
 class Job(Generic[T]):
     """One item for a model thread, counted by the budget from the moment it is queued."""
 
     item: T
-    owner: object = None  # the request it serves (its other jobs are no company); None: itself
+    owner: Owner | None = None  # None: a request of its own
 
     @property
     def request(self) -> object:
@@ -99,6 +108,7 @@ class CoreBudget:
             while self._exclusive:
                 self._changed.wait()
             self._queued.difference_update(jobs)
+            widen = widen and all(job.owner is None or job.owner.widen for job in jobs)
             exclusive = widen and self.adaptive and self._running == 0 and self._idle_but(jobs)
             self._running += 1
             self._exclusive = exclusive
@@ -114,4 +124,4 @@ class CoreBudget:
                 self._changed.notify_all()
 
 
-__all__ = ["CoreBudget", "Job", "use_threads"]
+__all__ = ["CoreBudget", "Job", "Owner", "use_threads"]

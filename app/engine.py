@@ -173,7 +173,7 @@ class Engine:
         """Encode both modalities: text goes to its batcher while the audio decodes. On CPU the two
         run side by side when other requests are in flight, else one after the other on every core
         (`app.cores`)."""
-        owner = object()  # this request, for the core budget
+        owner = self.workers.owner([m for m, used in (("text", use_text), ("audio", use_audio)) if used])
 
         async def text() -> tuple[np.ndarray, bool] | None:
             if not use_text:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from app.batching import MicroBatcher
-from app.cores import CoreBudget, Job
+from app.cores import CoreBudget, Job, Owner
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store.base import ContextRow, JSONDict
@@ -118,13 +118,19 @@ class ModelWorkers:
             self._decode_pool, decode_upload, data, self.settings, encoder.sample_rate
         )
 
-    async def encode_text(self, transcript: str, owner: object = None) -> tuple[np.ndarray, bool]:
+    def owner(self, modalities: Collection[str]) -> Owner:
+        """The core budget's token for one request that encodes these modalities: its calls take every
+        core (alone) only if all of them run torch modules; with an onnxruntime or numpy encoder among
+        them they run side by side (the offline profile's MiniLM and prosody: 8% faster so)."""
+        return Owner(widen=all(self._widens[m] for m in modalities))
+
+    async def encode_text(self, transcript: str, owner: Owner | None = None) -> tuple[np.ndarray, bool]:
         """The transcript's vector (Dt,) and whether it was truncated to the encoder's length.
-        `owner`: the request it is part of (its jobs do not count as each other's company)."""
+        `owner`: the request it is part of (`owner()`; None: a request of its own)."""
         assert self.text is not None
         return await self._submit(self.text, Job(transcript, owner))
 
-    async def encode_audio(self, waveform: np.ndarray, owner: object = None) -> np.ndarray:
+    async def encode_audio(self, waveform: np.ndarray, owner: Owner | None = None) -> np.ndarray:
         """The vector (Da,) of a waveform at the audio encoder's rate."""
         job = Job(waveform, owner)
         if self._audio_pool is None:  # CUDA: padded batches

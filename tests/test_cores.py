@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.cores import CoreBudget, Job, use_threads
+from app.cores import CoreBudget, Job, Owner, use_threads
 
 _WAIT_S = 10.0  # generous bounds on events that must happen; nothing here is timed
 
@@ -67,9 +67,20 @@ def test_a_job_with_another_request_queued_runs_on_one_thread(pool: ThreadPoolEx
 
 def test_the_jobs_of_one_request_are_no_company(pool: ThreadPoolExecutor) -> None:
     """A lone request's text runs on every core although its audio is queued (it runs next)."""
-    budget, request = CoreBudget(4), object()
+    budget, request = CoreBudget(4), Owner()
     text, _audio = budget.queue(Job("hello", request)), budget.queue(Job("clip", request))
     assert pool.submit(leased_threads, budget, [text]).result() == (4, 4)
+
+
+def test_a_request_with_a_job_that_cannot_widen_runs_side_by_side(pool: ThreadPoolExecutor) -> None:
+    """MiniLM beside a numpy prosody extractor: neither takes every core, neither waits for the other."""
+    budget, request = CoreBudget(4), Owner(widen=False)
+    text, audio = budget.queue(Job("hello", request)), budget.queue(Job("clip", request))
+    _, _, release = hold(pool, budget, [text])
+    try:
+        assert pool.submit(leased_threads, budget, [audio]).result(_WAIT_S) == (1, 1)
+    finally:
+        release()
 
 
 def test_a_batch_is_alone_when_nothing_else_is_queued(pool: ThreadPoolExecutor) -> None:

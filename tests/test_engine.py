@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -468,15 +468,15 @@ class TimedCalls:
             )
         return out
 
-    def encoders(self, *, torch_forward: bool = True) -> dict[str, Any]:
-        """torch_forward: they hold a torch module, as the BERT and emotion2vec adapters do (their calls
-        may take every core); without, they stand for onnxruntime or numpy extractors."""
+    def encoders(self, torch_forward: Collection[str] = ("text", "audio")) -> dict[str, Any]:
+        """Those named in `torch_forward` hold a torch module, as the BERT and emotion2vec adapters do
+        (their calls may take every core); the others stand for onnxruntime or numpy extractors."""
         calls = self
 
         class Text(FakeText):
             def __init__(self) -> None:
                 super().__init__()
-                if torch_forward:
+                if "text" in torch_forward:
                     self.pooler = torch.nn.Identity()
 
             def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
@@ -485,7 +485,7 @@ class TimedCalls:
         class Audio(FakeAudio):
             def __init__(self) -> None:
                 super().__init__()
-                if torch_forward:
+                if "audio" in torch_forward:
                     self.pooler = torch.nn.Identity()
 
             def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
@@ -559,9 +559,23 @@ async def test_encoders_without_a_torch_forward_never_take_every_core(
     """onnxruntime sessions and numpy extractors cannot use the threads: a lone request's two calls then
     run side by side on one thread each rather than one waiting for the other."""
     recorder = TimedCalls()
-    engine = await make_engine(recorder.encoders(torch_forward=False))
+    engine = await make_engine(recorder.encoders(torch_forward=()))
     await engine.submit(_request(0))
     assert sorted((m, n) for m, n, *_ in recorder.calls) == [("audio", 1), ("text", 1)]
+
+
+@pytest.mark.asyncio
+async def test_a_lone_request_with_one_encoder_that_cannot_widen_runs_both_on_one_thread(
+    make_engine: Any, four_cpus: int
+) -> None:
+    """The offline profile's shape (MiniLM in torch, prosody in numpy): side by side beats one after the
+    other, so the torch encoder does not take every core either; a text-only request still does."""
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders(torch_forward=("text",)))
+    await engine.submit(_request(0))
+    assert sorted((m, n) for m, n, *_ in recorder.calls) == [("audio", 1), ("text", 1)]
+    await engine.submit(UtteranceRequest(KEY, transcript="words only"))
+    assert recorder.calls[-1][:2] == ("text", 4)
 
 
 def _assert_wide_calls_ran_alone(calls: list[tuple[str, int, str, float, float]]) -> None:
