@@ -220,8 +220,10 @@ class ModelRef(BaseModel):
 class Timings(BaseModel):
     """Milliseconds per stage of the attempt that scored the utterance (a replay repeats them).
 
-    Encode stages include time queued for a micro-batch; `total` ends when the answer is ready,
-    just before the prediction is written to the store. The fields are `app.metrics.STAGES`, in order.
+    Encode stages include time queued for a micro-batch or a free core (on CPU a request alone encodes
+    its text and then its audio, each on every core: `encode_audio` then spans both); `total` ends when
+    the answer is ready, just before the prediction is written to the store. The fields are
+    `app.metrics.STAGES`, in order.
     """
 
     decode: float = 0.0
