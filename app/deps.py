@@ -1,4 +1,9 @@
-"""Accessors for the objects the lifespan puts on `app.state`, as `Annotated[..., Depends()]` aliases."""
+"""Accessors for the objects the lifespan puts on `app.state`, as `Annotated[..., Depends()]` aliases.
+
+They are `async def` although they never await: FastAPI runs a plain `def` dependency in its thread
+pool, a hand-off to another thread and back per dependency and request (three per POST), which on a
+busy machine costs a scheduler wake-up each for a function that reads an attribute.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class Services:
     engine: Engine | None = None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -37,21 +42,21 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_metrics(services: ServicesDep) -> Metrics:
+async def get_metrics(services: ServicesDep) -> Metrics:
     return services.metrics
 
 
-def get_store(services: ServicesDep) -> ConversationStore:
+async def get_store(services: ServicesDep) -> ConversationStore:
     if services.store is None:
         raise ServiceNotReady("the service is starting")
     return services.store
 
 
-def get_engine(services: ServicesDep) -> Engine:
+async def get_engine(services: ServicesDep) -> Engine:
     if services.engine is None:
         raise ServiceNotReady("the model is not loaded yet")
     return services.engine
@@ -60,7 +65,7 @@ def get_engine(services: ServicesDep) -> Engine:
 _bearer = HTTPBearer(auto_error=False, description="An API key, when the service is configured with keys.")
 
 
-def get_namespace(
+async def get_namespace(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:

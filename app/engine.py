@@ -1,7 +1,8 @@
 """The engine: one object per process that turns an utterance into an emotion in causal context.
 
     decode audio (thread pool; resampled to the audio encoder's rate)
-      -> text / audio encoders (micro-batched; on CPU the audio batch fans out one clip per core)
+      -> text / audio encoders (text micro-batched; on CPU one clip per forward on the first free audio
+         worker; a request alone gets every core, `app.cores`)
       -> store.append (atomic: idempotency check + next index + vectors + the window (i-K, i],
                        all stored before i was assigned)
       -> LPGNet over those <= K utterances (micro-batched across conversations, own thread)
@@ -74,8 +75,6 @@ class Engine:
         self._in_flight: set[str] = set()  # tokens of utterances stored here and still being scored
         self._failed: OrderedDict[str, None] = OrderedDict()  # tokens whose attempt here failed
         self.workers = ModelWorkers(encoders, network, checkpoint.config, settings, metrics, device)
-        # the batchers the request path submits to (None: the checkpoint has no such modality)
-        self._text, self._audio, self._model = self.workers.text, self.workers.audio, self.workers.model
 
     # ---- construction ------------------------------------------------------------------------------
 
@@ -123,8 +122,8 @@ class Engine:
         """Score one utterance in the context of its conversation so far (idempotent per utterance_id)."""
         started = time.perf_counter()
         timings = dict.fromkeys(STAGES, 0.0)
-        use_text = request.transcript is not None and self._text is not None
-        use_audio = request.audio is not None and self._audio is not None
+        use_text = request.transcript is not None and "text" in self.encoders
+        use_audio = request.audio is not None and "audio" in self.encoders
         if not (use_text or use_audio):
             raise UnsupportedModality(
                 f"this model uses {' and '.join(self.modalities)}; the request carries none of them"
@@ -171,26 +170,29 @@ class Engine:
     async def _encode(
         self, request: UtteranceRequest, use_text: bool, use_audio: bool, timings: dict[str, float]
     ) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
-        """Encode both modalities concurrently: text goes to its batcher while the audio decodes."""
+        """Encode both modalities: text goes to its batcher while the audio decodes. On CPU the two
+        run side by side when other requests are in flight, else one after the other on every core
+        (`app.cores`)."""
+        owner = self.workers.owner([m for m, used in (("text", use_text), ("audio", use_audio)) if used])
 
         async def text() -> tuple[np.ndarray, bool] | None:
             if not use_text:
                 return None
-            assert self._text is not None and request.transcript is not None
+            assert request.transcript is not None
             t = time.perf_counter()
-            vector, truncated = await self._text.submit(request.transcript)
+            vector, truncated = await self.workers.encode_text(request.transcript, owner)
             timings["encode_text"] = _ms(t)
             return vector, truncated
 
         async def audio() -> np.ndarray | None:
             if not use_audio:
                 return None
-            assert self._audio is not None and request.audio is not None
+            assert request.audio is not None
             t = time.perf_counter()
             waveform = await self.workers.decode(request.audio)
             timings["decode"] = _ms(t)
             t = time.perf_counter()
-            vector: np.ndarray = await self._audio.submit(waveform)
+            vector: np.ndarray = await self.workers.encode_audio(waveform, owner)
             timings["encode_audio"] = _ms(t)
             return vector
 
@@ -213,7 +215,7 @@ class Engine:
         if not rows or rows[-1].index != utterance.index:
             raise ContextUnavailable()
         t = time.perf_counter()
-        probabilities: np.ndarray = await self._model.submit(rows)
+        probabilities: np.ndarray = await self.workers.score(rows)
         timings["model"] = _ms(t)
         # The answer is final before it is stored, so a retry gets exactly these bytes back; the
         # last write is thus not in the timings.
@@ -289,5 +291,5 @@ class Engine:
             "modalities": self.modalities,
             "backend": self.backend,
             "device": self.device,
-            **self.workers.describe(),  # torch_threads, audio_workers, encoders
+            **self.workers.describe(),  # torch_threads(_alone), audio_workers, encoders
         }

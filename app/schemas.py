@@ -220,8 +220,10 @@ class ModelRef(BaseModel):
 class Timings(BaseModel):
     """Milliseconds per stage of the attempt that scored the utterance (a replay repeats them).
 
-    Encode stages include time queued for a micro-batch; `total` ends when the answer is ready,
-    just before the prediction is written to the store. The fields are `app.metrics.STAGES`, in order.
+    Encode stages include time queued for a micro-batch or a free core (on CPU a request alone encodes
+    its text and then its audio, each on every core: `encode_audio` then spans both); `total` ends when
+    the answer is ready, just before the prediction is written to the store. The fields are
+    `app.metrics.STAGES`, in order.
     """
 
     decode: float = 0.0
@@ -318,7 +320,10 @@ class ModelResponse(BaseModel):
     modalities: list[str]
     backend: str = Field(description="Runtime of LPGNet: torch or onnx (onnxruntime).")
     device: str
-    torch_threads: int = Field(description="Intra-op threads of each model thread.")
+    torch_threads: int = Field(description="Intra-op threads of a model job while others are in flight.")
+    torch_threads_alone: int = Field(
+        description="Intra-op threads of a model job that is the only work in flight (adaptive_threads)."
+    )
     audio_workers: int = Field(description="CPU: clips encoded at once, one per worker (0: batched).")
     encoders: dict[str, EncoderInfo]
 

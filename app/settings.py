@@ -73,8 +73,18 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description=(
-            "torch intra-op threads (None: 1 on CPU, where concurrency comes from encoder_workers and"
-            " the batchers running side by side; torch's default on CUDA)."
+            "torch intra-op threads of every model job, fixed (None: on CPU see adaptive_threads, where"
+            " concurrency comes from encoder_workers and the batchers running side by side; torch's"
+            " default on CUDA)."
+        ),
+    )
+    adaptive_threads: bool = Field(
+        default=True,
+        description=(
+            "CPU, torch_threads unset: an encoder call that is the only work in flight runs on every"
+            " CPU (jobs arriving meanwhile wait for it instead of oversubscribing the cores), any other"
+            " on one thread. false: always one thread (where neighbours keep the cores busy, a"
+            " multi-thread team waits at every barrier for its descheduled threads)."
         ),
     )
     encoder_workers: int | None = Field(

@@ -2,21 +2,24 @@
 
     decode  `decode_workers` threads: uploads decoded and resampled to the audio encoder's rate
     text    a micro-batcher over the text encoder
-    audio   a micro-batcher over the audio encoder; on CPU its batch fans out one clip per forward over
-            `encoder_workers` threads (emotion2vec is compute-bound at batch 1 and a padded batch of 8
-            costs ~26% more per clip, bench/RESULTS.md); on CUDA one padded batch
+    audio   on CPU `encoder_workers` threads, one clip per forward, each clip to the first free worker
+            as it arrives (emotion2vec is compute-bound at batch 1 and a padded batch of 8 costs ~26%
+            more per clip, bench/RESULTS.md; a batch would also hold a clip until the slowest clip of
+            the previous batch is done); on CUDA a micro-batcher, one padded batch
     model   a micro-batcher over LPGNet: context windows of <= K utterances, padded, last row's softmax
 
-Every model thread sets its own torch intra-op thread count before it runs anything (per thread, never
-process-wide): on CPU 1 unless `torch_threads` says otherwise, since the three batchers and the audio
-workers run side by side and 2-thread OpenMP teams on 2 cores turn every barrier into a scheduler wait.
+Every encoder or network call is a job of `app.cores.CoreBudget`, which sets the torch intra-op thread
+count of the thread that runs it (per thread, never process-wide): on CPU every core for a job that is
+the only work in flight (`adaptive_threads`), else 1, since the batchers and the audio workers run side
+by side and 2-thread OpenMP teams on 2 cores turn every barrier into a scheduler wait. `torch_threads`
+fixes the count instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from app.batching import MicroBatcher
+from app.cores import CoreBudget, Job, Owner
 from app.metrics import Metrics
 from app.settings import Settings
 from app.store.base import ContextRow, JSONDict
@@ -52,10 +56,9 @@ class ModelWorkers:
         self.network = network  # called in the model batcher's thread (PyTorch or onnxruntime)
         self.config = config
         self.settings = settings
-        # torch's thread count is per thread once a thread has used it: every thread that runs model
-        # code sets its own, so whatever else the process does (a benchmark's baseline) cannot change
-        # it. Setting it also changes the default of threads that have not used torch yet.
-        self.torch_threads = settings.torch_threads or (1 if device == "cpu" else torch.get_num_threads())
+        self.cores = _core_budget(settings, device)
+        self.torch_threads = self.cores.shared  # of a job with company (`cores.alone`: of a lone one)
+        self._widens = {modality: _runs_torch_modules(e) for modality, e in encoders.items()}
 
         def batcher(name: str, run: Callable[[Sequence[Any]], Sequence[Any]]) -> MicroBatcher[Any, Any]:
             return MicroBatcher(
@@ -64,25 +67,19 @@ class ModelWorkers:
                 max_size=settings.batch_max_size,
                 max_wait_s=settings.batch_max_wait_ms / 1000.0,
                 on_batch=metrics.batch_observer(name),
-                thread_init=self.init_thread,
             )
 
-        self.text = batcher("text", self.encode_texts) if "text" in encoders else None
-        self.audio = batcher("audio", self.encode_audios) if "audio" in encoders else None
-        self.model = batcher("model", self.score_windows)
-        self._decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="lpgnet-decode")
         self.audio_workers = (settings.encoder_workers or count_available_cpus()) if device == "cpu" else 0
+        uses_audio = "audio" in encoders
+        self.text = batcher("text", self._encode_texts) if "text" in encoders else None
+        self.audio = batcher("audio", self._encode_audios) if uses_audio and not self.audio_workers else None
+        self.model = batcher("model", self._score_jobs)
+        self._decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="lpgnet-decode")
         self._audio_pool = (
-            ThreadPoolExecutor(
-                self.audio_workers, thread_name_prefix="lpgnet-audio-worker", initializer=self.init_thread
-            )
-            if self.audio_workers > 1 and "audio" in encoders
+            ThreadPoolExecutor(self.audio_workers, thread_name_prefix="lpgnet-audio-worker")
+            if uses_audio and self.audio_workers
             else None
         )
-
-    def init_thread(self) -> None:
-        """Runs first in every model thread."""
-        torch.set_num_threads(self.torch_threads)
 
     def _batchers(self) -> list[MicroBatcher[Any, Any]]:
         return [b for b in (self.text, self.audio, self.model) if b is not None]
@@ -102,15 +99,16 @@ class ModelWorkers:
     async def warm_up(self) -> None:
         """Run every stage once: decode, both encoders, the network at 1 and K utterances."""
         if self.text is not None:
-            await self.text.submit("Warming up.")
-        if self.audio is not None:
+            await self.encode_text("Warming up.")
+        if "audio" in self.encoders:
             waveform = await self.decode(tone_wav(seconds=1.0))
+            await self.encode_audio(waveform)  # alone: on every core
             # as many clips as workers, so every worker thread has run once before the first burst
-            await asyncio.gather(*(self.audio.submit(waveform) for _ in range(max(1, self.audio_workers))))
+            await asyncio.gather(*(self.encode_audio(waveform) for _ in range(max(1, self.audio_workers))))
         cfg = self.config
         for length in sorted({1, self.settings.context_window}):
             row = (np.zeros(cfg.text_dim, np.float16), np.zeros(cfg.audio_dim, np.float16))
-            await self.model.submit([ContextRow(i, *row) for i in range(length)])
+            await self.score([ContextRow(i, *row) for i in range(length)])
 
     async def decode(self, data: bytes) -> np.ndarray:
         """An uploaded file as a mono waveform at the audio encoder's rate (typed errors become 4xx)."""
@@ -120,32 +118,75 @@ class ModelWorkers:
             self._decode_pool, decode_upload, data, self.settings, encoder.sample_rate
         )
 
+    def owner(self, modalities: Collection[str]) -> Owner:
+        """The core budget's token for one request that encodes these modalities: its calls take every
+        core (alone) only if all of them run torch modules; with an onnxruntime or numpy encoder among
+        them they run side by side (the offline profile's MiniLM and prosody: 8% faster so)."""
+        return Owner(widen=all(self._widens[m] for m in modalities))
+
+    async def encode_text(self, transcript: str, owner: Owner | None = None) -> tuple[np.ndarray, bool]:
+        """The transcript's vector (Dt,) and whether it was truncated to the encoder's length.
+        `owner`: the request it is part of (`owner()`; None: a request of its own)."""
+        assert self.text is not None
+        return await self._submit(self.text, Job(transcript, owner))
+
+    async def encode_audio(self, waveform: np.ndarray, owner: Owner | None = None) -> np.ndarray:
+        """The vector (Da,) of a waveform at the audio encoder's rate."""
+        job = Job(waveform, owner)
+        if self._audio_pool is None:  # CUDA: padded batches
+            assert self.audio is not None
+            return await self._submit(self.audio, job)
+        self.cores.queue(job)
+        try:
+            loop = asyncio.get_running_loop()
+            vector: np.ndarray = await loop.run_in_executor(self._audio_pool, self._encode_clip, job)
+            return vector
+        finally:
+            self.cores.forget(job)
+
+    async def score(self, rows: list[ContextRow]) -> np.ndarray:
+        """Class probabilities (C,) of the last of these context rows."""
+        return await self._submit(self.model, Job(rows))
+
+    async def _submit(self, batcher: MicroBatcher[Job[Any], Any], job: Job[Any]) -> Any:
+        self.cores.queue(job)  # counted from now: another request's call cannot take every core
+        try:
+            return await batcher.submit(job)
+        finally:
+            self.cores.forget(job)
+
     # ---- batch functions (run in the batchers' threads) --------------------------------------------
 
-    def encode_texts(self, texts: Sequence[str]) -> list[tuple[np.ndarray, bool]]:
+    def _encode_texts(self, jobs: Sequence[Job[str]]) -> list[tuple[np.ndarray, bool]]:
         encoder = self.encoders["text"]
+        texts = [job.item for job in jobs]
         encode_with_info = getattr(encoder, "encode_with_info", None)
-        if encode_with_info is not None:
-            vectors, truncated = encode_with_info(list(texts))
-        else:
-            vectors, truncated = encoder.encode_batch(list(texts)), [False] * len(texts)
+        with self.cores.lease(jobs, widen=self._widens["text"]):
+            if encode_with_info is not None:
+                vectors, truncated = encode_with_info(texts)
+            else:
+                vectors, truncated = encoder.encode_batch(texts), [False] * len(texts)
         matrix = vectors.detach().cpu().float().numpy()  # (N, Dt)
         return [(matrix[i], bool(truncated[i])) for i in range(len(texts))]
 
-    def encode_audios(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
-        encoder = self.encoders["audio"]
+    def _encode_clip(self, job: Job[np.ndarray]) -> np.ndarray:
+        """CPU, in an audio worker: one clip, one forward."""
+        with self.cores.lease([job], widen=self._widens["audio"]):
+            row = self.encoders["audio"].encode_batch([job.item])[0]  # (Da,)
+        vector: np.ndarray = row.detach().cpu().float().numpy()
+        return vector
 
-        def one(waveform: np.ndarray) -> np.ndarray:
-            vector: np.ndarray = encoder.encode_batch([waveform])[0].detach().cpu().float().numpy()
-            return vector
-
-        if self.audio_workers:  # CPU: one clip per forward, across the workers
-            if self._audio_pool is not None and len(waveforms) > 1:
-                return list(self._audio_pool.map(one, waveforms))
-            return [one(w) for w in waveforms]
-        vectors = encoder.encode_batch(list(waveforms))
+    def _encode_audios(self, jobs: Sequence[Job[np.ndarray]]) -> list[np.ndarray]:
+        """CUDA: one padded batch."""
+        with self.cores.lease(jobs, widen=self._widens["audio"]):
+            vectors = self.encoders["audio"].encode_batch([job.item for job in jobs])
         matrix = vectors.detach().cpu().float().numpy()  # (N, Da)
-        return [matrix[i] for i in range(len(waveforms))]
+        return [matrix[i] for i in range(len(jobs))]
+
+    def _score_jobs(self, jobs: Sequence[Job[list[ContextRow]]]) -> list[np.ndarray]:
+        # LPGNet is ~2 ms at K=64 on one thread and slower on two (bench/RESULTS.md H4): never widened
+        with self.cores.lease(jobs, widen=False):
+            return self.score_windows([job.item for job in jobs])
 
     def score_windows(self, windows: Sequence[list[ContextRow]]) -> list[np.ndarray]:
         """Each context window's last-row probabilities: `model.serving`'s padding and softmax, the
@@ -161,6 +202,7 @@ class ModelWorkers:
         """Threads and encoders, for GET /model."""
         return {
             "torch_threads": self.torch_threads,
+            "torch_threads_alone": self.cores.alone,
             "audio_workers": self.audio_workers,
             "encoders": {
                 m: {
@@ -171,6 +213,26 @@ class ModelWorkers:
                 for m, e in sorted(self.encoders.items())
             },
         }
+
+
+def _runs_torch_modules(encoder: Encoder) -> bool:
+    """Whether a call of `encoder` runs on the intra-op threads its lease sets: its forward is a torch
+    module. onnxruntime sessions keep the count they were built with and numpy extractors (prosody)
+    run on one thread, so their calls never take every core (they would only make others wait)."""
+    return any(isinstance(value, torch.nn.Module) for value in vars(encoder).values())
+
+
+def _core_budget(settings: Settings, device: str) -> CoreBudget:
+    """CPU: every core for a lone job, 1 thread otherwise (`torch_threads` fixes it instead); CUDA:
+    torch's own count, fixed."""
+    if device != "cpu":
+        threads = settings.torch_threads or torch.get_num_threads()
+        return CoreBudget(threads, shared=threads, adaptive=False)
+    return CoreBudget(
+        count_available_cpus(),
+        shared=settings.torch_threads or 1,
+        adaptive=settings.adaptive_threads and settings.torch_threads is None,
+    )
 
 
 __all__ = ["ModelWorkers"]

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +228,39 @@ async def test_on_cpu_a_batch_of_clips_fans_out_one_clip_per_worker(make_engine:
 
 
 @pytest.mark.asyncio
+async def test_on_cpu_a_clip_does_not_wait_for_a_clip_that_started_before_it(make_engine: Any) -> None:
+    """Each clip goes to the first free worker as it arrives, not in batches that wait for their slowest."""
+    started, release = threading.Event(), threading.Event()
+
+    class HeldLongClips(FakeAudio):
+        def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+            if len(items[0]) >= 8_000:  # the 1 s clip holds its worker until released
+                started.set()
+                release.wait(10)
+            return super().encode_batch(items)
+
+    engine = await make_engine({"audio": HeldLongClips()}, encoder_workers=2)
+    clip = {name: wav_bytes(seconds=s, sample_rate=8_000) for name, s in (("long", 1.0), ("short", 0.2))}
+    held = asyncio.create_task(
+        engine.submit(UtteranceRequest(ConversationKey("", "long"), audio=clip["long"]))
+    )
+    try:
+        assert await asyncio.to_thread(started.wait, 10)
+        short = UtteranceRequest(ConversationKey("", "short"), audio=clip["short"])
+        assert (await asyncio.wait_for(engine.submit(short), 10)).index == 0
+        assert not held.done()
+    finally:
+        release.set()
+    assert (await held).index == 0
+
+
+@pytest.mark.asyncio
 async def test_on_cpu_with_one_worker_clips_are_still_encoded_one_per_forward(make_engine: Any) -> None:
     audio = ThreadedAudio()
     engine = await make_engine({"audio": audio}, encoder_workers=1, batch_max_wait_ms=100, batch_max_size=8)
     await _audio_burst(engine, 4)
     assert [size for size, _ in audio.calls] == [1, 1, 1, 1]
-    assert {name for _, name in audio.calls} == {"lpgnet-audio_0"}  # the batcher's own thread
+    assert {name for _, name in audio.calls} == {"lpgnet-audio-worker_0"}
     assert engine.describe()["audio_workers"] == 1
 
 
@@ -418,22 +445,161 @@ def test_load_refuses_a_missing_checkpoint(make_settings: Callable[..., Settings
         Engine.load(make_settings(checkpoint=tmp_path / "missing.pt"), store, Metrics())
 
 
+class TimedCalls:
+    """Encoders that record, per call, which modality ran, torch's thread count, the thread and when."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str, float, float]] = []
+        self._lock = threading.Lock()
+
+    def record(self, modality: str, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        started = time.perf_counter()
+        time.sleep(0.02)  # long enough for calls to overlap if they are allowed to
+        out = run()
+        with self._lock:
+            self.calls.append(
+                (
+                    modality,
+                    torch.get_num_threads(),
+                    threading.current_thread().name,
+                    started,
+                    time.perf_counter(),
+                )
+            )
+        return out
+
+    def encoders(self, torch_forward: Collection[str] = ("text", "audio")) -> dict[str, Any]:
+        """Those named in `torch_forward` hold a torch module, as the BERT and emotion2vec adapters do
+        (their calls may take every core); the others stand for onnxruntime or numpy extractors."""
+        calls = self
+
+        class Text(FakeText):
+            def __init__(self) -> None:
+                super().__init__()
+                if "text" in torch_forward:
+                    self.pooler = torch.nn.Identity()
+
+            def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
+                return calls.record("text", lambda: FakeText.encode_batch(self, items))
+
+        class Audio(FakeAudio):
+            def __init__(self) -> None:
+                super().__init__()
+                if "audio" in torch_forward:
+                    self.pooler = torch.nn.Identity()
+
+            def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+                return calls.record("audio", lambda: FakeAudio.encode_batch(self, items))
+
+        return {"text": Text(), "audio": Audio()}
+
+
+@pytest.fixture
+def four_cpus(monkeypatch: pytest.MonkeyPatch, restore_torch_threads: None) -> int:
+    """The engine sees 4 CPUs whatever the machine has (a thread count is only a number to torch)."""
+    import app.workers
+
+    monkeypatch.setattr(app.workers, "count_available_cpus", lambda: 4)
+    return 4
+
+
+def _request(i: int, *, text: bool = True) -> UtteranceRequest:
+    return UtteranceRequest(
+        ConversationKey("", f"c{i}"),
+        transcript=f"utterance {i}" if text else None,
+        audio=wav_bytes(seconds=0.1 + 0.05 * i, sample_rate=8_000),
+    )
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("setting", "expected"), [(None, 1), (2, 2)])
-async def test_model_threads_run_torch_on_one_thread_on_cpu_unless_told(
-    make_engine: Any, restore_torch_threads: None, setting: int | None, expected: int
+@pytest.mark.parametrize(
+    ("settings", "expected"), [({}, 4), ({"adaptive_threads": False}, 1), ({"torch_threads": 2}, 2)]
+)
+async def test_a_lone_request_encodes_on_every_core_unless_told_otherwise(
+    make_engine: Any, four_cpus: int, settings: dict[str, Any], expected: int
 ) -> None:
-    seen: list[int] = []
+    recorder = TimedCalls()
+    torch.set_num_threads(3)  # the process default must not leak into the model threads
+    engine = await make_engine(recorder.encoders(), **settings)
+    await engine.submit(_request(0))
+    assert sorted((m, n) for m, n, *_ in recorder.calls) == [("audio", expected), ("text", expected)]
+    described = engine.describe()
+    assert described["torch_threads_alone"] == expected
+    assert described["torch_threads"] == settings.get("torch_threads", 1)
 
-    class CountingText(FakeText):
-        def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
-            seen.append(torch.get_num_threads())
-            return super().encode_batch(items)
 
-    torch.set_num_threads(2)  # the process default must not leak into the model threads
-    engine = await make_engine({"text": CountingText()}, torch_threads=setting)
-    await engine.submit(UtteranceRequest(KEY, transcript="hello"))
-    assert seen == [expected] and engine.describe()["torch_threads"] == expected
+@pytest.mark.asyncio
+async def test_a_lone_request_runs_text_and_audio_one_after_the_other_on_every_core(
+    make_engine: Any, four_cpus: int
+) -> None:
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders())
+    for i in range(3):  # one request at a time
+        await engine.submit(_request(i))
+    assert len(recorder.calls) == 6 and {n for _, n, *_ in recorder.calls} == {4}
+    _assert_wide_calls_ran_alone(recorder.calls)
+
+
+@pytest.mark.asyncio
+async def test_under_load_no_call_on_every_core_runs_beside_another(make_engine: Any, four_cpus: int) -> None:
+    """Concurrent requests: calls run side by side on one thread each, and a call that took every core
+    (when it happened to be the only work) had them to itself: the cores are never oversubscribed."""
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders(), encoder_workers=2, batch_max_size=4)
+    answers = await asyncio.gather(*(engine.submit(_request(i, text=i % 2 == 0)) for i in range(8)))
+    assert len(answers) == 8 and {n for _, n, *_ in recorder.calls} <= {1, 4}
+    assert any(n == 1 for _, n, *_ in recorder.calls)  # 8 requests at once: some calls had company
+    _assert_wide_calls_ran_alone(recorder.calls)
+
+
+@pytest.mark.asyncio
+async def test_encoders_without_a_torch_forward_never_take_every_core(
+    make_engine: Any, four_cpus: int
+) -> None:
+    """onnxruntime sessions and numpy extractors cannot use the threads: a lone request's two calls then
+    run side by side on one thread each rather than one waiting for the other."""
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders(torch_forward=()))
+    await engine.submit(_request(0))
+    assert sorted((m, n) for m, n, *_ in recorder.calls) == [("audio", 1), ("text", 1)]
+
+
+@pytest.mark.asyncio
+async def test_a_lone_request_with_one_encoder_that_cannot_widen_runs_both_on_one_thread(
+    make_engine: Any, four_cpus: int
+) -> None:
+    """The offline profile's shape (MiniLM in torch, prosody in numpy): side by side beats one after the
+    other, so the torch encoder does not take every core either; a text-only request still does."""
+    recorder = TimedCalls()
+    engine = await make_engine(recorder.encoders(torch_forward=("text",)))
+    await engine.submit(_request(0))
+    assert sorted((m, n) for m, n, *_ in recorder.calls) == [("audio", 1), ("text", 1)]
+    await engine.submit(UtteranceRequest(KEY, transcript="words only"))
+    assert recorder.calls[-1][:2] == ("text", 4)
+
+
+def _assert_wide_calls_ran_alone(calls: list[tuple[str, int, str, float, float]]) -> None:
+    for modality, threads, _, start, end in calls:
+        if threads > 1:
+            beside = [c for c in calls if c[3] < end and start < c[4] and c[3:] != (start, end)]
+            assert not beside, f"{modality} on {threads} threads overlapped {beside}"
+
+
+@pytest.mark.asyncio
+async def test_audio_is_decoded_off_the_event_loop(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.workers
+
+    threads: list[str] = []
+    decode = app.workers.decode_upload
+
+    def recording(*args: Any) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return decode(*args)
+
+    monkeypatch.setattr(app.workers, "decode_upload", recording)
+    engine = await make_engine()
+    await engine.submit(_request(0))
+    assert len(threads) == 1 and threads[0].startswith("lpgnet-decode")
 
 
 def _assert_same_answers(engine: Engine, reference: Engine) -> None:

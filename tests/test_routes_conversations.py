@@ -87,6 +87,25 @@ def test_audio_only_utterance_as_multipart(tiny_client: TestClient) -> None:
     assert r.json()["modalities"] == ["audio"]
 
 
+def test_a_post_hands_no_dependency_to_the_thread_pool(
+    tiny_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI runs a plain `def` dependency in its thread pool: a thread hand-off each, per request."""
+    import fastapi.dependencies.utils
+
+    handed_off: list[str] = []
+    run_in_threadpool = fastapi.dependencies.utils.run_in_threadpool
+
+    async def recording(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        handed_off.append(getattr(call, "__name__", repr(call)))
+        return await run_in_threadpool(call, *args, **kwargs)
+
+    monkeypatch.setattr(fastapi.dependencies.utils, "run_in_threadpool", recording)
+    r = post(tiny_client, "c1", audio=wav_bytes(seconds=0.4), transcript="hello there")
+    assert r.status_code == 200, r.text
+    assert handed_off == []
+
+
 def test_answer_for_index_i_depends_only_on_utterances_up_to_i(
     make_settings: Callable[..., Any], start_client: Callable[..., TestClient]
 ) -> None:

@@ -87,7 +87,7 @@ async def stream_utterances(websocket: WebSocket, conversation_id: ConversationI
     services: Services = websocket.app.state.services
     try:
         namespace = services.api_keys.namespace_for(bearer_key(websocket))
-        engine = get_engine(services)
+        engine = await get_engine(services)
     except ServiceError as exc:
         await refuse_websocket(websocket, exc)
         return
