@@ -28,7 +28,7 @@ from app.store import ConversationKey, ConversationStore, MemoryStore
 from app.store.base import NewUtterance, UtteranceMeta
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.encoders.base import Encoder, EncoderMismatchError
-from model.encoders.devices import resolve_device
+from model.encoders.devices import count_available_cpus, resolve_device
 from model.encoders.factory import MANIFEST, checkpoint_encoders
 from model.serving import Network
 
@@ -141,8 +141,10 @@ def _served_encoders(settings: Settings, checkpoint: Checkpoint, profile: str) -
             profile,
             device=settings.device,
             precision=settings.encoder_precision,
+            backend=settings.encoder_backend,
+            cache_dir=settings.graph_cache,
             bundle=bundle,
-            intra_op_threads=settings.onnx_threads,
+            intra_op_threads=_encoder_threads(settings, bundle),
             text_model=None if settings.text_model is None else str(settings.text_model),
             audio_model=None if settings.audio_model is None else str(settings.audio_model),
             tiny_dir=settings.tiny_dir,
@@ -152,6 +154,17 @@ def _served_encoders(settings: Settings, checkpoint: Checkpoint, profile: str) -
     except (KeyError, ValueError) as exc:
         source = f"the bundle {bundle}" if bundle is not None else f"profile {profile!r}"
         raise StartupError(f"cannot build the encoders of {source}: {exc}") from exc
+
+
+def _encoder_threads(settings: Settings, bundle: Path | None) -> int | tuple[int, ...] | None:
+    """onnxruntime sessions per encoder graph: LPGNET_ONNX_THREADS if set; a bundle's, half the CPUs
+    each (`create_session`); otherwise the core budget's two counts (`app.workers`): one thread for a
+    call with company, every CPU for a lone one (or LPGNET_TORCH_THREADS, fixed)."""
+    if settings.onnx_threads is not None or bundle is not None:
+        return settings.onnx_threads
+    if settings.torch_threads is not None:
+        return settings.torch_threads
+    return (1, count_available_cpus()) if settings.adaptive_threads else 1
 
 
 def onnx_bundle(settings: Settings) -> Path | None:

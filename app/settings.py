@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.checkpoint import DEFAULT_CHECKPOINT
+from model.encoders.factory import EncoderBackend
 from model.encoders.precision import Precision
 from model.paths import cache_root
 
@@ -103,11 +104,22 @@ class Settings(BaseSettings):
         le=256,
         description="Threads that decode and resample uploaded audio, off the event loop.",
     )
+    encoder_backend: EncoderBackend = Field(
+        default="auto",
+        description=(
+            "Runtime of the transformer encoders (text BERT/MiniLM, emotion2vec). auto: on CPU their"
+            " onnxruntime graphs, exported once into cache_dir and checked against PyTorch fp32 at every"
+            " start (an encoder whose graph fails stays in PyTorch); PyTorch on CUDA. onnx: graphs or a"
+            " start-up error. torch: PyTorch. Feature extractors (prosody, eGeMAPS) are numpy."
+        ),
+    )
     encoder_precision: Precision = Field(
         default="auto",
         description=(
-            "PyTorch encoders on CPU: bf16 autocast (auto: where the CPU has native bf16; parity with"
-            " fp32 is tested), or fp32."
+            "Encoder precision on CPU. auto: onnxruntime int8 where its probe parity holds, else fp32;"
+            " PyTorch encoders bf16 autocast where the CPU has native bf16. int8 (onnxruntime only),"
+            " fp32, or bf16 (PyTorch only). Accuracy bounds: tests/test_encoders_served.py and"
+            " tests/test_precision.py."
         ),
     )
     context_window: int = Field(
@@ -299,6 +311,10 @@ class Settings(BaseSettings):
                 f"max_utterances_stored ({self.max_utterances_stored}) must be >= context_window "
                 f"({self.context_window}): the model's context is read from stored utterances"
             )
+        if self.encoder_backend == "torch" and self.encoder_precision == "int8":
+            raise ValueError("encoder_precision int8 is onnxruntime's: set encoder_backend auto or onnx")
+        if self.encoder_backend == "onnx" and self.encoder_precision == "bf16":
+            raise ValueError("encoder_precision bf16 is PyTorch's: set encoder_backend auto or torch")
         return self
 
     @property

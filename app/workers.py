@@ -58,7 +58,7 @@ class ModelWorkers:
         self.settings = settings
         self.cores = _core_budget(settings, device)
         self.torch_threads = self.cores.shared  # of a job with company (`cores.alone`: of a lone one)
-        self._widens = {modality: _runs_torch_modules(e) for modality, e in encoders.items()}
+        self._widens = {modality: _follows_lease(e) for modality, e in encoders.items()}
 
         def batcher(name: str, run: Callable[[Sequence[Any]], Sequence[Any]]) -> MicroBatcher[Any, Any]:
             return MicroBatcher(
@@ -120,8 +120,9 @@ class ModelWorkers:
 
     def owner(self, modalities: Collection[str]) -> Owner:
         """The core budget's token for one request that encodes these modalities: its calls take every
-        core (alone) only if all of them run torch modules; with an onnxruntime or numpy encoder among
-        them they run side by side (the offline profile's MiniLM and prosody: 8% faster so)."""
+        core (alone) only if all of them follow the lease (torch modules, onnxruntime graphs with a session
+        per count); with a numpy extractor among them they run side by side (the offline profile's
+        MiniLM and prosody: 8% faster so)."""
         return Owner(widen=all(self._widens[m] for m in modalities))
 
     async def encode_text(self, transcript: str, owner: Owner | None = None) -> tuple[np.ndarray, bool]:
@@ -209,17 +210,27 @@ class ModelWorkers:
                     **e.spec.to_dict(),
                     "sample_rate": e.sample_rate,
                     "precision": getattr(e, "precision", "fp32"),  # reduced-precision encoders say so
+                    "runtime": "onnxruntime" if hasattr(e, "sessions") else _runtime(e),
                 }
                 for m, e in sorted(self.encoders.items())
             },
         }
 
 
-def _runs_torch_modules(encoder: Encoder) -> bool:
+def _follows_lease(encoder: Encoder) -> bool:
     """Whether a call of `encoder` runs on the intra-op threads its lease sets: its forward is a torch
-    module. onnxruntime sessions keep the count they were built with and numpy extractors (prosody)
-    run on one thread, so their calls never take every core (they would only make others wait)."""
+    module, or it holds onnxruntime sessions for several thread counts and runs the one matching the
+    calling thread's torch count (`model.encoders.onnx`). A single session keeps the count it was built
+    with and numpy extractors (prosody) run on one thread, so their calls never take every core (they
+    would only make others wait)."""
+    if len(getattr(encoder, "sessions", ())) > 1:
+        return True
     return any(isinstance(value, torch.nn.Module) for value in vars(encoder).values())
+
+
+def _runtime(encoder: Encoder) -> str:
+    """What runs an encoder without onnxruntime sessions: torch modules, or numpy (an extractor)."""
+    return "torch" if any(isinstance(v, torch.nn.Module) for v in vars(encoder).values()) else "numpy"
 
 
 def _core_budget(settings: Settings, device: str) -> CoreBudget:

@@ -71,7 +71,7 @@ def build_candidates(
     variants share the weights (a shallow copy with the `bf16` flag set), and the onnxruntime ones are
     the cached exports of the same weights.
     """
-    from bench.models import export_onnx_encoders, quantize_onnx_encoder
+    from model.encoders.onnx import export_encoder_cached, load_onnx_encoder, quantize_encoder_graph
     from model.encoders.precision import has_native_bf16
 
     threads = sorted({1, cores})
@@ -84,15 +84,15 @@ def build_candidates(
             variant.bf16 = precision == "bf16"
             candidates += [Candidate(modality, "torch", precision, t, variant) for t in threads]
     try:
-        graphs = export_onnx_encoders(encoders, cache)
+        graphs = {m: export_encoder_cached(e, cache) for m, e in encoders.items()}
     except Exception as exc:  # the exporters fail in many ways; the floor then has no onnx candidate
         log.warning("ONNX export of the encoders failed: %s", exc)
         return candidates, [{"name": f"onnx-*-t{cores}", "reason": f"export failed: {exc}"}]
     for modality, directory in graphs.items():
         for precision in ("fp32", "int8"):
             try:
-                graph = directory if precision == "fp32" else quantize_onnx_encoder(directory)
-                encoder = _onnx_encoder(modality, graph, cores)
+                graph = directory if precision == "fp32" else quantize_encoder_graph(directory)
+                encoder = load_onnx_encoder(graph, device="cpu", intra_op_threads=cores)
             except Exception as exc:
                 log.warning("onnx %s %s candidate unavailable: %s", precision, modality, exc)
                 missing.append({"name": f"{modality}:onnx-{precision}-t{cores}", "reason": str(exc)})
@@ -100,13 +100,6 @@ def build_candidates(
             candidates.append(Candidate(modality, "onnx", precision, cores, encoder))
     order = list(encoders)
     return sorted(candidates, key=lambda c: order.index(c.modality)), missing
-
-
-def _onnx_encoder(modality: str, directory: Path, threads: int) -> Any:
-    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder
-
-    kind = OnnxTextEncoder if modality == "text" else OnnxEmotion2VecEncoder
-    return kind(directory, device="cpu", intra_op_threads=threads)
 
 
 class FloorMode:

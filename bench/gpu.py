@@ -124,11 +124,10 @@ def compare_encoders(served: Any, device: str, clips: list[Any], cache: Path, co
     """Per encoder: PyTorch fp32, fp16 / bf16 autocast and onnxruntime at batch 1, p50 and cosine to fp32."""
     import torch
 
-    from bench.models import export_onnx_encoders
     from bench.serving import encoder_dirs
     from bench.stats import summarize
     from model.encoders.emotion2vec import SAMPLE_RATE, Emotion2VecEncoder
-    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder
+    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder, export_encoder_cached
     from model.encoders.text import HFTextEncoder
 
     text_dir, audio_dir = encoder_dirs(served)
@@ -140,7 +139,7 @@ def compare_encoders(served: Any, device: str, clips: list[Any], cache: Path, co
         "text": [c.transcript for c in clips[:count]],
         "audio": [c.waveform(SAMPLE_RATE) for c in clips[:count]],
     }
-    graphs = export_onnx_encoders(encoders, cache)
+    graphs = {modality: export_encoder_cached(e, cache) for modality, e in encoders.items()}
     out: dict[str, Any] = {}
     for modality, encoder in encoders.items():
         variants: dict[str, Any] = {

@@ -61,15 +61,18 @@ class NaivePipeline:
         return cls(funasr_model, tokenizer, bert, load_checkpoint(checkpoint).model.eval())
 
     @classmethod
-    def sharing(cls, engine: Any, text_dir: Path, audio_dir: Path, checkpoint: Path) -> NaivePipeline:
-        """The same objects `load` would build, taken from the engine when it has them (saves a load).
+    def sharing(
+        cls, encoders: dict[str, Any], text_dir: Path, audio_dir: Path, checkpoint: Path
+    ) -> NaivePipeline:
+        """The same objects `load` would build, taken from PyTorch encoders when they have them (saves
+        a load; `bench.serving.torch_encoders` gives the engine's or fp32 copies of its graphs').
 
-        The engine's PyTorch emotion2vec encoder keeps funasr's `AutoModel` and its text encoder keeps
-        the `transformers` model and tokenizer; the calls below are still the naive ones.
+        A PyTorch emotion2vec encoder keeps funasr's `AutoModel` and a text encoder keeps the
+        `transformers` model and tokenizer; the calls below are still the naive ones.
         """
         from model.checkpoint import load_checkpoint
 
-        audio, text = engine.encoders.get("audio"), engine.encoders.get("text")
+        audio, text = encoders.get("audio"), encoders.get("text")
         funasr_model = getattr(audio, "funasr_model", None)
         bert = getattr(getattr(text, "pooler", None), "model", None)
         tokenizer = getattr(text, "tokenizer", None)

@@ -33,6 +33,8 @@ from bench.sections import Section, run_concurrency, run_latency, run_offline, r
 from bench.serving import (
     close_engine,
     encoder_dirs,
+    export_graphs,
+    graph_cache,
     load_engine,
     prepare_served,
     service_settings,
@@ -78,6 +80,8 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
     log.info("bench %s: backend %s, naive on %d threads, plan %s", opts.kind, opts.backend, threads, plan)
 
     main, offline = await asyncio.to_thread(prepare_served, opts)
+    if opts.precision != "bf16":
+        await asyncio.to_thread(export_graphs, main, opts)  # once, before three loaders want them
     settings = service_settings(main, opts)
     server: ServiceProcess | None = None
     engine = offline_engine = http_mode = None
@@ -93,9 +97,12 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
         model_threads = engine.workers.torch_threads
         facts["service_torch_threads"] = model_threads
         text_dir, audio_dir = encoder_dirs(main)
-        naive = await asyncio.to_thread(NaivePipeline.sharing, engine, text_dir, audio_dir, main.checkpoint)
+        reference = await asyncio.to_thread(torch_encoders, engine, main)  # PyTorch fp32
+        naive = await asyncio.to_thread(
+            NaivePipeline.sharing, reference, text_dir, audio_dir, main.checkpoint
+        )
         candidates, unavailable = await asyncio.to_thread(
-            build_candidates, torch_encoders(engine, main), cache=opts.cache, cores=facts["cores"]
+            build_candidates, reference, cache=graph_cache(opts), cores=facts["cores"]
         )
         floor = FloorMode(candidates)
         await asyncio.to_thread(floor.prepare, clips)
@@ -138,7 +145,8 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
         offline_engine = await load_engine(offline, opts)
         offline_figures, flat_pairs = await run_offline(offline_engine, clips, plan)
         own_cpu = Stopwatch(own_pids).cpu_seconds() - own_cpu_at_start
-        served = {m: candidate_name(e, model_threads) for m, e in engine.encoders.items()}
+        alone = engine.workers.cores.alone  # a lone request: the latency the floor is compared with
+        served = {m: candidate_name(e, alone) for m, e in engine.encoders.items()}
         floor_parts = latency.pop("floor").parts
         return build_report(
             opts=opts,

@@ -219,8 +219,16 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     cache_dir: CacheDirOption = None,
     device: DeviceOption = "auto",
+    encoder_backend: Annotated[
+        str,
+        typer.Option(help="auto (the service's rule: onnxruntime graphs on CPU) | torch | onnx."),
+    ] = "auto",
     encoder_precision: Annotated[
-        str, typer.Option(help="auto (the service's rule: bf16 on native-bf16 CPUs) | fp32 | bf16.")
+        str,
+        typer.Option(
+            help="auto (the service's rule: onnxruntime int8 where parity holds, else fp32; PyTorch bf16"
+            " on native-bf16 CPUs) | fp32 | bf16 | int8."
+        ),
     ] = "auto",
     verbose: VerboseOption = False,
 ) -> None:
@@ -247,6 +255,7 @@ def evaluate(
             only_labelled=labelled_only,
             device=device,
             precision=encoder_precision,  # type: ignore[arg-type]
+            backend=encoder_backend,  # type: ignore[arg-type]
             progress=True,
         )
     except EncoderMismatchError as exc:  # its message names the profile and both specs

@@ -24,7 +24,7 @@ from model.baselines import BaselineCheckpoint, load_baseline
 from model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
 from model.data import Corpus, labelled_only, load_corpus
 from model.encoders.base import Encoder
-from model.encoders.factory import checked_encoders, checkpoint_encoders
+from model.encoders.factory import EncoderBackend, checked_encoders, checkpoint_encoders
 from model.encoders.precision import Precision
 from model.features import FeatureCache, FeatureSet, extract_features
 from model.scoring import DialoguePrediction, Protocol, predict_dialogues, score
@@ -88,12 +88,16 @@ def predict_checkpoint(
     only_labelled: bool | None = None,
     device: str = "auto",
     precision: Precision = "auto",
+    backend: EncoderBackend = "auto",
+    graph_cache: str | Path | None = None,
     progress: bool = False,
 ) -> tuple[AnyCheckpoint, FeatureSet, ServingContract, list[DialoguePrediction]]:
     """What the service answers for every utterance of `split` (or the offline protocol's answers).
 
     `window` overrides the checkpoint's K (to mirror a service configured with another
-    LPGNET_CONTEXT_WINDOW); `encoders` defaults to the checkpoint's profile, built at `precision` (the
+    LPGNET_CONTEXT_WINDOW); `encoders` defaults to the checkpoint's profile served by `backend` (the
+    service's LPGNET_ENCODER_BACKEND: auto is onnxruntime on CPU, graphs in `graph_cache`, default the
+    user's cache as LPGNET_CACHE_DIR's) at `precision` (the
     service's rule, LPGNET_ENCODER_PRECISION: auto is bf16 autocast on CPUs with native bf16, so
     evaluation on a machine answers what the service answers on it); either way they are checked
     against its specs.
@@ -109,7 +113,14 @@ def predict_checkpoint(
     )
     corpus = load_eval_corpus(ckpt, data, split, label_map, only_labelled)
     if encoders is None:
-        encoders = checkpoint_encoders(ckpt.encoders, ckpt.profile, device=device, precision=precision)
+        encoders = checkpoint_encoders(
+            ckpt.encoders,
+            ckpt.profile,
+            device=device,
+            precision=precision,
+            backend=backend,
+            cache_dir=graph_cache,
+        )
     else:
         encoders = checked_encoders(ckpt.encoders, encoders)
     cache = FeatureCache(cache_dir)

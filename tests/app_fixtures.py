@@ -137,9 +137,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_specs: dict[s
 
 
 @pytest.fixture(scope="session")
-def graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache of exported LPGNet graphs for the session (backend auto exports each checkpoint once)."""
-    return tmp_path_factory.mktemp("graph-cache")
+def graph_cache(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """One cache of exported graphs for the run (backend auto exports each checkpoint once, and each
+    encoder once: a file lock makes the other xdist worker wait rather than export it too)."""
+    if worker_id == "master":  # no xdist
+        return tmp_path_factory.mktemp("graph-cache")
+    shared = tmp_path_factory.getbasetemp().parent / "graph-cache"  # the workers' common root
+    shared.mkdir(exist_ok=True)
+    return shared
 
 
 def without_lpgnet_variables(mp: pytest.MonkeyPatch) -> None:

@@ -137,18 +137,22 @@ _SERVER = textwrap.dedent(
     import app.engine
     from app.server import run
     from app.settings import Settings
+    from model.encoders.onnx import OnnxTextEncoder
     from model.encoders.text import HFTextEncoder
 
     SLOW, HOLD = {slow!r}, {hold!r}
-    original = HFTextEncoder.encode_with_info
 
-    def encode_with_info(self, texts):
-        if any(SLOW in t for t in texts):
-            print("slow request started", file=sys.stderr, flush=True)
-            time.sleep({slow_s})
-        return original(self, texts)
+    def slowed(original):
+        def encode_with_info(self, texts):
+            if any(SLOW in t for t in texts):
+                print("slow request started", file=sys.stderr, flush=True)
+                time.sleep({slow_s})
+            return original(self, texts)
+        return encode_with_info
 
-    HFTextEncoder.encode_with_info = encode_with_info
+    # whichever serves: the PyTorch encoder or its onnxruntime graph (the default on CPU)
+    HFTextEncoder.encode_with_info = slowed(HFTextEncoder.encode_with_info)
+    OnnxTextEncoder.encode_with_info = slowed(OnnxTextEncoder.encode_with_info)
     original_score = app.engine.Engine._score
     held = set()
 

@@ -152,6 +152,7 @@ def test_train_without_matplotlib_fails_at_once_and_names_the_extra(tmp_path, mo
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
+
     def find_spec(name, *args):
         return None if name == "matplotlib" else real_find_spec(name, *args)
 

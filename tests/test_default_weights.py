@@ -40,7 +40,14 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("modalities", ["both", "text", "audio"])
 def test_iemocap_session5_as_recorded(recorded: dict, modalities: str, cache: Path) -> None:
     m = evaluate_checkpoint(
-        None, IEMOCAP, "test", modalities=modalities, precision="fp32", cache_dir=cache, device="cpu"
+        None,
+        IEMOCAP,
+        "test",
+        modalities=modalities,
+        precision="fp32",
+        backend="torch",
+        cache_dir=cache,
+        device="cpu",
     )
     want = recorded[f"iemocap/{modalities}"]
     assert m["labelled_read"]["total"] == 1241
@@ -52,7 +59,14 @@ def test_iemocap_session5_as_recorded(recorded: dict, modalities: str, cache: Pa
 @pytest.mark.skipif(not RAVDESS_12.is_dir(), reason=f"RAVDESS actors 01-12 absent ({RAVDESS_12})")
 def test_ravdess_test_actors_audio_only_as_recorded(recorded: dict, cache: Path) -> None:
     m = evaluate_checkpoint(
-        None, RAVDESS_12, "test", modalities="audio", precision="fp32", cache_dir=cache, device="cpu"
+        None,
+        RAVDESS_12,
+        "test",
+        modalities="audio",
+        precision="fp32",
+        backend="torch",
+        cache_dir=cache,
+        device="cpu",
     )
     want = recorded["ravdess/audio"]
     assert m["n"] == want["n"] == 168

@@ -54,8 +54,9 @@ def test_text_graph_matches_pytorch(tiny_text_encoder: HFTextEncoder, onnx_text_
 
 def test_text_graph_from_the_torchscript_exporter(tiny_text_encoder: HFTextEncoder, tmp_path: Path) -> None:
     directory = export_text_encoder(tiny_text_encoder, tmp_path, dynamo=False)
-    assert_parity(OnnxTextEncoder(directory, device="cpu").encode_batch(TEXTS),
-                  tiny_text_encoder.encode_batch(TEXTS))
+    assert_parity(
+        OnnxTextEncoder(directory, device="cpu").encode_batch(TEXTS), tiny_text_encoder.encode_batch(TEXTS)
+    )
 
 
 def test_emotion2vec_graph_matches_pytorch(tiny_emotion2vec: Emotion2VecEncoder, onnx_e2v_dir: Path) -> None:

@@ -623,16 +623,18 @@ def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
 ) -> None:
     store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
     cache = tmp_path / "cache"
-    engine = Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    engine = Engine.load(make_settings(cache_dir=cache, encoder_backend="torch"), store, Metrics())
     assert engine.backend == "onnx" and engine.describe()["backend"] == "onnx"
     (graph,) = cache.glob("*.onnx")
     stamp = graph.stat().st_mtime_ns
-    again = Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    again = Engine.load(make_settings(cache_dir=cache, encoder_backend="torch"), store, Metrics())
     assert again.backend == "onnx" and [p.stat().st_mtime_ns for p in cache.glob("*.onnx")] == [stamp]
     _assert_same_answers(engine, Engine.load(make_settings(backend="torch"), store, Metrics()))
     # another checkpoint in the same cache gets a graph of its own and answers like its own weights
     other = write_tiny_checkpoint(tmp_path / "other.pt", tiny_specs, seed=7)
-    other_engine = Engine.load(make_settings(checkpoint=other, cache_dir=cache), store, Metrics())
+    other_engine = Engine.load(
+        make_settings(checkpoint=other, cache_dir=cache, encoder_backend="torch"), store, Metrics()
+    )
     assert other_engine.backend == "onnx" and len(list(cache.glob("*.onnx"))) == 2
     _assert_same_answers(
         other_engine, Engine.load(make_settings(checkpoint=other, backend="torch"), store, Metrics())
@@ -652,11 +654,11 @@ def test_auto_backend_exports_again_over_a_cached_graph_that_changed(
 
     store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
     cache = tmp_path / "cache"
-    Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    Engine.load(make_settings(cache_dir=cache, encoder_backend="torch"), store, Metrics())
     (graph,) = cache.glob("*.onnx")
     other = load_checkpoint(write_tiny_checkpoint(tmp_path / "other.pt", tiny_specs, seed=7))
     export_lpgnet(other.model, graph)  # the cached file now holds another model's graph
-    engine = Engine.load(make_settings(cache_dir=cache), store, Metrics())
+    engine = Engine.load(make_settings(cache_dir=cache, encoder_backend="torch"), store, Metrics())
     assert "differ from PyTorch" in caplog.text and engine.backend == "onnx"
     assert graph.stat().st_mode & 0o777 == 0o644  # readable by other users of a shared cache
     _assert_same_answers(engine, Engine.load(make_settings(backend="torch"), store, Metrics()))
@@ -677,7 +679,9 @@ def test_auto_backend_falls_back_to_torch_when_export_fails(
 
     monkeypatch.setattr(model.export, "export_lpgnet", broken)
     store = MemoryStore(ttl_s=1, max_conversations=1, max_utterances=10, vectors_kept=8)
-    engine = Engine.load(make_settings(cache_dir=tmp_path / "cache"), store, Metrics())
+    engine = Engine.load(
+        make_settings(cache_dir=tmp_path / "cache", encoder_backend="torch"), store, Metrics()
+    )
     assert engine.backend == "torch" and "exporter exploded" in caplog.text
     assert not list((tmp_path / "cache").iterdir())  # nothing half-written left behind
 

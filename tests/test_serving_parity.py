@@ -103,16 +103,28 @@ def test_replay_through_the_api_matches_lpgnet_evaluate_beyond_the_window(
     make_settings: Callable[..., Settings],
     start_client: Callable[..., TestClient],
 ) -> None:
-    from model.encoders.profiles import build_encoders
+    from model.encoders.factory import checkpoint_encoders
 
     corpus = write_mixed_corpus(tmp_path)
-    # the service's precision rule (bf16 autocast on native-bf16 CPUs), as `lpgnet evaluate` applies it
-    encoders = build_encoders("tiny", device="cpu", tiny_dir=tiny_encoder_dir, precision="auto")
+    # the service's encoder rule (onnxruntime graphs on CPU, int8 where parity holds), as `lpgnet
+    # evaluate` applies it, from the graph cache the service reads
+    settings = make_settings(checkpoint=windowed_checkpoint, context_window=4, **store_settings)
+    ckpt = load_checkpoint(windowed_checkpoint)
+    encoders = checkpoint_encoders(
+        ckpt.encoders,
+        "tiny",
+        device="cpu",
+        precision="auto",
+        backend="auto",
+        cache_dir=settings.graph_cache,
+        tiny_dir=tiny_encoder_dir,
+    )
+    assert any(type(e).__name__.startswith("Onnx") for e in encoders.values())
     _, features, contract, preds = predict_checkpoint(
         windowed_checkpoint, corpus, "test", encoders=encoders, cache_dir=tmp_path / "cache"
     )
     assert contract.window == 4 and max(len(d) for d in features.dialogues) == 9  # the window slides
-    client = start_client(make_settings(checkpoint=windowed_checkpoint, context_window=4, **store_settings))
+    client = start_client(settings)
     assert_same(prediction_rows(features, preds), replay(client, corpus))
 
 
@@ -139,7 +151,7 @@ def test_replay_needs_the_same_window_to_match() -> None:
 
 @pytest.mark.skipif(not IEMOCAP.is_file(), reason=f"shared IEMOCAP table absent ({IEMOCAP})")
 def test_default_checkpoint_text_only_replay_of_a_long_iemocap_dialogue(
-    tmp_path: Path, clean_env: None, start_client: Callable[..., TestClient]
+    tmp_path: Path, clean_env: None, graph_cache: Path, start_client: Callable[..., TestClient]
 ) -> None:
     rows = [json.loads(line) for line in IEMOCAP.read_text().splitlines()]
     dialogue = [r for r in rows if r["dialogue_id"] == "Ses05F_impro05"]
@@ -147,7 +159,13 @@ def test_default_checkpoint_text_only_replay_of_a_long_iemocap_dialogue(
     corpus.write_text("".join(json.dumps(r) + "\n" for r in dialogue))  # the IEMOCAP table format
     ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
     _, features, contract, preds = predict_checkpoint(
-        ckpt, corpus, "test", modalities="text", cache_dir=tmp_path / "cache", device="cpu"
+        ckpt,
+        corpus,
+        "test",
+        modalities="text",
+        cache_dir=tmp_path / "cache",
+        graph_cache=graph_cache,  # the service's (LPGNET_CACHE_DIR)
+        device="cpu",
     )
     offline = prediction_rows(features, preds)
     assert contract.window == 64 and len(offline) == 91  # 91 transcribed utterances: the window slides
@@ -159,7 +177,11 @@ def test_default_checkpoint_text_only_replay_of_a_long_iemocap_dialogue(
 @pytest.mark.skipif(not RAVDESS.is_dir(), reason=f"shared RAVDESS folder absent ({RAVDESS})")
 @pytest.mark.parametrize("modalities", ["audio", "both"])
 def test_default_checkpoint_replay_of_a_ravdess_actor_matches_lpgnet_evaluate(
-    tmp_path: Path, clean_env: None, start_client: Callable[..., TestClient], modalities: str
+    tmp_path: Path,
+    clean_env: None,
+    graph_cache: Path,
+    start_client: Callable[..., TestClient],
+    modalities: str,
 ) -> None:
     actor = tmp_path / "actor07"  # a test actor: never used for a choice
     actor.mkdir()
@@ -168,7 +190,13 @@ def test_default_checkpoint_replay_of_a_ravdess_actor_matches_lpgnet_evaluate(
     corpus = write_jsonl(read_ravdess(actor), tmp_path / "ravdess.jsonl")  # absolute audio paths
     ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
     _, features, _, preds = predict_checkpoint(
-        ckpt, corpus, "test", modalities=modalities, cache_dir=tmp_path / "cache", device="cpu"
+        ckpt,
+        corpus,
+        "test",
+        modalities=modalities,
+        cache_dir=tmp_path / "cache",
+        graph_cache=graph_cache,
+        device="cpu",
     )
     offline = prediction_rows(features, preds)
     assert len(offline) == 28  # the actor's clips of the four classes, in the corpus's fixed order

@@ -7,6 +7,14 @@ exported with other encoders than the ones it records. The encoders come from an
 graphs of an `lpgnet export` bundle (`load_bundle_encoders`); only the checkpoint's modalities are kept,
 and their specs must match the recorded ones (`EncoderMismatchError` otherwise).
 
+Backend (`EncoderBackend`): "torch" serves the profile's PyTorch encoders as built; "onnx" and "auto"
+serve each exportable one (the transformers: text BERT/MiniLM, emotion2vec) as its onnxruntime graph,
+exported once into `cache_dir` and quantised to int8 where the precision allows, but only after its
+vectors match the PyTorch fp32 ones on fixed probes (`onnx_served`). "auto" does so on CPU only, and
+keeps PyTorch for an encoder whose graph cannot be built or fails parity; "onnx" makes that an error.
+Extractors (prosody, eGeMAPS) are numpy either way. On the machines measured, onnxruntime int8 is the
+fastest batch-1 candidate for both transformers (bench/RESULTS.md, the floor's candidate table).
+
 `build_encoders` is called directly only where there is no checkpoint yet: `lpgnet train` builds its
 profile's encoders and records their specs in the checkpoint it writes, and `profiles.profile_specs`
 learns a profile's specs (the benchmark writes random checkpoints with them).
@@ -14,14 +22,23 @@ learns a profile's specs (the benchmark writes random checkpoints with them).
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from model.encoders.base import Encoder, EncoderMismatchError, EncoderSpec, check_encoders_match
+from model.encoders.devices import resolve_device
 from model.encoders.precision import Precision
 
-MANIFEST = "manifest.json"  # what `lpgnet export` writes into a bundle: graphs, specs, checkpoint
+log = logging.getLogger(__name__)
+
+EncoderBackend = Literal["auto", "torch", "onnx"]
+ENCODER_BACKENDS: tuple[EncoderBackend, ...] = ("auto", "torch", "onnx")
+MANIFEST = "manifest.json"
+REJECTED = "rejected.json"  # beside a graph that failed the probe parity: its cosine  # what `lpgnet export` writes into a bundle: graphs, specs, checkpoint
 
 
 def checkpoint_encoders(
@@ -30,8 +47,10 @@ def checkpoint_encoders(
     *,
     device: str,
     precision: Precision,
+    backend: EncoderBackend = "torch",
+    cache_dir: str | Path | None = None,
     bundle: str | Path | None = None,
-    intra_op_threads: int | None = None,
+    intra_op_threads: int | Sequence[int] | None = None,
     text_model: str | None = None,
     audio_model: str | None = None,
     tiny_dir: str | Path | None = None,
@@ -40,7 +59,8 @@ def checkpoint_encoders(
 
     With `bundle` (an `lpgnet export` directory): its graphs in onnxruntime (`intra_op_threads` each)
     and native extractors for numpy features; the profile and overrides are not used. Otherwise the
-    profile's encoders with the local-directory overrides, PyTorch ones at `precision`. Raises
+    profile's encoders with the local-directory overrides, served by `backend` (module doc; graphs in
+    `cache_dir`, one onnxruntime session per count of `intra_op_threads`) at `precision`. Raises
     `EncoderMismatchError` when a spec differs, `KeyError` / `ValueError` when they cannot be built.
     """
     if bundle is not None:
@@ -49,17 +69,108 @@ def checkpoint_encoders(
     else:
         from model.encoders.profiles import build_encoders  # heavy: transformers, funasr
 
+        if backend not in ENCODER_BACKENDS:
+            raise ValueError(f"encoder backend must be one of {ENCODER_BACKENDS}, got {backend!r}")
+        onnx = backend == "onnx" or (backend == "auto" and resolve_device(device).type == "cpu")
+        if onnx and precision == "bf16":
+            if backend == "onnx":
+                raise ValueError(
+                    "precision 'bf16' is PyTorch's CPU autocast; onnxruntime serves int8 or fp32"
+                )
+            onnx = False
+        if not onnx and precision == "int8":
+            raise ValueError("precision 'int8' is onnxruntime's: use encoder backend auto or onnx on CPU")
         profile_encoders = build_encoders(
             profile,
             device=device,
-            precision=precision,
+            precision="fp32" if onnx else precision,  # PyTorch is the parity reference: fp32
             text_model=text_model,
             audio_model=audio_model,
             tiny_dir=tiny_dir,
         )
-        built = {str(m): e for m, e in profile_encoders.items()}
+        built = {str(m): e for m, e in profile_encoders.items() if str(m) in recorded}
+        if onnx:
+            from model.paths import cache_root
+
+            built = onnx_served(
+                built,
+                cache_dir=Path(cache_dir) if cache_dir is not None else cache_root(),
+                precision=precision,
+                device=device,
+                threads=intra_op_threads,
+                strict=backend == "onnx",
+            )
         source = f"the encoders of profile {profile!r}"
     return checked_encoders(recorded, built, source)
+
+
+def onnx_served(
+    encoders: Mapping[str, Encoder],
+    *,
+    cache_dir: Path,
+    precision: Precision,
+    device: str = "cpu",
+    threads: int | Sequence[int] | None = None,
+    strict: bool = False,
+) -> dict[str, Encoder]:
+    """`encoders` with each exportable PyTorch one replaced by its onnxruntime graph, where it passes.
+
+    `precision` auto tries int8 then fp32, int8 / fp32 only that one. A graph serves when the lowest
+    cosine of its vectors to the fp32 PyTorch encoder's over `probe_inputs` reaches `PARITY_COSINE`
+    (checked at every start, as the LPGNet graph is). A graph that fails is marked (`REJECTED` in its
+    directory, which is keyed by the weights): later starts skip it without loading it again. `strict`: no graph that passes is a `ValueError`;
+    else the PyTorch encoder stays, at the precision "auto" gives it, with a warning.
+    """
+    from model.encoders.onnx import (
+        PARITY_COSINE,
+        export_encoder_cached,
+        exportable,
+        load_onnx_encoder,
+        parity_cosine,
+        probe_inputs,
+        quantize_encoder_graph,
+    )
+    from model.encoders.precision import resolve_bf16
+
+    tried = ["int8", "fp32"] if precision == "auto" else [precision]
+    served: dict[str, Encoder] = {}
+    for modality, encoder in encoders.items():
+        served[modality] = encoder
+        if not exportable(encoder):
+            continue
+        failures: list[str] = []
+        try:
+            graph = export_encoder_cached(encoder, cache_dir)  # type: ignore[arg-type]
+            probes = probe_inputs(encoder)
+            for candidate in tried:
+                directory = graph if candidate == "fp32" else quantize_encoder_graph(graph)
+                verdict = directory / REJECTED
+                if verdict.is_file():  # this very graph failed these probes before: they are fixed
+                    cosine = float(json.loads(verdict.read_text()).get("cosine", 0.0))
+                    if cosine < PARITY_COSINE:
+                        failures.append(
+                            f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE} (recorded)"
+                        )
+                        continue
+                onnx = load_onnx_encoder(directory, device=device, intra_op_threads=threads)
+                cosine = parity_cosine(encoder, onnx, probes)
+                if cosine >= PARITY_COSINE:
+                    served[modality] = onnx  # type: ignore[assignment]
+                    log.info("%s encoder: onnxruntime %s (probe cosine %.5f)", modality, candidate, cosine)
+                    break
+                failures.append(f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE}")
+                verdict.write_text(json.dumps({"cosine": cosine, "bound": PARITY_COSINE}))
+        except Exception as exc:  # noqa: BLE001 - exporter, quantiser and runtime fail in many ways
+            failures.append(f"{type(exc).__name__}: {exc}")
+        if served[modality] is encoder:
+            if strict:
+                raise ValueError(f"no onnxruntime graph serves the {modality} encoder: {'; '.join(failures)}")
+            if precision == "auto" and hasattr(encoder, "bf16"):
+                encoder = copy.copy(encoder)  # shares the weights; bf16 autocast where the CPU has it
+                encoder.bf16 = resolve_bf16("auto", resolve_device(device))  # type: ignore[attr-defined]
+                served[modality] = encoder
+            log.warning("%s encoder stays in PyTorch: %s", modality, "; ".join(failures))
+    return served
 
 
 def checked_encoders(
@@ -95,4 +206,12 @@ def load_bundle_encoders(
     return encoders
 
 
-__all__ = ["MANIFEST", "checked_encoders", "checkpoint_encoders", "load_bundle_encoders"]
+__all__ = [
+    "ENCODER_BACKENDS",
+    "MANIFEST",
+    "EncoderBackend",
+    "checked_encoders",
+    "checkpoint_encoders",
+    "load_bundle_encoders",
+    "onnx_served",
+]

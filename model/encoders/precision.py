@@ -21,8 +21,10 @@ from typing import Literal
 
 import torch
 
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
+# int8 is onnxruntime's (dynamic quantisation, `model.encoders.onnx`); auto: int8 in onnxruntime where its
+# parity holds, else bf16 autocast in PyTorch where the CPU has it (`model.encoders.factory`)
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "int8")
 
 
 @functools.cache
@@ -46,8 +48,8 @@ def resolve_bf16(precision: Precision, device: torch.device) -> bool:
     "auto": on CPUs with native bf16, off elsewhere (CUDA keeps each encoder's own fp16 rule).
     "bf16" on CUDA is refused: this autocast path is for CPUs.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in PRECISIONS or precision == "int8":
+        raise ValueError(f"PyTorch precision must be one of auto, fp32, bf16, got {precision!r}")
     if device.type != "cpu":
         if precision == "bf16":
             raise ValueError("precision 'bf16' is the CPU autocast path; on CUDA use fp32 (or fp16)")
