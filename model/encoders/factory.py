@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 EncoderBackend = Literal["auto", "torch", "onnx"]
 ENCODER_BACKENDS: tuple[EncoderBackend, ...] = ("auto", "torch", "onnx")
-MANIFEST = "manifest.json"
-REJECTED = "rejected.json"  # beside a graph that failed the probe parity: its cosine  # what `lpgnet export` writes into a bundle: graphs, specs, checkpoint
+MANIFEST = "manifest.json"  # what `lpgnet export` writes into a bundle: graphs, specs, checkpoint
+REJECTED = "rejected.json"  # beside a graph that failed the probe parity: its cosine
 
 
 def checkpoint_encoders(
@@ -118,8 +118,9 @@ def onnx_served(
     `precision` auto tries int8 then fp32, int8 / fp32 only that one. A graph serves when the lowest
     cosine of its vectors to the fp32 PyTorch encoder's over `probe_inputs` reaches `PARITY_COSINE`
     (checked at every start, as the LPGNet graph is). A graph that fails is marked (`REJECTED` in its
-    directory, which is keyed by the weights): later starts skip it without loading it again. `strict`: no graph that passes is a `ValueError`;
-    else the PyTorch encoder stays, at the precision "auto" gives it, with a warning.
+    directory, which is keyed by the weights): later starts skip it without loading it again.
+    `strict`: no graph that passes is a `ValueError`; else the PyTorch encoder stays, at the precision
+    "auto" gives it, with a warning.
     """
     from model.encoders.onnx import (
         PARITY_COSINE,
