@@ -305,7 +305,12 @@ class EncoderInfo(BaseModel):
     dim: int
     modality: str
     sample_rate: int | None
-    precision: str = Field(description="fp32, or bf16 / fp16 where the encoder runs reduced precision.")
+    precision: str = Field(
+        description="fp32, or int8 / bf16 / fp16 where the encoder runs reduced precision."
+    )
+    runtime: str = Field(
+        description="What runs it: onnxruntime (the default on CPU), torch, or numpy (a feature extractor)."
+    )
 
 
 class ModelResponse(BaseModel):

@@ -34,11 +34,21 @@ from typing import Any
 import numpy as np
 
 from bench.stats import ratio, summarize
-from bench.verdict import median_interval, overall, p50_over_floor, paired_median_ratio, rounds_ratio, target
+from bench.verdict import (
+    median_interval,
+    overall,
+    p50_over_floor,
+    paired_median_difference,
+    paired_median_ratio,
+    rounds_ratio,
+    target,
+)
 
-TARGET_P50_OVER_FLOOR = 1.15
+TARGET_P50_OVER_FLOOR = 1.10  # issue 12: HTTP p50 at c = 1 <= 1.10 x the honest floor
 TARGET_THROUGHPUT_OVER_NAIVE = 1.5
 TARGET_OVERHEAD_MS = 5.0
+TARGET_P50_OVER_NAIVE = 1.0  # and no slower than the naive baseline at c = 1
+TARGET_HTTP_GAP_MS = 15.0  # HTTP p50 - in-process p50 at c = 1
 TARGET_FLAT_RATIO = 1.15  # "equal" within the noise of a shared machine
 
 
@@ -140,9 +150,10 @@ def build_report(
 
 
 def _targets(samples: dict[str, Any], service: str, top: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's four targets, each with its figure, 95 % interval and verdict (`bench.verdict`).
+    """The issue's targets, each with its figure, 95 % interval and verdict (`bench.verdict`).
 
-    samples: service_c1 (ms) and floor_parts (candidate -> ms) of the same interleaved requests, with
+    samples: service_c1 (ms), naive_c1 and inproc_c1 (ms, absent: no such target) and floor_parts
+    (candidate -> ms) of the same interleaved requests, with
     floor_accepted (the counted candidates per encoder); rounds_16 (mode -> req/s per round at 16);
     overhead_ms; flat_cpu_ms (early, late) CPU ms of interleaved pairs.
     """
@@ -153,9 +164,18 @@ def _targets(samples: dict[str, Any], service: str, top: dict[str, dict[str, Any
     naive = top.get("naive", {}).get("variant")
     early, late = samples["flat_cpu_ms"]
     overhead = samples["overhead_ms"]
-    return {
+    service_c1, naive_c1 = samples["service_c1"], samples.get("naive_c1") or []
+    inproc_c1 = samples.get("inproc_c1") or []
+    found = {
         "p50_over_floor": target(
             p50_value, p50_interval, "<=", TARGET_P50_OVER_FLOOR, "bootstrap over interleaved requests"
+        ),
+        "p50_over_naive": target(
+            ratio(_median(service_c1), _median(naive_c1)),
+            paired_median_ratio(service_c1, naive_c1) if naive_c1 else None,
+            "<=",
+            TARGET_P50_OVER_NAIVE,
+            "bootstrap over interleaved requests",
         ),
         "throughput_16_over_naive": target(
             ratio(top.get(service, {}).get("throughput_rps"), top.get("naive", {}).get("throughput_rps")),
@@ -179,6 +199,21 @@ def _targets(samples: dict[str, Any], service: str, top: dict[str, dict[str, Any
             "bootstrap over interleaved pairs",
         ),
     }
+    if service == "http" and inproc_c1:  # what HTTP adds to Engine.submit, same interleaved requests
+        service_p50, inproc_p50 = _median(service_c1), _median(inproc_c1)
+        gap = None if service_p50 is None or inproc_p50 is None else round(service_p50 - inproc_p50, 3)
+        found["http_minus_inproc_ms"] = target(
+            gap,
+            paired_median_difference(service_c1, inproc_c1),
+            "<=",
+            TARGET_HTTP_GAP_MS,
+            "bootstrap over interleaved requests",
+        )
+    return found
+
+
+def _median(samples: list[float]) -> float | None:
+    return float(np.median(samples)) if len(samples) else None
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -164,6 +164,8 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
             offline=offline_figures,
             samples={
                 "service_c1": latency[service.name].latencies,
+                "naive_c1": latency["naive"].latencies if "naive" in latency else [],
+                "inproc_c1": latency["inproc"].latencies if "inproc" in latency else [],
                 "floor_parts": floor_parts,
                 "floor_accepted": floor.accepted(),
                 "rounds_16": {name: s.rounds_rps for name, s in levels.get(TARGET_LEVEL, {}).items()},

@@ -82,6 +82,14 @@ def paired_median_ratio(
     return _bootstrap(lambda idx: np.median(a[idx], axis=1) / np.median(b[idx], axis=1), n)
 
 
+def paired_median_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float] | None:
+    """Interval of median(a) - median(b) over pairs (a[i], b[i]) (the same interleaved request i)."""
+    n = min(len(a), len(b))
+    x = np.asarray(a[:n], dtype=np.float64)
+    y = np.asarray(b[:n], dtype=np.float64)
+    return _bootstrap(lambda idx: np.median(x[idx], axis=1) - np.median(y[idx], axis=1), n)
+
+
 def rounds_ratio(service_rps: Sequence[float], naive_rps: Sequence[float]) -> tuple[float, float] | None:
     """t-interval of the ratio of throughputs from per-round pairs (geometric mean of the ratios)."""
     n = min(len(service_rps), len(naive_rps))

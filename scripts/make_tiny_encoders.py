@@ -1,6 +1,6 @@
 """Write the tiny random encoders of the `tiny` profile (default: ~/.cache/lpgnet/tiny-encoders).
 
-    python scripts/make_tiny_encoders.py [OUT_DIR] [--overwrite]
+python scripts/make_tiny_encoders.py [OUT_DIR] [--overwrite]
 """
 
 from __future__ import annotations

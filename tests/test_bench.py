@@ -78,10 +78,15 @@ def test_bench_json_flag_prints_the_report_alone_on_stdout(
 def test_bench_quick_reports_targets_with_intervals_and_one_verdict(report: dict[str, Any]) -> None:
     assert set(report["targets"]) == {
         "p50_over_floor",
+        "p50_over_naive",
+        "http_minus_inproc_ms",
         "throughput_16_over_naive",
         "overhead_p50_ms_ctx64",
         "flat_cost_ratio",
     }
+    gap = report["targets"]["http_minus_inproc_ms"]["value"]
+    http, inproc = report["latency"]["http"]["p50_ms"], report["latency"]["inproc"]["p50_ms"]
+    assert gap == pytest.approx(http - inproc, abs=1.0)  # medians of the same interleaved requests
     for target in report["targets"].values():
         assert target["verdict"] in VERDICTS
         assert target["pass"] == {"pass": True, "fail": False, "undecided": None}[target["verdict"]]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.verdict import decide, median_interval, overall, p50_over_floor, paired_median_ratio, rounds_ratio
+from bench.verdict import (
+    decide,
+    median_interval,
+    overall,
+    p50_over_floor,
+    paired_median_difference,
+    paired_median_ratio,
+    rounds_ratio,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +61,16 @@ def test_median_and_paired_intervals_hold_their_point_values() -> None:
     assert low <= 3.35 <= high
     assert paired_median_ratio([2.0] * 5, [1.0] * 5) == (2.0, 2.0)
     assert median_interval([3.0]) is None
+
+
+def test_paired_median_difference_is_the_gap_of_the_medians_with_its_noise() -> None:
+    """HTTP - in-process: a constant gap has a point interval; a noisy one straddles its value."""
+    inproc = [300.0, 310.0, 305.0, 320.0, 298.0, 315.0]
+    assert paired_median_difference([x + 7.0 for x in inproc], inproc) == (7.0, 7.0)
+    http = [x + g for x, g in zip(inproc, [2.0, 30.0, 5.0, 12.0, 9.0, 1.0], strict=True)]
+    low, high = paired_median_difference(http, inproc)  # type: ignore[misc]
+    assert low < high and decide((low, high), "<=", 15.0) != "fail"
+    assert paired_median_difference([1.0], [0.0]) is None
 
 
 def test_overall_fails_on_any_failure_else_waits_on_any_undecided() -> None:

@@ -91,6 +91,17 @@ def test_model_describes_labels_encoders_and_context(tiny_client: TestClient, ti
     assert body["encoders"]["audio"]["sample_rate"] == 16_000
 
 
+def test_model_says_which_runtime_and_precision_serve_each_encoder(
+    make_settings: Callable[..., Any], start_client: Callable[..., TestClient]
+) -> None:
+    """The default on CPU: onnxruntime graphs (tiny text passes int8 parity, its audio fp32 only)."""
+    served = start_client(make_settings(encoder_backend="auto")).get("/model").json()["encoders"]
+    assert {m: e["runtime"] for m, e in served.items()} == {"audio": "onnxruntime", "text": "onnxruntime"}
+    assert all(e["precision"] in ("int8", "fp32") for e in served.values())
+    torch_served = start_client(make_settings(encoder_backend="torch")).get("/model").json()["encoders"]
+    assert {m: e["runtime"] for m, e in torch_served.items()} == {"audio": "torch", "text": "torch"}
+
+
 def test_metrics_expose_requests_stages_batches_and_conversations(tiny_client: TestClient) -> None:
     tiny_client.post("/conversations/m1/utterances", json={"transcript": "hello"})
     text = tiny_client.get("/metrics").text

@@ -108,7 +108,9 @@ def test_replay_through_the_api_matches_lpgnet_evaluate_beyond_the_window(
     corpus = write_mixed_corpus(tmp_path)
     # the service's encoder rule (onnxruntime graphs on CPU, int8 where parity holds), as `lpgnet
     # evaluate` applies it, from the graph cache the service reads
-    settings = make_settings(checkpoint=windowed_checkpoint, context_window=4, **store_settings)
+    settings = make_settings(
+        checkpoint=windowed_checkpoint, context_window=4, encoder_backend="auto", **store_settings
+    )
     ckpt = load_checkpoint(windowed_checkpoint)
     encoders = checkpoint_encoders(
         ckpt.encoders,
