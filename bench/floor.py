@@ -71,7 +71,7 @@ def build_candidates(
     variants share the weights (a shallow copy with the `bf16` flag set), and the onnxruntime ones are
     the cached exports of the same weights.
     """
-    from model.encoders.onnx import export_encoder_cached, load_onnx_encoder, quantize_encoder_graph
+    from model.encoders.graphs import export_encoder_cached, load_onnx_encoder, quantize_encoder_graph
     from model.encoders.precision import has_native_bf16
 
     threads = sorted({1, cores})

@@ -127,7 +127,8 @@ def compare_encoders(served: Any, device: str, clips: list[Any], cache: Path, co
     from bench.serving import encoder_dirs
     from bench.stats import summarize
     from model.encoders.emotion2vec import SAMPLE_RATE, Emotion2VecEncoder
-    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder, export_encoder_cached
+    from model.encoders.graphs import export_encoder_cached
+    from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder
     from model.encoders.text import HFTextEncoder
 
     text_dir, audio_dir = encoder_dirs(served)

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from model.encoders import onnx as onnx_module
+from model.encoders import graphs as onnx_module
 from model.encoders.factory import checkpoint_encoders, onnx_served
-from model.encoders.onnx import PARITY_COSINE, parity_cosine, probe_inputs
+from model.encoders.graphs import PARITY_COSINE, parity_cosine, probe_inputs
 from model.evaluate import predict_checkpoint
 from model.paths import SHARED_ROOT
 

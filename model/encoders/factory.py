@@ -122,7 +122,7 @@ def onnx_served(
     `strict`: no graph that passes is a `ValueError`; else the PyTorch encoder stays, at the precision
     "auto" gives it, with a warning.
     """
-    from model.encoders.onnx import (
+    from model.encoders.graphs import (
         PARITY_COSINE,
         export_encoder_cached,
         exportable,

@@ -15,25 +15,19 @@ so the ONNX encoders carry the same `EncoderSpec`: a checkpoint trained with the
 serves with the ONNX one. Export uses torch's dynamo exporter and falls back to the TorchScript
 exporter if it fails.
 
-Served by default on CPU (`model.encoders.factory.checkpoint_encoders`, backend auto): each PyTorch
-encoder is exported once into a cache (`export_encoder_cached`), its MatMul/Gemm weights quantised to
-int8 (`quantize_encoder_graph`), and the graph serves only if its vectors agree with the PyTorch fp32
-ones on fixed probes (`parity_cosine` >= `PARITY_COSINE`). An encoder holds one session per thread
-count it is given and runs the one matching its caller's torch intra-op count, so the service's core
-budget (`app.cores`) steers it like a PyTorch encoder: every core for a lone call, one under load.
+Served by default on CPU: `model.encoders.graphs` exports, quantises and checks them. An encoder holds
+one session per thread count it is given and runs the one matching its caller's torch intra-op count, so
+the service's core budget (`app.cores`) steers it like a PyTorch encoder: every core for a lone call, one
+under load.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
 import json
 import logging
-import shutil
-import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +43,12 @@ from model.encoders.text import (
     encode_by_length,
     tokenize_texts,
 )
-from model.encoders.tiny import write_once
 
 logger = logging.getLogger(__name__)
 
 GRAPH_FILE = "model.onnx"
 META_FILE = "encoder.json"
 OPSET = 18
-EXPORT_VERSION = 1  # bump when the exported graphs change, so cached ones are written again
-# Lowest cosine to the PyTorch fp32 vectors a graph may have on the probes and still serve (int8 included:
-# the measured bound on the shipped checkpoint's predictions is in tests/test_encoders_served.py).
-PARITY_COSINE = 0.999
 OUTPUT_NAME = "utterance_vector"  # not "embedding": the dynamo exporter names an aten.embedding value so
 
 
@@ -78,7 +67,7 @@ def export_text_encoder(
     args = tuple(inputs[n] for n in names)
     _export(module, args, out / GRAPH_FILE, names, axes, dynamo=dynamo, opset=opset)
     encoder.tokenizer.save_pretrained(out)
-    _write_meta(
+    write_meta(
         out,
         {
             "kind": "hf-text",
@@ -112,7 +101,7 @@ def export_emotion2vec(
         dynamo=dynamo,
         opset=opset,
     )
-    _write_meta(
+    write_meta(
         out,
         {
             "kind": "emotion2vec",
@@ -154,7 +143,7 @@ def _export(
         torch.onnx.export(module, args, str(path), dynamo=False, **common)
 
 
-def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+def write_meta(out: Path, meta: dict[str, Any]) -> None:
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
@@ -279,7 +268,6 @@ class OnnxEmotion2VecEncoder:
 
 
 OnnxEncoder = OnnxTextEncoder | OnnxEmotion2VecEncoder
-_EXPORTERS: dict[type, Any] = {HFTextEncoder: export_text_encoder, Emotion2VecEncoder: export_emotion2vec}
 
 
 def _sessions(path: Path, device: str, threads: int | Sequence[int] | None) -> dict[int, Any]:
@@ -300,144 +288,3 @@ def _pick(sessions: dict[int, Any]) -> Any:
     wanted = torch.get_num_threads()
     fitting = [count for count in sessions if count <= wanted]
     return sessions[max(fitting) if fitting else min(sessions)]
-
-
-def exportable(encoder: Any) -> bool:
-    """Whether `model.encoders.onnx` can export `encoder` (its PyTorch transformer encoders)."""
-    return type(encoder) in _EXPORTERS
-
-
-def export_encoder_cached(encoder: HFTextEncoder | Emotion2VecEncoder, cache_dir: str | Path) -> Path:
-    """The fp32 graph directory of `encoder` in `cache_dir`, exported on first use (atomically).
-
-    Keyed by the encoder's spec (its version fingerprints the weights), the exporter and onnxruntime,
-    so new weights or an upgrade get a new graph. The export runs in fp32 on CPU whatever precision
-    the encoder serves at.
-    """
-    import onnxruntime
-
-    spec = encoder.spec
-    digest = hashlib.sha256(
-        f"{spec.name}/{spec.version}/{spec.dim}/{EXPORT_VERSION}/{OPSET}/{torch.__version__}/"
-        f"{onnxruntime.__version__}".encode()
-    ).hexdigest()[:20]
-    export = _EXPORTERS[type(encoder)]
-    target = Path(cache_dir) / "encoders" / f"{spec.modality}-{digest}"
-
-    def write(staging: Path) -> None:
-        logger.info("exporting the %s encoder %s to %s (once)", spec.modality, spec.name, target)
-        with _quiet():
-            export(encoder, staging)
-
-    return _locked_write_once(target, write)
-
-
-def _locked_write_once(target: Path, write: Any) -> Path:
-    """`write_once` under a file lock beside `target`: processes starting together (replicas on one
-    cache volume, test workers) export a graph once and the others wait for it, instead of each
-    spending the same minutes of CPU."""
-    from filelock import FileLock
-
-    if (target / GRAPH_FILE).is_file():
-        return target
-
-    def readable(staging: Path) -> None:
-        write(staging)
-        staging.chmod(0o755)  # mkdtemp's 0700 would keep other users (the image's service user) out
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
-        return write_once(target, GRAPH_FILE, readable)
-
-
-def quantize_encoder_graph(directory: str | Path) -> Path:
-    """An int8 copy of an exported encoder directory, beside it (`<name>-int8`), written once.
-
-    onnxruntime's dynamic quantisation: MatMul/Gemm weights stored as int8 (per tensor), activations
-    quantised per call (u8s8 kernels, VNNI where the CPU has it). Convolutions stay fp32 (ConvInteger is
-    slower). The copy's encoder.json says `"precision": "int8"`; the tokenizer files are copied as is.
-    """
-    source = Path(directory)
-
-    def write(out: Path) -> None:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        for item in source.iterdir():
-            if item.is_file() and item.name not in (GRAPH_FILE, META_FILE):
-                shutil.copyfile(item, out / item.name)
-        meta = json.loads((source / META_FILE).read_text())
-        _write_meta(out, {**meta, "precision": "int8"})
-        with _quiet():
-            quantize_dynamic(
-                source / GRAPH_FILE,
-                out / GRAPH_FILE,
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gemm"],
-            )
-
-    return _locked_write_once(source.with_name(f"{source.name}-int8"), write)
-
-
-def load_onnx_encoder(
-    directory: str | Path, *, device: str = "auto", intra_op_threads: int | Sequence[int] | None = None
-) -> OnnxEncoder:
-    """The onnxruntime encoder of an exported directory (text or emotion2vec, from its encoder.json)."""
-    kind = json.loads((Path(directory) / META_FILE).read_text()).get("kind")
-    cls = OnnxTextEncoder if kind == "hf-text" else OnnxEmotion2VecEncoder
-    return cls(directory, device=device, intra_op_threads=intra_op_threads)
-
-
-PROBE_TEXTS = (
-    "Hello.",
-    "I can't believe you did that to me, again!",
-    "Well, I guess we'll just have to wait and see what happens tomorrow morning.",
-    "Thank you so much, this is the best news I've heard all year.",
-    "No. No, no, no. Leave me alone.",
-    "Okay.",
-)
-
-
-def probe_inputs(encoder: Any) -> list[Any]:
-    """Fixed inputs on which a graph's vectors are compared with PyTorch's: short and long texts, or
-    0.3-4 s of voiced tones in noise at the encoder's rate (deterministic)."""
-    if encoder.spec.modality == "text":
-        return list(PROBE_TEXTS)
-    rng = np.random.default_rng(20241130)
-    rate = int(encoder.sample_rate)
-    waves = []
-    for seconds, pitch in ((0.3, 120.0), (1.0, 220.0), (2.5, 180.0), (4.0, 300.0)):
-        t = np.arange(int(seconds * rate)) / rate
-        vibrato = pitch * (1 + 0.05 * np.sin(2 * np.pi * 4 * t))
-        voice = 0.3 * np.sin(2 * np.pi * np.cumsum(vibrato) / rate) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
-        waves.append((voice + 0.02 * rng.standard_normal(t.size)).astype(np.float32))
-    return waves
-
-
-def parity_cosine(reference: Any, candidate: Any, items: Sequence[Any]) -> float:
-    """The lowest cosine between the two encoders' vectors over `items`, each encoded alone."""
-    lowest = 1.0
-    for item in items:
-        a = reference.encode_batch([item])[0].float()
-        b = candidate.encode_batch([item])[0].float()
-        lowest = min(lowest, float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
-    return lowest
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporters' and the quantiser's warnings and progress chatter off (they are not ours)."""
-    root = logging.getLogger()  # onnxruntime.quantization logs its progress with logging.info
-    chatter = _BelowError()
-    root.addFilter(chatter)  # a logger's filter sees only what is logged on it: other loggers pass
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-            # the dynamo exporter prints its progress on stdout: keep it off `lpgnet evaluate --json`
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.removeFilter(chatter)
-
-
-class _BelowError(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR
