@@ -110,6 +110,74 @@ def test_a_graph_that_fails_parity_leaves_pytorch_serving_or_fails_when_onnx_is_
         onnx_served(tiny_torch, cache_dir=graph_cache_module, precision="fp32", strict=True)
 
 
+def test_a_warm_start_serves_the_cached_graphs_without_building_a_pytorch_encoder(
+    tiny_encoder_dir: Path,
+    tiny_specs: Any,
+    served: dict[str, Any],
+    graph_cache_module: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once exported, the checkpoint's recorded specs name the graphs and the probe vectors stored
+    beside them are the reference: a start loads no PyTorch encoder (cold start) and serves the same."""
+    from model.encoders import profiles
+
+    def no_build(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a PyTorch encoder was built")
+
+    monkeypatch.setattr(profiles, "build_text_encoder", no_build)
+    monkeypatch.setattr(profiles, "build_audio_encoder", no_build)
+    warm = checkpoint_encoders(
+        tiny_specs,
+        "tiny",
+        device="cpu",
+        precision="auto",
+        backend="auto",
+        cache_dir=graph_cache_module,
+        tiny_dir=tiny_encoder_dir,
+        intra_op_threads=(1, 2),
+    )
+    assert set(warm) == set(served)
+    for modality, encoder in warm.items():
+        assert type(encoder) is type(served[modality]) and encoder.precision == served[modality].precision
+        assert encoder.spec == tiny_specs[modality]
+        items = probe_inputs(encoder)
+        assert torch.allclose(encoder.encode_batch(items[:2]), served[modality].encode_batch(items[:2]))
+
+
+def test_a_cached_graph_whose_reference_disagrees_is_not_served_from_the_cache(
+    tiny_torch: dict[str, Any], tiny_specs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference vectors decide: when they disagree with the graph (here: replaced), the warm path
+    serves nothing, and the long way (PyTorch built, same reference) keeps PyTorch."""
+    from model.encoders.factory import cached_onnx_served
+
+    onnx_served(tiny_torch, cache_dir=tmp_path, precision="fp32")
+    for reference in (tmp_path / "encoders").glob(f"*/{onnx_module.REFERENCE}"):
+        vectors = np.load(reference)
+        np.save(reference, np.random.default_rng(0).standard_normal(vectors.shape).astype(np.float32))
+    assert cached_onnx_served(tiny_specs, cache_dir=tmp_path, precision="fp32", device="cpu") == {}
+    kept = onnx_served(tiny_torch, cache_dir=tmp_path, precision="fp32")
+    assert all(not type(e).__name__.startswith("Onnx") for e in kept.values())
+
+
+def test_a_profile_without_the_transformer_never_takes_its_cached_graph(
+    tiny_torch: dict[str, Any], tiny_specs: Any, graph_cache_module: Path, served: dict[str, Any]
+) -> None:
+    """A checkpoint recording emotion2vec served with a prosody profile still fails the spec check,
+    although emotion2vec's graph for that very spec is in the cache."""
+    from model.encoders.base import EncoderMismatchError
+
+    with pytest.raises(EncoderMismatchError):
+        checkpoint_encoders(
+            {"audio": tiny_specs["audio"]},
+            "offline",
+            device="cpu",
+            precision="auto",
+            backend="auto",
+            cache_dir=graph_cache_module,
+        )
+
+
 def test_precision_fp32_never_quantises(tiny_torch: dict[str, Any], graph_cache_module: Path) -> None:
     fp32 = onnx_served(tiny_torch, cache_dir=graph_cache_module, precision="fp32")
     assert {e.precision for e in fp32.values()} == {"fp32"}

@@ -12,6 +12,10 @@ serve each exportable one (the transformers: text BERT/MiniLM, emotion2vec) as i
 exported once into `cache_dir` and quantised to int8 where the precision allows, but only after its
 vectors match the PyTorch fp32 ones on fixed probes (`onnx_served`). "auto" does so on CPU only, and
 keeps PyTorch for an encoder whose graph cannot be built or fails parity; "onnx" makes that an error.
+Once exported, a graph is found by the checkpoint's recorded spec and checked against the probe vectors
+stored beside it (`cached_onnx_served`), so a warm start builds no PyTorch encoder: the spec's version
+fingerprints the weights, and the graph serves exactly the weights the checkpoint was trained on
+(a local-directory override is then not read).
 Extractors (prosody, eGeMAPS) are numpy either way. On the machines measured, onnxruntime int8 is the
 fastest batch-1 candidate for both transformers (bench/RESULTS.md, the floor's candidate table).
 
@@ -80,6 +84,19 @@ def checkpoint_encoders(
             onnx = False
         if not onnx and precision == "int8":
             raise ValueError("precision 'int8' is onnxruntime's: use encoder backend auto or onnx on CPU")
+        from model.paths import cache_root
+
+        graphs = Path(cache_dir) if cache_dir is not None else cache_root()
+        cached = {}
+        if onnx:  # graphs an earlier start exported: served with no PyTorch encoder built
+            transformers = _transformer_modalities(profile, text_model, audio_model, tiny_dir)
+            cached = cached_onnx_served(
+                {m: spec for m, spec in recorded.items() if m in transformers},
+                cache_dir=graphs,
+                precision=precision,
+                device=device,
+                threads=intra_op_threads,
+            )
         profile_encoders = build_encoders(
             profile,
             device=device,
@@ -87,19 +104,19 @@ def checkpoint_encoders(
             text_model=text_model,
             audio_model=audio_model,
             tiny_dir=tiny_dir,
+            only=[m for m in recorded if m not in cached],
         )
         built = {str(m): e for m, e in profile_encoders.items() if str(m) in recorded}
         if onnx:
-            from model.paths import cache_root
-
             built = onnx_served(
                 built,
-                cache_dir=Path(cache_dir) if cache_dir is not None else cache_root(),
+                cache_dir=graphs,
                 precision=precision,
                 device=device,
                 threads=intra_op_threads,
                 strict=backend == "onnx",
             )
+        built.update(cached)
         source = f"the encoders of profile {profile!r}"
     return checked_encoders(recorded, built, source)
 
@@ -115,25 +132,17 @@ def onnx_served(
 ) -> dict[str, Encoder]:
     """`encoders` with each exportable PyTorch one replaced by its onnxruntime graph, where it passes.
 
-    `precision` auto tries int8 then fp32, int8 / fp32 only that one. A graph serves when the lowest
-    cosine of its vectors to the fp32 PyTorch encoder's over `probe_inputs` reaches `PARITY_COSINE`
-    (checked at every start, as the LPGNet graph is). A graph that fails is marked (`REJECTED` in its
-    directory, which is keyed by the weights): later starts skip it without loading it again.
-    `strict`: no graph that passes is a `ValueError`; else the PyTorch encoder stays, at the precision
-    "auto" gives it, with a warning.
+    Each is exported once into `cache_dir` with its probe vectors (`model.encoders.graphs`); then
+    `precision` auto tries int8 and fp32, int8 / fp32 only that one, and a graph serves when the lowest
+    cosine of its vectors to the fp32 PyTorch ones over the probes reaches `PARITY_COSINE` (checked at
+    every start, as the LPGNet graph is). A graph that fails is marked (`REJECTED` in its directory,
+    which is keyed by the weights): later starts skip it without loading it again. `strict`: no graph
+    that passes is a `ValueError`; else the PyTorch encoder stays, at the precision "auto" gives it,
+    with a warning.
     """
-    from model.encoders.graphs import (
-        PARITY_COSINE,
-        export_encoder_cached,
-        exportable,
-        load_onnx_encoder,
-        parity_cosine,
-        probe_inputs,
-        quantize_encoder_graph,
-    )
+    from model.encoders.graphs import export_encoder_cached, exportable
     from model.encoders.precision import resolve_bf16
 
-    tried = ["int8", "fp32"] if precision == "auto" else [precision]
     served: dict[str, Encoder] = {}
     for modality, encoder in encoders.items():
         served[modality] = encoder
@@ -142,25 +151,9 @@ def onnx_served(
         failures: list[str] = []
         try:
             graph = export_encoder_cached(encoder, cache_dir)  # type: ignore[arg-type]
-            probes = probe_inputs(encoder)
-            for candidate in tried:
-                directory = graph if candidate == "fp32" else quantize_encoder_graph(graph)
-                verdict = directory / REJECTED
-                if verdict.is_file():  # this very graph failed these probes before: they are fixed
-                    cosine = float(json.loads(verdict.read_text()).get("cosine", 0.0))
-                    if cosine < PARITY_COSINE:
-                        failures.append(
-                            f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE} (recorded)"
-                        )
-                        continue
-                onnx = load_onnx_encoder(directory, device=device, intra_op_threads=threads)
-                cosine = parity_cosine(encoder, onnx, probes)
-                if cosine >= PARITY_COSINE:
-                    served[modality] = onnx  # type: ignore[assignment]
-                    log.info("%s encoder: onnxruntime %s (probe cosine %.5f)", modality, candidate, cosine)
-                    break
-                failures.append(f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE}")
-                verdict.write_text(json.dumps({"cosine": cosine, "bound": PARITY_COSINE}))
+            onnx = _passing_graph(modality, graph, precision, device, threads, failures)
+            if onnx is not None:
+                served[modality] = onnx
         except Exception as exc:  # noqa: BLE001 - exporter, quantiser and runtime fail in many ways
             failures.append(f"{type(exc).__name__}: {exc}")
         if served[modality] is encoder:
@@ -168,10 +161,86 @@ def onnx_served(
                 raise ValueError(f"no onnxruntime graph serves the {modality} encoder: {'; '.join(failures)}")
             if precision == "auto" and hasattr(encoder, "bf16"):
                 encoder = copy.copy(encoder)  # shares the weights; bf16 autocast where the CPU has it
-                encoder.bf16 = resolve_bf16("auto", resolve_device(device))  # type: ignore[attr-defined]
+                encoder.bf16 = resolve_bf16("auto", resolve_device(device))
                 served[modality] = encoder
             log.warning("%s encoder stays in PyTorch: %s", modality, "; ".join(failures))
     return served
+
+
+def cached_onnx_served(
+    recorded: Mapping[str, EncoderSpec],
+    *,
+    cache_dir: Path,
+    precision: Precision,
+    device: str = "cpu",
+    threads: int | Sequence[int] | None = None,
+) -> dict[str, Encoder]:
+    """The recorded encoders whose graphs an earlier start exported into `cache_dir` and that pass
+    their probes there, without building any PyTorch encoder (the spec names the directory; the
+    probes' PyTorch fp32 vectors lie beside the graph). A modality left out goes the long way
+    (`onnx_served`): nothing cached, no graph passing, or anything failing here."""
+    from model.encoders.graphs import GRAPH_FILE, REFERENCE, graph_directory
+
+    served: dict[str, Encoder] = {}
+    for modality, spec in recorded.items():
+        graph = graph_directory(spec, cache_dir)
+        if not ((graph / GRAPH_FILE).is_file() and (graph / REFERENCE).is_file()):
+            continue
+        try:
+            onnx = _passing_graph(modality, graph, precision, device, threads, [])
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry: the long way decides
+            log.warning("the cached %s graph %s cannot serve: %s", modality, graph.name, exc)
+            continue
+        if onnx is not None:
+            served[modality] = onnx
+    return served
+
+
+def _transformer_modalities(
+    profile: str, text_model: str | None, audio_model: str | None, tiny_dir: str | Path | None
+) -> set[str]:
+    """The modalities for which the profile (with its overrides) names an exportable transformer: only
+    those may be served from a cached graph, so a profile of other encoders still fails the spec check."""
+    from model.encoders.profiles import resolve_profile
+
+    resolved = resolve_profile(profile, text_model=text_model, audio_model=audio_model, tiny_dir=tiny_dir)
+    kinds = {"text": resolved.text and resolved.text.kind, "audio": resolved.audio and resolved.audio.kind}
+    return {m for m, kind in kinds.items() if kind in ("hf", "emotion2vec")}
+
+
+def _passing_graph(
+    modality: str,
+    graph: Path,
+    precision: Precision,
+    device: str,
+    threads: int | Sequence[int] | None,
+    failures: list[str],
+) -> Encoder | None:
+    """The first of the graph's precisions `precision` allows (auto: int8, then fp32) whose probe vectors
+    reach `PARITY_COSINE` against the reference beside `graph`; None (each failure in `failures`)."""
+    from model.encoders.graphs import (
+        PARITY_COSINE,
+        load_onnx_encoder,
+        quantize_encoder_graph,
+        reference_cosine,
+    )
+
+    for candidate in ["int8", "fp32"] if precision == "auto" else [precision]:
+        directory = graph if candidate == "fp32" else quantize_encoder_graph(graph)
+        verdict = directory / REJECTED
+        if verdict.is_file():  # this very graph failed these probes before: they are fixed
+            cosine = float(json.loads(verdict.read_text()).get("cosine", 0.0))
+            if cosine < PARITY_COSINE:
+                failures.append(f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE} (recorded)")
+                continue
+        onnx = load_onnx_encoder(directory, device=device, intra_op_threads=threads)
+        cosine = reference_cosine(directory, onnx)
+        if cosine >= PARITY_COSINE:
+            log.info("%s encoder: onnxruntime %s (probe cosine %.5f)", modality, candidate, cosine)
+            return onnx
+        failures.append(f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE}")
+        verdict.write_text(json.dumps({"cosine": cosine, "bound": PARITY_COSINE}))
+    return None
 
 
 def checked_encoders(
@@ -187,7 +256,7 @@ def checked_encoders(
 
 
 def load_bundle_encoders(
-    bundle_dir: str | Path, *, device: str = "auto", intra_op_threads: int | None = None
+    bundle_dir: str | Path, *, device: str = "auto", intra_op_threads: int | Sequence[int] | None = None
 ) -> dict[str, Encoder]:
     """The encoders of an exported bundle: onnxruntime where a graph exists, native otherwise."""
     from model.encoders.onnx import OnnxEmotion2VecEncoder, OnnxTextEncoder
@@ -212,6 +281,7 @@ __all__ = [
     "MANIFEST",
     "EncoderBackend",
     "checked_encoders",
+    "cached_onnx_served",
     "checkpoint_encoders",
     "load_bundle_encoders",
     "onnx_served",

@@ -1,9 +1,12 @@
 """The encoders' onnxruntime graphs as the service serves them by default on CPU.
 
-`model.encoders.factory.onnx_served` calls these: each PyTorch transformer encoder is exported once into
-a cache (`export_encoder_cached`, `model.encoders.onnx`'s exporters), its MatMul/Gemm weights quantised to
-int8 (`quantize_encoder_graph`), and a graph serves only if its vectors agree with the PyTorch fp32 ones
-on fixed probes (`parity_cosine` >= `PARITY_COSINE` over `probe_inputs`).
+`model.encoders.factory` calls these: each PyTorch transformer encoder is exported once into a cache
+(`export_encoder_cached`, `model.encoders.onnx`'s exporters), in a directory named by its spec
+(`graph_directory`: the spec's version fingerprints the weights), with the PyTorch fp32 vectors of fixed
+probes beside the graph (`REFERENCE`); its MatMul/Gemm weights are quantised to int8
+(`quantize_encoder_graph`), and a graph serves only if its vectors agree with those reference vectors
+(`reference_cosine` >= `PARITY_COSINE` over `probe_inputs`). A start whose graphs are in the cache thus
+needs no PyTorch encoder at all: the checkpoint's recorded spec names the directory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.encoders.base import EncoderSpec
 from model.encoders.emotion2vec import Emotion2VecEncoder
 from model.encoders.onnx import (
     GRAPH_FILE,
@@ -39,7 +43,8 @@ from model.encoders.tiny import write_once
 
 logger = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1  # bump when the exported graphs change, so cached ones are written again
+EXPORT_VERSION = 2  # bump when the exported graphs change, so cached ones are written again (2: REFERENCE)
+REFERENCE = "reference.npy"  # beside each graph: the PyTorch fp32 vectors of `probe_inputs`, (P, D)
 # Lowest cosine to the PyTorch fp32 vectors a graph may have on the probes and still serve (int8 included:
 # the measured bound on the shipped checkpoint's predictions is in tests/test_encoders_served.py).
 PARITY_COSINE = 0.999
@@ -51,27 +56,37 @@ def exportable(encoder: Any) -> bool:
     return type(encoder) in _EXPORTERS
 
 
-def export_encoder_cached(encoder: HFTextEncoder | Emotion2VecEncoder, cache_dir: str | Path) -> Path:
-    """The fp32 graph directory of `encoder` in `cache_dir`, exported on first use (atomically).
+def graph_directory(spec: EncoderSpec, cache_dir: str | Path) -> Path:
+    """Where the fp32 graph of the encoder with this spec lives in `cache_dir` (it may not exist yet).
 
-    Keyed by the encoder's spec (its version fingerprints the weights), the exporter and onnxruntime,
-    so new weights or an upgrade get a new graph. The export runs in fp32 on CPU whatever precision
-    the encoder serves at.
+    Keyed by the spec (its version fingerprints the weights), the exporter and onnxruntime, so new
+    weights or an upgrade get a new graph.
     """
     import onnxruntime
 
-    spec = encoder.spec
     digest = hashlib.sha256(
         f"{spec.name}/{spec.version}/{spec.dim}/{EXPORT_VERSION}/{OPSET}/{torch.__version__}/"
         f"{onnxruntime.__version__}".encode()
     ).hexdigest()[:20]
+    return Path(cache_dir) / "encoders" / f"{spec.modality}-{digest}"
+
+
+def export_encoder_cached(encoder: HFTextEncoder | Emotion2VecEncoder, cache_dir: str | Path) -> Path:
+    """The fp32 graph directory of `encoder` in `cache_dir` (`graph_directory`), exported on first use
+    (atomically), with `encoder`'s vectors of the probes beside it (`REFERENCE`).
+
+    The export runs in fp32 on CPU whatever precision the encoder serves at; `encoder` must be the fp32
+    PyTorch one, since its vectors are what every later start checks the graph against.
+    """
+    spec = encoder.spec
     export = _EXPORTERS[type(encoder)]
-    target = Path(cache_dir) / "encoders" / f"{spec.modality}-{digest}"
+    target = graph_directory(spec, cache_dir)
 
     def write(staging: Path) -> None:
         logger.info("exporting the %s encoder %s to %s (once)", spec.modality, spec.name, target)
         with _quiet():
             export(encoder, staging)
+        np.save(staging / REFERENCE, encode_each(encoder, probe_inputs(encoder)))
 
     return _locked_write_once(target, write)
 
@@ -155,6 +170,24 @@ def probe_inputs(encoder: Any) -> list[Any]:
         voice = 0.3 * np.sin(2 * np.pi * np.cumsum(vibrato) / rate) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
         waves.append((voice + 0.02 * rng.standard_normal(t.size)).astype(np.float32))
     return waves
+
+
+def encode_each(encoder: Any, items: Sequence[Any]) -> np.ndarray:
+    """(len(items), D) float32: each item encoded alone (batch 1, as the probes are compared)."""
+    return np.stack([encoder.encode_batch([item])[0].float().cpu().numpy() for item in items])
+
+
+def reference_cosine(directory: str | Path, candidate: Any) -> float:
+    """The lowest cosine over `probe_inputs` between `candidate`'s vectors and the PyTorch fp32 ones
+    stored beside the graph it was exported from (`REFERENCE`; an int8 copy carries its source's)."""
+    reference = np.load(Path(directory) / REFERENCE)
+    vectors = encode_each(candidate, probe_inputs(candidate))
+    if vectors.shape != reference.shape:
+        raise ValueError(
+            f"{Path(directory).name}: probe vectors {vectors.shape} vs reference {reference.shape}"
+        )
+    norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1)
+    return float(np.min(np.sum(vectors * reference, axis=1) / np.maximum(norms, 1e-12)))
 
 
 def parity_cosine(reference: Any, candidate: Any, items: Sequence[Any]) -> float:

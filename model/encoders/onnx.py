@@ -187,7 +187,7 @@ class OnnxTextEncoder:
         directory: str | Path,
         *,
         device: str = "auto",
-        intra_op_threads: int | None = None,
+        intra_op_threads: int | Sequence[int] | None = None,
         batch_size: int = 32,
     ) -> None:
         from transformers import AutoTokenizer
@@ -236,7 +236,7 @@ class OnnxEmotion2VecEncoder:
         directory: str | Path,
         *,
         device: str = "auto",
-        intra_op_threads: int | None = None,
+        intra_op_threads: int | Sequence[int] | None = None,
         max_batch_seconds: float = 120.0,
     ) -> None:
         root = Path(directory)

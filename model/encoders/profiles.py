@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -156,8 +157,10 @@ def build_encoders(
     audio_model: str | None = None,
     tiny_dir: str | Path | None = None,
     precision: Precision = "fp32",
+    only: Collection[str] | None = None,
 ) -> dict[Modality, Encoder]:
-    """Build the profile's encoders, keyed "text" / "audio" (a modality the profile lacks is absent).
+    """Build the profile's encoders, keyed "text" / "audio" (a modality the profile lacks is absent;
+    so is one not in `only`, when given).
 
     `tiny` writes its random models on first use (deterministic, offline, atomic). `precision`
     applies to the PyTorch encoders (see `model.encoders.precision`); training keeps fp32.
@@ -170,9 +173,9 @@ def build_encoders(
             if config is not None and config.model is not None:
                 write_tiny_encoders(Path(config.model).parent)
     encoders: dict[Modality, Encoder] = {}
-    if resolved.text is not None:
+    if resolved.text is not None and (only is None or "text" in only):
         encoders["text"] = build_text_encoder(resolved.text, device=device, precision=precision)
-    if resolved.audio is not None:
+    if resolved.audio is not None and (only is None or "audio" in only):
         encoders["audio"] = build_audio_encoder(resolved.audio, device=device, precision=precision)
     return encoders
 
