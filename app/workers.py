@@ -223,14 +223,16 @@ def _follows_lease(encoder: Encoder) -> bool:
     calling thread's torch count (`model.encoders.onnx`). A single session keeps the count it was built
     with and numpy extractors (prosody) run on one thread, so their calls never take every core (they
     would only make others wait)."""
-    if len(getattr(encoder, "sessions", ())) > 1:
-        return True
-    return any(isinstance(value, torch.nn.Module) for value in vars(encoder).values())
+    return len(getattr(encoder, "sessions", ())) > 1 or _holds_torch_modules(encoder)
 
 
 def _runtime(encoder: Encoder) -> str:
     """What runs an encoder without onnxruntime sessions: torch modules, or numpy (an extractor)."""
-    return "torch" if any(isinstance(v, torch.nn.Module) for v in vars(encoder).values()) else "numpy"
+    return "torch" if _holds_torch_modules(encoder) else "numpy"
+
+
+def _holds_torch_modules(encoder: Encoder) -> bool:
+    return any(isinstance(value, torch.nn.Module) for value in vars(encoder).values())
 
 
 def _core_budget(settings: Settings, device: str) -> CoreBudget:

@@ -124,7 +124,7 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
 
         latency = await run_latency(modes, clips, count=plan.latency, warmup=plan.warmup)
         engine_timings = inproc.timings[plan.warmup :]  # the engine's stages at concurrency 1
-        await _more_latency(latency, floor, service, clips, plan)
+        await _more_latency(latency, floor, service, inproc, clips, plan)
         variants = naive_modes[1:]
         loaded = [*variants, *(m for m in modes[2:] if plan.inproc_under_load or m is service)]
         levels: dict[int, dict[str, Section]] = {}
@@ -193,20 +193,26 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
 
 
 async def _more_latency(
-    latency: dict[str, Section], floor: Any, service: Any, clips: list[Any], plan: Plan
+    latency: dict[str, Section], floor: Any, service: Any, inproc: Any, clips: list[Any], plan: Plan
 ) -> None:
-    """More interleaved (floor, service) requests while p50 / floor is undecided, up to the plan's cap."""
-    from bench.report import TARGET_P50_OVER_FLOOR
-    from bench.verdict import decide, p50_over_floor
+    """More interleaved (floor, service[, in-process]) requests while p50 / floor or HTTP - in-process
+    is undecided, up to the plan's cap; the three stay paired request by request."""
+    from bench.report import TARGET_HTTP_GAP_MS, TARGET_P50_OVER_FLOOR
+    from bench.verdict import decide, median_paired_difference, p50_over_floor
 
     own = latency[service.name]
+    paired = inproc is not service  # service over HTTP: its gap to in-process is a target too
+    modes = [floor, service, inproc] if paired else [floor, service]
     while (measured := len(own.latencies)) < plan.latency_max:
         _, interval = p50_over_floor(own.latencies, latency["floor"].parts, floor.accepted())
-        if decide(interval, "<=", TARGET_P50_OVER_FLOOR) != "undecided":
+        gap = median_paired_difference(own.latencies, latency[inproc.name].latencies)[1] if paired else None
+        if decide(interval, "<=", TARGET_P50_OVER_FLOOR) != "undecided" and (
+            not paired or decide(gap, "<=", TARGET_HTTP_GAP_MS) != "undecided"
+        ):
             return
         count = min(plan.latency, plan.latency_max - measured)
-        log.info("p50 / floor undecided (interval %s): %d more floor and service requests", interval, count)
-        more = await run_latency([floor, service], clips, count=count, start=plan.warmup + measured)
+        log.info("p50 / floor %s, HTTP gap %s: undecided, %d more requests", interval, gap, count)
+        more = await run_latency(modes, clips, count=count, start=plan.warmup + measured)
         for name, section in more.items():
             latency[name].merge(section)
 

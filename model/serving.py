@@ -111,6 +111,10 @@ def pad_windows(windows: Sequence[Window]) -> Padded:
 
 def last_row_probabilities(network: Network, windows: Sequence[Window]) -> torch.Tensor:
     """(B, C) float64 probabilities of each window's last utterance, as the engine computes them."""
+    if len(windows) == 1:  # the service's usual call: nothing to pad, so no copies (views only)
+        w = windows[0]
+        logits = network(w.text.float()[None], w.audio.float()[None], w.text_mask[None], w.audio_mask[None])
+        return torch.softmax(logits[:, -1].double(), dim=-1)
     batch = pad_windows(windows)
     logits = network(*batch.tensors())  # (B, U, C)
     last = logits[torch.arange(len(windows)), batch.lengths - 1]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.verdict import (
     decide,
     median_interval,
+    median_paired_difference,
     overall,
     p50_over_floor,
     paired_median_difference,
@@ -71,6 +73,24 @@ def test_paired_median_difference_is_the_gap_of_the_medians_with_its_noise() -> 
     low, high = paired_median_difference(http, inproc)  # type: ignore[misc]
     assert low < high and decide((low, high), "<=", 15.0) != "fail"
     assert paired_median_difference([1.0], [0.0]) is None
+
+
+def test_the_median_per_request_difference_cancels_what_the_clips_cost() -> None:
+    """Clips of different cost (200-300 ms), each sent both ways with 10 ms of timing noise and 8 ms more
+    over HTTP: the per-request differences see the gap through the clips' spread, which widens the
+    interval of the gap of the two medians; a real 40 ms gap fails."""
+    rng = np.random.default_rng(1)
+    clips = rng.uniform(200.0, 300.0, 40)
+    inproc = list(clips + rng.normal(0.0, 10.0, 40))
+    http = list(clips + 8.0 + rng.normal(0.0, 10.0, 40))
+    gap, interval = median_paired_difference(http, inproc)
+    assert gap is not None and interval is not None and interval[0] <= gap <= interval[1]
+    assert interval[0] < 8.0 < interval[1] and decide(interval, "<=", 15.0) != "fail"
+    wide = paired_median_difference(http, inproc)
+    assert wide is not None and wide[1] - wide[0] > 1.3 * (interval[1] - interval[0])
+    slow = [x + 32.0 for x in http]  # 40 ms in all
+    assert decide(median_paired_difference(slow, inproc)[1], "<=", 15.0) == "fail"
+    assert median_paired_difference([], []) == (None, None)
 
 
 def test_overall_fails_on_any_failure_else_waits_on_any_undecided() -> None:
