@@ -109,14 +109,20 @@ def _locked_write_once(target: Path, write: Any) -> Path:
         return write_once(target, GRAPH_FILE, readable)
 
 
-def quantize_encoder_graph(directory: str | Path) -> Path:
-    """An int8 copy of an exported encoder directory, beside it (`<name>-int8`), written once.
+def quantize_encoder_graph(directory: str | Path, *, reduce_range: bool | None = None) -> Path:
+    """An int8 copy of an exported encoder directory, beside it, written once.
 
     onnxruntime's dynamic quantisation: MatMul/Gemm weights stored as int8 (per tensor), activations
-    quantised per call (u8s8 kernels, VNNI where the CPU has it). Convolutions stay fp32 (ConvInteger is
-    slower). The copy's encoder.json says `"precision": "int8"`; the tokenizer files are copied as is.
+    quantised per call (u8s8 kernels). Convolutions stay fp32 (ConvInteger is slower). `reduce_range`
+    (default: on a CPU without VNNI, `has_int8_dot_product`) stores 7-bit weights, onnxruntime's remedy
+    for the saturation of its AVX2 / AVX-512 kernels without VNNI; that copy is `<name>-int8-r7`, the
+    full-range one `<name>-int8`, so a cache shared by machines of both kinds holds both. The copy's
+    encoder.json says `"precision": "int8"` and `"reduce_range"`; the other files are copied as is.
     """
+    from model.encoders.precision import has_int8_dot_product
+
     source = Path(directory)
+    reduce = not has_int8_dot_product() if reduce_range is None else reduce_range
 
     def write(out: Path) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -125,16 +131,17 @@ def quantize_encoder_graph(directory: str | Path) -> Path:
             if item.is_file() and item.name not in (GRAPH_FILE, META_FILE):
                 shutil.copyfile(item, out / item.name)
         meta = json.loads((source / META_FILE).read_text())
-        write_meta(out, {**meta, "precision": "int8"})
+        write_meta(out, {**meta, "precision": "int8", "reduce_range": reduce})
         with _quiet():
             quantize_dynamic(
                 source / GRAPH_FILE,
                 out / GRAPH_FILE,
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=["MatMul", "Gemm"],
+                reduce_range=reduce,
             )
 
-    return _locked_write_once(source.with_name(f"{source.name}-int8"), write)
+    return _locked_write_once(source.with_name(f"{source.name}-int8{'-r7' if reduce else ''}"), write)
 
 
 def load_onnx_encoder(

@@ -42,6 +42,22 @@ def has_native_bf16() -> bool:
         return False
 
 
+@functools.cache
+def has_int8_dot_product() -> bool:
+    """Whether this CPU multiplies u8 x s8 without saturating: VNNI (AVX512-VNNI or AVX-VNNI) on x86;
+    True elsewhere (ARM's dot-product kernels do not saturate). Without it onnxruntime's int8 kernels
+    add pairs of u8 x s8 products in 16 bits (vpmaddubsw), which saturates on full-range weights: its
+    documented remedy is 7-bit weights (`reduce_range`), which `model.encoders.graphs` then writes."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:  # not Linux: torch's check (AVX512-VNNI only)
+        return bool(torch.cpu._is_vnni_supported())
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def resolve_bf16(precision: Precision, device: torch.device) -> bool:
     """True when encoders on `device` should run under bf16 autocast.
 
