@@ -69,12 +69,14 @@ def build_report(
     time_to_ready_s: float | None,
     server_rss_mb: float | None,
     bench_rss_mb: float,
+    starts: dict[str, dict[str, Any]] | None = None,
     others_cpu_pct: float | None,
     elapsed_s: float,
     date: str,
 ) -> dict[str, Any]:
     """The report. `floor`: `bench.floor.floor_figures`; `samples`: what the intervals are drawn from
-    (service_c1, floor_parts, floor_accepted, rounds_16, overhead_ms, flat_cpu_ms; see `_targets`)."""
+    (service_c1, floor_parts, floor_accepted, rounds_16, overhead_ms, flat_cpu_ms; see `_targets`);
+    `starts`: profile -> time to ready and RSS of a service process of that profile."""
     service = "http" if "http" in latency else "inproc"
     latency = {"floor": dict(summarize(floor["series"])), **latency}
     top = levels.get(16, {})
@@ -118,6 +120,7 @@ def build_report(
         "flat_cost_ratio": offline.get("cpu_ratio_late_over_early_p50"),
         "flat_cost_wall_ratio": offline.get("ratio_late_over_early_p50"),
         "time_to_ready_s": time_to_ready_s,
+        "time_to_ready_by_profile": starts or {},
         "peak_rss_mb": server_rss_mb if server_rss_mb is not None else bench_rss_mb,
         "bench_peak_rss_mb": bench_rss_mb,
         "others_cpu_pct": others_cpu_pct,
@@ -286,7 +289,15 @@ def format_table(report: dict[str, Any]) -> str:
         "",
         f"naive baseline at 16: best with {report['naive_threads_16']} torch threads per request thread "
         f"of {report['concurrency'].get('16', {}).get('naive', {}).get('throughput_rps_by_variant')}",
-        f"time to ready: {_num(report['time_to_ready_s'])} s",
+        f"time to ready: {_num(report['time_to_ready_s'])} s; by profile: "
+        + (
+            "; ".join(
+                f"{name} {_num(start['time_to_ready_s'])} s, RSS {_num(start['rss_mb'])} MB"
+                f"{'' if start['alone'] else ' (bench loading at once)'}"
+                for name, start in report.get("time_to_ready_by_profile", {}).items()
+            )
+            or "-"
+        ),
         "",
         "ratios: " + ", ".join(f"{k} {_num(v)}" for k, v in report["ratios"].items()),
         f"targets (95 % interval): {report['verdict'].upper()}",

@@ -64,6 +64,12 @@ def test_bench_quick_writes_report_with_required_positive_figures(report: dict[s
     assert report["run"] == "quick" and report["backend"] == "auto"  # the service's defaults
     assert report["service_torch_threads"] >= 1 and report["naive_torch_threads"] >= 1
     assert set(report["concurrency"]) == {"1", "4", "16"}
+    # time to ready per profile: the production one loaded beside the bench, the default one alone
+    starts = report["time_to_ready_by_profile"]
+    assert starts["production"]["time_to_ready_s"] == report["time_to_ready_s"]
+    assert starts["production"]["alone"] is False
+    (default,) = [start for name, start in starts.items() if name != "production"]
+    assert default["alone"] is True and default["time_to_ready_s"] > 0 and default["rss_mb"] > 0
 
 
 @pytest.mark.slow
