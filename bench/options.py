@@ -28,7 +28,8 @@ class Plan:
     """How many requests each section sends (per mode).
 
     A figure whose verdict is still undecided after the first requests gets more (`bench.verdict`):
-    the concurrency-1 pairs (floor and service) `latency` at a time up to `latency_max`, and the
+    the concurrency-1 requests (floor, service and, over HTTP, in-process) `latency` at a time up to
+    `latency_max`, and the
     rounds at 16 conversations one at a time up to `rounds_max`.
     """
 

@@ -215,6 +215,9 @@ def _lone_start(served: Any, opts: BenchOptions) -> dict[str, Any]:
     try:
         process.wait_ready()
         return {"time_to_ready_s": process.ready_after_s, "rss_mb": peak_rss_mb(process.pid), "alone": True}
+    except (RuntimeError, TimeoutError) as exc:  # the measured run's report is kept; this start says why
+        log.warning("the lone start of the %s profile failed: %s", served.profile, exc)
+        return {"time_to_ready_s": None, "rss_mb": None, "alone": True, "error": str(exc)}
     finally:
         process.stop()
 

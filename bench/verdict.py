@@ -97,7 +97,7 @@ def median_paired_difference(
 ) -> tuple[float | None, tuple[float, float] | None]:
     """median(a[i] - b[i]) and its bootstrap interval: what `a` adds to request i of `b`.
 
-    Pair i is the same clip sent both ways one right after the other, so the clip's own cost (3.3 s or
+    Pair i is the same clip sent both ways within one interleaved turn, so the clip's own cost (3.3 s or
     4.1 s of audio) cancels in each difference; the difference of the two medians keeps it, and its
     interval is as wide as the spread of the clips (+-16 ms around a 7 ms gap in 20 pairs).
     """

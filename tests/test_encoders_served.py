@@ -144,38 +144,73 @@ def test_a_warm_start_serves_the_cached_graphs_without_building_a_pytorch_encode
         assert torch.allclose(encoder.encode_batch(items[:2]), served[modality].encode_batch(items[:2]))
 
 
-def test_a_cached_graph_whose_reference_disagrees_is_not_served_from_the_cache(
-    tiny_torch: dict[str, Any], tiny_specs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_reference_that_disagrees_is_not_served_from_the_cache_and_is_written_again(
+    tiny_torch: dict[str, Any], tiny_specs: Any, tmp_path: Path
 ) -> None:
-    """The reference vectors decide: when they disagree with the graph (here: replaced), the warm path
-    serves nothing, and the long way (PyTorch built, same reference) keeps PyTorch."""
+    """The stored vectors decide the warm path: replaced by noise, it serves nothing; the long way
+    (PyTorch built) sees they are not its weights' and exports the graph again, which then serves."""
     from model.encoders.factory import cached_onnx_served
 
     onnx_served(tiny_torch, cache_dir=tmp_path, precision="fp32")
-    for reference in (tmp_path / "encoders").glob(f"*/{onnx_module.REFERENCE}"):
+    references = sorted((tmp_path / "encoders").glob(f"*/{onnx_module.REFERENCE}"))
+    assert len(references) == 2
+    for reference in references:
         vectors = np.load(reference)
         np.save(reference, np.random.default_rng(0).standard_normal(vectors.shape).astype(np.float32))
     assert cached_onnx_served(tiny_specs, cache_dir=tmp_path, precision="fp32", device="cpu") == {}
-    kept = onnx_served(tiny_torch, cache_dir=tmp_path, precision="fp32")
-    assert all(not type(e).__name__.startswith("Onnx") for e in kept.values())
+    repaired = onnx_served(tiny_torch, cache_dir=tmp_path, precision="fp32")
+    assert all(type(e).__name__.startswith("Onnx") for e in repaired.values())
+    warm = cached_onnx_served(tiny_specs, cache_dir=tmp_path, precision="fp32", device="cpu")
+    assert set(warm) == {"text", "audio"}
+
+
+def test_an_unreadable_marker_or_a_broken_int8_copy_leaves_fp32_to_be_tried(
+    tiny_torch: dict[str, Any], tiny_specs: Any, tmp_path: Path
+) -> None:
+    """Another process may be writing a marker, a copy may be damaged: the next candidate is tried."""
+    from model.encoders.factory import cached_onnx_served
+
+    onnx_served(tiny_torch, cache_dir=tmp_path, precision="auto")
+    copies = [d for d in (tmp_path / "encoders").glob("*-int8*") if d.is_dir()]
+    assert copies
+    for copy_dir in copies:
+        (copy_dir / onnx_module.REJECTED).write_text("")  # half written
+        (copy_dir / "model.onnx").write_bytes(b"not a graph")
+    served = cached_onnx_served(tiny_specs, cache_dir=tmp_path, precision="auto", device="cpu")
+    assert {m: e.precision for m, e in served.items()} == {"text": "fp32", "audio": "fp32"}
+
+
+def test_the_reference_is_fp32_on_cpu_whatever_the_exporting_encoder_runs_at(
+    tiny_torch: dict[str, Any], tmp_path: Path
+) -> None:
+    import copy
+
+    autocast = copy.copy(tiny_torch["text"])
+    autocast.bf16 = True  # the engine's own encoder on a CPU with native bf16
+    graph = onnx_module.export_encoder_cached(autocast, tmp_path)
+    expected = onnx_module.encode_each(tiny_torch["text"], onnx_module.probe_inputs(tiny_torch["text"]))
+    assert np.array_equal(np.load(graph / onnx_module.REFERENCE), expected)
+    assert autocast.bf16 is True  # the encoder given is left as it was
 
 
 def test_a_profile_without_the_transformer_never_takes_its_cached_graph(
     tiny_torch: dict[str, Any], tiny_specs: Any, graph_cache_module: Path, served: dict[str, Any]
 ) -> None:
-    """A checkpoint recording emotion2vec served with a prosody profile still fails the spec check,
-    although emotion2vec's graph for that very spec is in the cache."""
+    """A checkpoint recording emotion2vec served with a prosody profile, or the tiny BERT served with
+    the profile of MiniLM, still fails the spec check although the graph of that very spec is cached:
+    whether a start works never depends on what the cache holds."""
     from model.encoders.base import EncoderMismatchError
 
-    with pytest.raises(EncoderMismatchError):
-        checkpoint_encoders(
-            {"audio": tiny_specs["audio"]},
-            "offline",
-            device="cpu",
-            precision="auto",
-            backend="auto",
-            cache_dir=graph_cache_module,
-        )
+    for modality in ("audio", "text"):
+        with pytest.raises(EncoderMismatchError):
+            checkpoint_encoders(
+                {modality: tiny_specs[modality]},
+                "offline",
+                device="cpu",
+                precision="auto",
+                backend="auto",
+                cache_dir=graph_cache_module,
+            )
 
 
 def test_a_cpu_without_vnni_gets_seven_bit_int8_weights_beside_the_full_range_copy(
@@ -189,6 +224,7 @@ def test_a_cpu_without_vnni_gets_seven_bit_int8_weights_beside_the_full_range_co
     from model.encoders.graphs import quantize_encoder_graph, reference_cosine
 
     graph = onnx_module.export_encoder_cached(tiny_torch["audio"], tmp_path)
+    (graph / onnx_module.REJECTED).write_text('{"cosine": 0.5}')  # the fp32 graph's verdict only
     monkeypatch.setattr(precision, "has_int8_dot_product", lambda: False)
     seven = quantize_encoder_graph(graph)
     monkeypatch.setattr(precision, "has_int8_dot_product", lambda: True)
@@ -197,6 +233,7 @@ def test_a_cpu_without_vnni_gets_seven_bit_int8_weights_beside_the_full_range_co
     for directory, reduced in ((seven, True), (full, False)):
         meta = json.loads((directory / "encoder.json").read_text())
         assert meta["precision"] == "int8" and meta["reduce_range"] is reduced
+        assert not (directory / onnx_module.REJECTED).exists()
         encoder = onnx_module.load_onnx_encoder(directory, device="cpu", intra_op_threads=1)
         assert reference_cosine(directory, encoder) > 0.99  # the probes' reference travels with the copy
     assert (seven / "model.onnx").read_bytes() != (full / "model.onnx").read_bytes()

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.devices import resolve_device
-from model.encoders.identity import model_name, versioned_spec, weights_fingerprint
+from model.encoders.identity import emotion2vec_spec_name, versioned_spec, weights_fingerprint
 from model.encoders.precision import Precision, cpu_autocast, precision_name, resolve_bf16
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class Emotion2VecEncoder:
             "weights": weights_fingerprint(torch_model),
         }
         self.spec = versioned_spec(
-            f"emotion2vec:{name or model_name(source)}",
+            emotion2vec_spec_name(name, source),
             identity,
             dim=int(torch_model.cfg.embed_dim),
             modality="audio",

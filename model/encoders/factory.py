@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 EncoderBackend = Literal["auto", "torch", "onnx"]
 ENCODER_BACKENDS: tuple[EncoderBackend, ...] = ("auto", "torch", "onnx")
 MANIFEST = "manifest.json"  # what `lpgnet export` writes into a bundle: graphs, specs, checkpoint
-REJECTED = "rejected.json"  # beside a graph that failed the probe parity: its cosine
 
 
 def checkpoint_encoders(
@@ -89,9 +89,9 @@ def checkpoint_encoders(
         graphs = Path(cache_dir) if cache_dir is not None else cache_root()
         cached = {}
         if onnx:  # graphs an earlier start exported: served with no PyTorch encoder built
-            transformers = _transformer_modalities(profile, text_model, audio_model, tiny_dir)
+            names = _transformer_spec_names(profile, text_model, audio_model, tiny_dir)
             cached = cached_onnx_served(
-                {m: spec for m, spec in recorded.items() if m in transformers},
+                {m: spec for m, spec in recorded.items() if names.get(m) == spec.name},
                 cache_dir=graphs,
                 precision=precision,
                 device=device,
@@ -132,7 +132,8 @@ def onnx_served(
 ) -> dict[str, Encoder]:
     """`encoders` with each exportable PyTorch one replaced by its onnxruntime graph, where it passes.
 
-    Each is exported once into `cache_dir` with its probe vectors (`model.encoders.graphs`); then
+    Each is exported once into `cache_dir` with its probe vectors (`model.encoders.graphs`; exported
+    again when the stored vectors are not this encoder's, e.g. a damaged cache); then
     `precision` auto tries int8 and fp32, int8 / fp32 only that one, and a graph serves when the lowest
     cosine of its vectors to the fp32 PyTorch ones over the probes reaches `PARITY_COSINE` (checked at
     every start, as the LPGNet graph is). A graph that fails is marked (`REJECTED` in its directory,
@@ -140,7 +141,7 @@ def onnx_served(
     that passes is a `ValueError`; else the PyTorch encoder stays, at the precision "auto" gives it,
     with a warning.
     """
-    from model.encoders.graphs import export_encoder_cached, exportable
+    from model.encoders.graphs import export_encoder_cached, exportable, reference_agrees
     from model.encoders.precision import resolve_bf16
 
     served: dict[str, Encoder] = {}
@@ -151,6 +152,11 @@ def onnx_served(
         failures: list[str] = []
         try:
             graph = export_encoder_cached(encoder, cache_dir)  # type: ignore[arg-type]
+            if not reference_agrees(graph, encoder):  # damaged, or written by a faulty writer: redo it
+                log.warning(
+                    "the %s graph's reference vectors disagree with its weights: exporting again", modality
+                )
+                graph = export_encoder_cached(encoder, cache_dir, refresh=True)  # type: ignore[arg-type]
             onnx = _passing_graph(modality, graph, precision, device, threads, failures)
             if onnx is not None:
                 served[modality] = onnx
@@ -196,16 +202,23 @@ def cached_onnx_served(
     return served
 
 
-def _transformer_modalities(
+def _transformer_spec_names(
     profile: str, text_model: str | None, audio_model: str | None, tiny_dir: str | Path | None
-) -> set[str]:
-    """The modalities for which the profile (with its overrides) names an exportable transformer: only
-    those may be served from a cached graph, so a profile of other encoders still fails the spec check."""
+) -> dict[str, str]:
+    """Per modality, the spec name of the transformer the profile (with its overrides) would build,
+    known without reading weights. Only a recorded spec of that very name may be served from a cached
+    graph, so a start fails the spec check (or passes it) whatever the cache holds."""
+    from model.encoders.emotion2vec import DEFAULT_MODEL
+    from model.encoders.identity import emotion2vec_spec_name, text_spec_name
     from model.encoders.profiles import resolve_profile
 
     resolved = resolve_profile(profile, text_model=text_model, audio_model=audio_model, tiny_dir=tiny_dir)
-    kinds = {"text": resolved.text and resolved.text.kind, "audio": resolved.audio and resolved.audio.kind}
-    return {m for m, kind in kinds.items() if kind in ("hf", "emotion2vec")}
+    names: dict[str, str] = {}
+    if resolved.text is not None and resolved.text.kind == "hf":
+        names["text"] = text_spec_name(resolved.text.name, resolved.text.model, resolved.text.pooling)
+    if resolved.audio is not None and resolved.audio.kind == "emotion2vec":
+        names["audio"] = emotion2vec_spec_name(resolved.audio.name, resolved.audio.model or DEFAULT_MODEL)
+    return names
 
 
 def _passing_graph(
@@ -220,26 +233,29 @@ def _passing_graph(
     reach `PARITY_COSINE` against the reference beside `graph`; None (each failure in `failures`)."""
     from model.encoders.graphs import (
         PARITY_COSINE,
+        REJECTED,
         load_onnx_encoder,
         quantize_encoder_graph,
         reference_cosine,
     )
 
     for candidate in ["int8", "fp32"] if precision == "auto" else [precision]:
-        directory = graph if candidate == "fp32" else quantize_encoder_graph(graph)
-        verdict = directory / REJECTED
-        if verdict.is_file():  # this very graph failed these probes before: they are fixed
-            cosine = float(json.loads(verdict.read_text()).get("cosine", 0.0))
-            if cosine < PARITY_COSINE:
-                failures.append(f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE} (recorded)")
+        try:
+            directory = graph if candidate == "fp32" else quantize_encoder_graph(graph)
+            recorded = _recorded_cosine(directory / REJECTED)
+            if recorded is not None and recorded < PARITY_COSINE:  # this very graph failed these probes
+                failures.append(f"{candidate}: probe cosine {recorded:.5f} < {PARITY_COSINE} (recorded)")
                 continue
-        onnx = load_onnx_encoder(directory, device=device, intra_op_threads=threads)
-        cosine = reference_cosine(directory, onnx)
+            onnx = load_onnx_encoder(directory, device=device, intra_op_threads=threads)
+            cosine = reference_cosine(directory, onnx)
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot be built: try the next one
+            failures.append(f"{candidate}: {type(exc).__name__}: {exc}")
+            continue
         if cosine >= PARITY_COSINE:
             log.info("%s encoder: onnxruntime %s (probe cosine %.5f)", modality, candidate, cosine)
             return onnx
         failures.append(f"{candidate}: probe cosine {cosine:.5f} < {PARITY_COSINE}")
-        verdict.write_text(json.dumps({"cosine": cosine, "bound": PARITY_COSINE}))
+        _write_atomically(directory / REJECTED, json.dumps({"cosine": cosine, "bound": PARITY_COSINE}))
     return None
 
 
@@ -274,6 +290,22 @@ def load_bundle_encoders(
         else:
             raise ValueError(f"{root}: no way to build a native {modality} encoder")
     return encoders
+
+
+def _recorded_cosine(path: Path) -> float | None:
+    """The cosine a REJECTED marker records; None when there is none or it cannot be read (another
+    process may be writing it): the candidate is then checked again."""
+    try:
+        return float(json.loads(path.read_text())["cosine"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Other processes sharing the cache read this file: they see the old state or the new, never half."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text)
+    os.replace(staging, path)
 
 
 __all__ = [

@@ -12,6 +12,7 @@ needs no PyTorch encoder at all: the checkpoint's recorded spec names the direct
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_VERSION = 2  # bump when the exported graphs change, so cached ones are written again (2: REFERENCE)
 REFERENCE = "reference.npy"  # beside each graph: the PyTorch fp32 vectors of `probe_inputs`, (P, D)
+REJECTED = "rejected.json"  # beside a graph that failed the probe parity: its cosine (never copied)
 # Lowest cosine to the PyTorch fp32 vectors a graph may have on the probes and still serve (int8 included:
 # the measured bound on the shipped checkpoint's predictions is in tests/test_encoders_served.py).
 PARITY_COSINE = 0.999
@@ -71,12 +73,13 @@ def graph_directory(spec: EncoderSpec, cache_dir: str | Path) -> Path:
     return Path(cache_dir) / "encoders" / f"{spec.modality}-{digest}"
 
 
-def export_encoder_cached(encoder: HFTextEncoder | Emotion2VecEncoder, cache_dir: str | Path) -> Path:
+def export_encoder_cached(
+    encoder: HFTextEncoder | Emotion2VecEncoder, cache_dir: str | Path, *, refresh: bool = False
+) -> Path:
     """The fp32 graph directory of `encoder` in `cache_dir` (`graph_directory`), exported on first use
-    (atomically), with `encoder`'s vectors of the probes beside it (`REFERENCE`).
-
-    The export runs in fp32 on CPU whatever precision the encoder serves at; `encoder` must be the fp32
-    PyTorch one, since its vectors are what every later start checks the graph against.
+    (atomically), with the probes' vectors of `encoder` in fp32 on CPU beside it (`REFERENCE`), whatever
+    precision and device it serves at: they are what every later start checks the graph against.
+    `refresh`: write it again, and drop its int8 copies (a reference that disagreed with the weights).
     """
     spec = encoder.spec
     export = _EXPORTERS[type(encoder)]
@@ -86,18 +89,40 @@ def export_encoder_cached(encoder: HFTextEncoder | Emotion2VecEncoder, cache_dir
         logger.info("exporting the %s encoder %s to %s (once)", spec.modality, spec.name, target)
         with _quiet():
             export(encoder, staging)
-        np.save(staging / REFERENCE, encode_each(encoder, probe_inputs(encoder)))
+        np.save(staging / REFERENCE, encode_each(fp32_cpu(encoder), probe_inputs(encoder)))
 
-    return _locked_write_once(target, write)
+    return _locked_write_once(target, write, refresh=refresh)
 
 
-def _locked_write_once(target: Path, write: Any) -> Path:
+def fp32_cpu(encoder: Any) -> Any:
+    """`encoder` itself when it runs fp32 on CPU, else a copy that does (its module copied to float32 on
+    CPU, autocast off): the reference every graph is checked against."""
+    if encoder.device.type == "cpu" and not (
+        getattr(encoder, "fp16", False) or getattr(encoder, "bf16", False)
+    ):
+        return encoder
+    reference = copy.copy(encoder)
+    reference.pooler = copy.deepcopy(encoder.pooler).float().cpu().eval()
+    reference.device = torch.device("cpu")
+    reference.fp16 = reference.bf16 = False
+    return reference
+
+
+def reference_agrees(graph: str | Path, encoder: Any, bound: float = 0.9999) -> bool:
+    """Whether the vectors stored beside `graph` are `encoder`'s own (fp32, CPU) on the probes."""
+    try:
+        return reference_cosine(graph, fp32_cpu(encoder)) >= bound
+    except (OSError, ValueError):  # missing, unreadable or of another shape
+        return False
+
+
+def _locked_write_once(target: Path, write: Any, *, refresh: bool = False) -> Path:
     """`write_once` under a file lock beside `target`: processes starting together (replicas on one
     cache volume, test workers) export a graph once and the others wait for it, instead of each
-    spending the same minutes of CPU."""
+    spending the same minutes of CPU. `refresh` writes it again and removes its `-int8*` copies."""
     from filelock import FileLock
 
-    if (target / GRAPH_FILE).is_file():
+    if (target / GRAPH_FILE).is_file() and not refresh:
         return target
 
     def readable(staging: Path) -> None:
@@ -106,7 +131,10 @@ def _locked_write_once(target: Path, write: Any) -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
-        return write_once(target, GRAPH_FILE, readable)
+        if refresh:
+            for copy_dir in target.parent.glob(f"{target.name}-int8*"):
+                shutil.rmtree(copy_dir, ignore_errors=True)
+        return write_once(target, GRAPH_FILE, readable, overwrite=refresh)
 
 
 def quantize_encoder_graph(directory: str | Path, *, reduce_range: bool | None = None) -> Path:
@@ -128,7 +156,7 @@ def quantize_encoder_graph(directory: str | Path, *, reduce_range: bool | None =
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         for item in source.iterdir():
-            if item.is_file() and item.name not in (GRAPH_FILE, META_FILE):
+            if item.is_file() and item.name not in (GRAPH_FILE, META_FILE, REJECTED):  # not the fp32 verdict
                 shutil.copyfile(item, out / item.name)
         meta = json.loads((source / META_FILE).read_text())
         write_meta(out, {**meta, "precision": "int8", "reduce_range": reduce})

@@ -31,6 +31,16 @@ def model_name(source: str | Path) -> str:
     return Path(source).name if Path(source).is_dir() else str(source)
 
 
+def text_spec_name(name: str | None, source: str | Path, pooling: str) -> str:
+    """The spec name of a Hugging Face text encoder: `hf:<name>:<pooling>`, `name` default `model_name`."""
+    return f"hf:{name or model_name(source)}:{pooling}"
+
+
+def emotion2vec_spec_name(name: str | None, source: str | Path) -> str:
+    """The spec name of an emotion2vec encoder: `emotion2vec:<name>`, `name` default `model_name`."""
+    return f"emotion2vec:{name or model_name(source)}"
+
+
 def versioned_spec(name: str, identity: Any, *, dim: int, modality: Modality) -> EncoderSpec:
     """The spec of an encoder whose version is the hash of its `identity` (architecture, options,
     `weights_fingerprint`)."""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.devices import resolve_device
-from model.encoders.identity import model_name, short_hash, versioned_spec, weights_fingerprint
+from model.encoders.identity import short_hash, text_spec_name, versioned_spec, weights_fingerprint
 from model.encoders.precision import Precision, cpu_autocast, precision_name, resolve_bf16
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class HFTextEncoder:
             "weights": weights_fingerprint(transformer),
         }
         self.spec = versioned_spec(
-            f"hf:{name or model_name(source)}:{self.pooling}",
+            text_spec_name(name, source, self.pooling),
             identity,
             dim=int(config.hidden_size),
             modality="text",
