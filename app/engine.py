@@ -289,6 +289,7 @@ class Engine:
             "context": ckpt.context,
             "context_window": self.settings.context_window,
             "modalities": self.modalities,
+            "text_only_network": getattr(ckpt, "text_only", None) is not None,
             "backend": self.backend,
             "device": self.device,
             **self.workers.describe(),  # torch_threads(_alone), audio_workers, encoders

@@ -30,6 +30,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.encoders.base import Encoder, EncoderMismatchError
 from model.encoders.devices import count_available_cpus, resolve_device
 from model.encoders.factory import MANIFEST, checkpoint_encoders
+from model.lpgnet import LPGNet
 from model.serving import Network
 
 log = logging.getLogger(__name__)
@@ -176,40 +177,65 @@ def onnx_bundle(settings: Settings) -> Path | None:
 
 
 def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> tuple[Network, str]:
-    """The LPGNet runtime and its name ("torch" or "onnx").
+    """The LPGNet runtime and its name ("torch" or "onnx"; "onnx/torch" when the checkpoint's text-only
+    network could only be served by PyTorch).
 
     torch: the checkpoint's module. onnx: its graph in onnxruntime (a bundle's, LPGNET_ONNX_MODEL, or
     the .onnx beside the checkpoint). auto, on CPU: the graph LPGNET_ONNX_MODEL names, else one
     exported from the checkpoint into the cache once (LPGNet 1.8 vs 3-11 ms at 64 utterances on 2
     cores); PyTorch when exporting fails, and on CUDA. Every graph is checked against the checkpoint's
-    module on a random batch before it serves; a named graph that fails is a start-up error.
+    module on a random batch before it serves; a named graph that fails is a start-up error. A
+    checkpoint carrying a text-only network gets it served the same way (its graph: a bundle's, else
+    the cache's) and routed in for the rows that depend on no audio (`text_only_routed`), exactly as
+    `lpgnet evaluate` routes it.
     """
+    from model.serving import text_only_routed
+
+    network, backend = _served(settings, checkpoint.model, checkpoint.name, device, _named_graph(settings))
+    if checkpoint.text_only is None:
+        return network, backend
+    text_network, text_backend = _served(
+        settings,
+        checkpoint.text_only,
+        f"{checkpoint.name} (text only)",
+        device,
+        _named_text_only_graph(settings),
+    )
+    routed = text_only_routed(network, text_network, causal=checkpoint.context == "causal")
+    return routed, backend if text_backend == backend else f"{backend}/{text_backend}"
+
+
+def _served(
+    settings: Settings, module: LPGNet, name: str, device: torch.device, path: Path | None
+) -> tuple[Network, str]:
+    """One LPGNet module served by `settings.backend` (see `build_network`); `path`: its named graph."""
     auto = settings.backend == "auto"
     if settings.backend == "torch" or (auto and device.type != "cpu"):
-        return _torch_network(checkpoint, device), "torch"
+        return _torch_network(module, device), "torch"
     from model.export import OnnxLPGNet, check_graph_parity, export_lpgnet_cached
 
-    path = _named_graph(settings)
-    if path is None:  # auto without a graph of its own: export the checkpoint once
+    if path is None:  # without a graph of its own: export the module once
         try:
-            path = export_lpgnet_cached(checkpoint.model, settings.graph_cache)
+            path = export_lpgnet_cached(module, settings.graph_cache)
             try:
-                check_graph_parity(checkpoint.model, path)
+                check_graph_parity(module, path)
             except ValueError as exc:  # the file changed since it was written (its name is its content)
                 log.warning("re-exporting %s: %s", path.name, exc)
-                path = export_lpgnet_cached(checkpoint.model, settings.graph_cache, refresh=True)
+                path = export_lpgnet_cached(module, settings.graph_cache, refresh=True)
         except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: serve PyTorch
+            if not auto:
+                raise StartupError(f"no ONNX graph of {name} could be exported: {exc}") from exc
             log.warning("LPGNet stays in PyTorch: no usable ONNX graph in %s: %s", settings.graph_cache, exc)
-            return _torch_network(checkpoint, device), "torch"
+            return _torch_network(module, device), "torch"
     elif not path.is_file():
         raise StartupError(
             f"no ONNX graph at {path}; write one with `lpgnet export --out DIR` and set LPGNET_ONNX_MODEL=DIR"
         )
     else:
         try:
-            check_graph_parity(checkpoint.model, path)
+            check_graph_parity(module, path)
         except Exception as exc:
-            raise StartupError(f"the ONNX graph {path} does not serve {checkpoint.name}: {exc}") from exc
+            raise StartupError(f"the ONNX graph {path} does not serve {name}: {exc}") from exc
     # one intra-op thread per model thread on CPU, like torch (LPGNET_ONNX_THREADS overrides)
     threads = settings.onnx_threads or (settings.torch_threads or 1 if device.type == "cpu" else None)
     runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=threads)
@@ -231,8 +257,17 @@ def _named_graph(settings: Settings) -> Path | None:
     return None
 
 
-def _torch_network(checkpoint: Checkpoint, device: torch.device) -> Network:
-    module = checkpoint.model.to(device).eval()
+def _named_text_only_graph(settings: Settings) -> Path | None:
+    """The text-only network's graph a bundle holds; None: the cache decides (LPGNET_ONNX_MODEL and
+    <checkpoint>.onnx name the main network's graph only)."""
+    from model.export import TEXT_ONLY_GRAPH
+
+    bundle = onnx_bundle(settings)
+    return bundle / TEXT_ONLY_GRAPH if bundle is not None else None
+
+
+def _torch_network(module: LPGNet, device: torch.device) -> Network:
+    module = module.to(device).eval()
 
     @torch.inference_mode()
     def run(

@@ -323,7 +323,14 @@ class ModelResponse(BaseModel):
     context: str = Field(description="Context mode of the checkpoint: causal or bidirectional.")
     context_window: int = Field(description="K: utterances of context per prediction.")
     modalities: list[str]
-    backend: str = Field(description="Runtime of LPGNet: torch or onnx (onnxruntime).")
+    text_only_network: bool = Field(
+        description="Whether a network trained on text alone answers the utterances whose context holds no "
+        "audio (a text-only client's); the fused network answers the others."
+    )
+    backend: str = Field(
+        description="Runtime of LPGNet: torch or onnx (onnxruntime); onnx/torch when the text-only network "
+        "could only run in PyTorch."
+    )
     device: str
     torch_threads: int = Field(description="Intra-op threads of a model job while others are in flight.")
     torch_threads_alone: int = Field(

@@ -14,6 +14,8 @@ the exact model and feed it exactly the features it was trained on:
     context         "causal" | "bidirectional" (also in config)
     serving         ServingContract: the window K and storage precision the checkpoint was selected
                     and evaluated with (older files: the defaults, K = 64, float16)
+    text_only       optional {"config", "state_dict"}: a text-only LPGNet answering the rows that
+                    depend on no audio (`model.serving.text_only_routed`); part of `version`
     training        free-form: data, split, seed, selected epoch, metrics, the whole TrainConfig
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -64,6 +66,10 @@ class SavedModel(Generic[ModelT]):
     def config(self) -> _ModelConfig:
         raise NotImplementedError
 
+    def digested_weights(self) -> dict[str, torch.Tensor]:
+        """What `version` hashes: the model's weights (and those of any network it carries)."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
     @property
     def context(self) -> str:
         return self.config.context
@@ -76,7 +82,7 @@ class SavedModel(Generic[ModelT]):
         payload = {
             "format_version": FORMAT_VERSION,
             "name": self.name,
-            "version": weights_digest(state),
+            "version": weights_digest(self.digested_weights()),
             "config": self.config.to_dict(),
             "state_dict": state,
             "labels": list(self.labels),
@@ -118,9 +124,51 @@ class SavedModel(Generic[ModelT]):
 
 @dataclass
 class Checkpoint(SavedModel[LPGNet]):
+    # Answers the rows that depend on no audio (`model.serving.text_only_routed`): an LPGNet trained on
+    # text alone, over the same text features, labels and serving contract (`with_text_only`).
+    text_only: LPGNet | None = None
+
     @property
     def config(self) -> LPGNetConfig:
         return self.model.cfg
+
+    def digested_weights(self) -> dict[str, torch.Tensor]:
+        weights = super().digested_weights()
+        if self.text_only is not None:  # a checkpoint without one keeps the digest it always had
+            weights.update(
+                {f"text_only.{k}": v.detach().cpu() for k, v in self.text_only.state_dict().items()}
+            )
+        return weights
+
+    def write(self, path: str | Path, **marks: Any) -> Path:
+        if self.text_only is not None:
+            state = {k: v.detach().cpu() for k, v in self.text_only.state_dict().items()}
+            marks = {"text_only": {"config": self.text_only.cfg.to_dict(), "state_dict": state}, **marks}
+        return super().write(path, **marks)
+
+
+def with_text_only(ckpt: Checkpoint, text: Checkpoint) -> Checkpoint:
+    """`ckpt` carrying `text`'s network for the rows that depend on no audio; `ValueError` unless `text`
+    was trained on text alone over the same text encoder, labels, context and serving contract."""
+    problems = [
+        what
+        for what, ok in (
+            ("its network is not text-only (model.modalities)", text.config.modalities == "text"),
+            ("labels differ", text.labels == ckpt.labels),
+            (
+                "text encoders differ",
+                "text" in ckpt.encoders and text.encoders.get("text") == ckpt.encoders["text"],
+            ),
+            ("profiles differ", text.profile == ckpt.profile),
+            ("contexts differ", text.context == ckpt.context),
+            ("serving contracts differ", text.serving == ckpt.serving),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ValueError(f"{text.name} {text.version} cannot answer for {ckpt.name}: {'; '.join(problems)}")
+    training = {**ckpt.training, "text_only": {"version": text.version, "seed": text.training.get("seed")}}
+    return replace(ckpt, text_only=text.model, training=training)
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -143,7 +191,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format_version')!r}")
-    return Checkpoint.from_payload(LPGNet(LPGNetConfig(**payload["config"])), payload)
+    ckpt = Checkpoint.from_payload(LPGNet(LPGNetConfig(**payload["config"])), payload)
+    if "text_only" in payload:
+        text_only = LPGNet(LPGNetConfig(**payload["text_only"]["config"]))
+        text_only.load_state_dict(payload["text_only"]["state_dict"])
+        ckpt.text_only = text_only.eval()
+    return ckpt
 
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "weights" / "lpgnet-offline-causal.pt"

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from model.cli_text_only import add_text_only_command
 from model.cli_tune import tune_text_command
 
 cli = typer.Typer(help="Train and evaluate LPGNet emotion recognition in conversation.", no_args_is_help=True)
@@ -387,6 +388,7 @@ def export(
 
 
 cli.command("tune-text")(tune_text_command)
+cli.command("add-text-only")(add_text_only_command)
 
 
 def main() -> None:

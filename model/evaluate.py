@@ -27,7 +27,7 @@ from model.encoders.base import Encoder
 from model.encoders.factory import EncoderBackend, checked_encoders, checkpoint_encoders
 from model.encoders.precision import Precision
 from model.features import FeatureCache, FeatureSet, extract_features
-from model.scoring import DialoguePrediction, Protocol, predict_dialogues, score
+from model.scoring import DialoguePrediction, Protocol, checkpoint_network, predict_dialogues, score
 from model.serving import MODALITY_SETTINGS, Modalities, ServingContract
 
 SPLIT_CHOICES = ("train", "valid", "test", "all")
@@ -130,7 +130,7 @@ def predict_checkpoint(
         cache.close()
     contract = ckpt.serving if window is None else replace(ckpt.serving, window=window)
     predictions = predict_dialogues(
-        ckpt.model,
+        checkpoint_network(ckpt),
         features.dialogues,
         contract=contract,
         causal=ckpt.context == "causal",

@@ -206,6 +206,7 @@ class OnnxLPGNet:
 # ---- the bundle: every graph a checkpoint needs, and a manifest the service loads ----
 
 LPGNET_GRAPH = "lpgnet.onnx"
+TEXT_ONLY_GRAPH = "lpgnet-text-only.onnx"  # a checkpoint's text-only network (`Checkpoint.text_only`)
 
 
 def export_bundle(
@@ -237,6 +238,8 @@ def export_bundle(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     export_lpgnet(ckpt.model, out / LPGNET_GRAPH)
+    if ckpt.text_only is not None:
+        export_lpgnet(ckpt.text_only, out / TEXT_ONLY_GRAPH)
     entries: dict[str, dict[str, Any]] = {}
     for modality, encoder in encoders.items():
         entry: dict[str, Any] = {"spec": encoder.spec.to_dict()}
@@ -260,6 +263,7 @@ def export_bundle(
             "context": ckpt.context,
         },
         "lpgnet": LPGNET_GRAPH,
+        "text_only": TEXT_ONLY_GRAPH if ckpt.text_only is not None else None,
         "encoders": entries,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))

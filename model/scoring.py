@@ -28,6 +28,7 @@ from model.serving import (
     pad_windows,
     predict_served,
     served_view,
+    text_only_routed,
 )
 
 Protocol = Literal["served", "offline"]
@@ -38,6 +39,16 @@ class DialoguePrediction:
     dialogue: DialogueFeatures
     positions: torch.Tensor  # (U',) long: utterances sent, as positions in the dialogue
     probabilities: torch.Tensor  # (U', C) float64
+
+
+def checkpoint_network(ckpt: Any) -> Network:
+    """What a checkpoint answers with, in PyTorch: its network, with the text-only one it may carry
+    answering the rows that depend on no audio (`model.serving.text_only_routed`), as the service does."""
+    fused = module_network(ckpt.model)
+    text_only = getattr(ckpt, "text_only", None)  # baselines carry none
+    if text_only is None:
+        return fused
+    return text_only_routed(fused, module_network(text_only), causal=ckpt.context == "causal")
 
 
 def predict_dialogues(

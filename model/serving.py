@@ -196,6 +196,30 @@ def module_network(module: torch.nn.Module) -> Network:
     return run
 
 
+def text_only_routed(fused: Network, text_only: Network, *, causal: bool) -> Network:
+    """One network over two: a row whose answer depends on no audio at all is the text-only network's,
+    every other row the fused network's (a text-only client is answered by a network trained on text
+    alone, a client that sends audio by the fused one).
+
+    "Depends on": in causal mode the rows up to it (row i sees rows <= i), so a dialogue whose audio
+    starts later is answered alike in one pass and window by window; bidirectionally the whole window.
+    Each network runs only when some row is its own.
+    """
+
+    def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        if causal:
+            alone = torch.cumsum(am.long(), dim=1) == 0  # (B, U): no audio in rows <= i
+        else:
+            alone = (~am.any(dim=1, keepdim=True)).expand_as(am)
+        if not bool(alone.any()):
+            return fused(t, a, tm, am)
+        if bool(alone.all()):
+            return text_only(t, a, tm, am)
+        return torch.where(alone.unsqueeze(-1), text_only(t, a, tm, am), fused(t, a, tm, am))
+
+    return run
+
+
 __all__ = [
     "ArrayWindow",
     "DEFAULT_WINDOW",
@@ -212,4 +236,5 @@ __all__ = [
     "pad_windows",
     "predict_served",
     "served_view",
+    "text_only_routed",
 ]

@@ -1,0 +1,36 @@
+"""`lpgnet add-text-only`: a checkpoint that answers text-only clients with a network trained on text.
+
+Kept apart from `model.cli` so that module stays readable; `model.cli` registers the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def add_text_only_command(
+    checkpoint: Annotated[Path, typer.Argument(help="The fused checkpoint (text and audio).")],
+    text_checkpoint: Annotated[
+        Path, typer.Argument(help='A checkpoint trained on text alone (model.modalities = "text").')
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the checkpoint carrying both.")],
+) -> None:
+    """Write CHECKPOINT with TEXT_CHECKPOINT's network answering every utterance whose context holds no
+    audio (the service and `lpgnet evaluate` alike); both must share labels, text encoder, profile,
+    context and serving contract."""
+    from model.checkpoint import load_checkpoint, save_checkpoint, with_text_only
+
+    for path in (checkpoint, text_checkpoint):
+        if not path.is_file():
+            typer.echo(f"error: checkpoint not found: {path}", err=True)
+            raise typer.Exit(2)
+    try:
+        paired = with_text_only(load_checkpoint(checkpoint), load_checkpoint(text_checkpoint))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    save_checkpoint(paired, out)
+    typer.echo(f"wrote {out} (version {paired.version})")
