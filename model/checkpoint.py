@@ -167,7 +167,9 @@ def with_text_only(ckpt: Checkpoint, text: Checkpoint) -> Checkpoint:
     ]
     if problems:
         raise ValueError(f"{text.name} {text.version} cannot answer for {ckpt.name}: {'; '.join(problems)}")
-    training = {**ckpt.training, "text_only": {"version": text.version, "seed": text.training.get("seed")}}
+    training = {k: v for k, v in ckpt.training.items() if k != "test"}  # the fused network's figures:
+    training["test_fused"] = ckpt.training.get("test")  # kept apart (scripts/record_test_metrics.py)
+    training["text_only"] = {"version": text.version, "seed": text.training.get("seed")}
     return replace(ckpt, text_only=text.model, training=training)
 
 
