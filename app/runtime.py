@@ -45,7 +45,7 @@ class Runtime:
     checkpoint: Checkpoint
     encoders: dict[str, Encoder]  # modality -> encoder, the checkpoint's modalities only
     network: Network
-    backend: str  # what runs LPGNet: "torch" or "onnx"
+    backend: str  # what runs LPGNet: "torch" or "onnx" ("<fused>/<text-only>" when they differ)
     device: torch.device
     profile: str
 
@@ -177,8 +177,8 @@ def onnx_bundle(settings: Settings) -> Path | None:
 
 
 def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> tuple[Network, str]:
-    """The LPGNet runtime and its name ("torch" or "onnx"; "onnx/torch" when the checkpoint's text-only
-    network could only be served by PyTorch).
+    """The LPGNet runtime and its name ("torch" or "onnx"; "<fused>/<text-only>", e.g. "onnx/torch", when
+    the checkpoint's text-only network runs on another runtime than its fused one).
 
     torch: the checkpoint's module. onnx: its graph in onnxruntime (a bundle's, LPGNET_ONNX_MODEL, or
     the .onnx beside the checkpoint). auto, on CPU: the graph LPGNET_ONNX_MODEL names, else one
@@ -194,12 +194,14 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     network, backend = _served(settings, checkpoint.model, checkpoint.name, device, _named_graph(settings))
     if checkpoint.text_only is None:
         return network, backend
+    text_graph = _named_text_only_graph(settings)
+    if text_graph is not None and not text_graph.is_file() and settings.backend == "auto":
+        log.warning(
+            "the bundle has no %s (an older export): the text-only graph goes to the cache", text_graph.name
+        )
+        text_graph = None
     text_network, text_backend = _served(
-        settings,
-        checkpoint.text_only,
-        f"{checkpoint.name} (text only)",
-        device,
-        _named_text_only_graph(settings),
+        settings, checkpoint.text_only, f"{checkpoint.name} (text only)", device, text_graph
     )
     routed = text_only_routed(network, text_network, causal=checkpoint.context == "causal")
     return routed, backend if text_backend == backend else f"{backend}/{text_backend}"

@@ -328,8 +328,8 @@ class ModelResponse(BaseModel):
         "audio (a text-only client's); the fused network answers the others."
     )
     backend: str = Field(
-        description="Runtime of LPGNet: torch or onnx (onnxruntime); onnx/torch when the text-only network "
-        "could only run in PyTorch."
+        description="Runtime of LPGNet: torch or onnx (onnxruntime); <fused>/<text-only> (e.g. onnx/torch) "
+        "when the checkpoint's text-only network runs on another runtime than its fused network."
     )
     device: str
     torch_threads: int = Field(description="Intra-op threads of a model job while others are in flight.")

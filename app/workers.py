@@ -109,6 +109,8 @@ class ModelWorkers:
         for length in sorted({1, self.settings.context_window}):
             row = (np.zeros(cfg.text_dim, np.float16), np.zeros(cfg.audio_dim, np.float16))
             await self.score([ContextRow(i, *row) for i in range(length)])
+            if "text" in self.encoders:  # a text-only window: the checkpoint's text-only network, if any
+                await self.score([ContextRow(i, row[0], None) for i in range(length)])
 
     async def decode(self, data: bytes) -> np.ndarray:
         """An uploaded file as a mono waveform at the audio encoder's rate (typed errors become 4xx)."""

@@ -153,7 +153,13 @@ def with_text_only(ckpt: Checkpoint, text: Checkpoint) -> Checkpoint:
     problems = [
         what
         for what, ok in (
+            ("it carries a text-only network already", ckpt.text_only is None),
             ("its network is not text-only (model.modalities)", text.config.modalities == "text"),
+            (
+                "feature sizes differ",
+                (text.config.text_dim, text.config.audio_dim)
+                == (ckpt.config.text_dim, ckpt.config.audio_dim),
+            ),
             ("labels differ", text.labels == ckpt.labels),
             (
                 "text encoders differ",

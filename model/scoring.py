@@ -181,6 +181,7 @@ def selection_score(
 
 __all__ = [
     "DialoguePrediction",
+    "checkpoint_network",
     "evaluate_settings",
     "predict_dialogues",
     "score",

@@ -63,6 +63,10 @@ def test_the_checkpoint_carries_the_text_only_network_and_versions_it(
     fused = load_checkpoint(alone)
     with pytest.raises(ValueError, match="not text-only"):
         with_text_only(fused, fused)
+    with pytest.raises(ValueError, match="already"):  # re-pairing would lose the fused network's record
+        with_text_only(
+            paired, load_checkpoint(write_tiny_checkpoint(tmp_path / "t3.pt", tiny_specs, modalities="text"))
+        )
     relabelled = load_checkpoint(write_tiny_checkpoint(tmp_path / "t2.pt", tiny_specs, modalities="text"))
     relabelled.labels = list(reversed(TINY_LABELS))
     with pytest.raises(ValueError, match="labels differ"):
