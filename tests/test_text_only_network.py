@@ -41,13 +41,19 @@ def test_a_row_goes_to_the_text_only_network_while_no_audio_precedes_it() -> Non
     assert whole.tolist() == [[1, 1, 1, 1], [2, 2, 2, 2], [1, 1, 1, 1]]  # bidirectional: any audio at all
 
 
-@pytest.fixture
-def paired_checkpoint(tmp_path: Path, tiny_specs: dict[str, Any]) -> Path:
-    """A tiny causal checkpoint (K = 4) carrying a tiny text-only network."""
-    fused = load_checkpoint(write_tiny_checkpoint(tmp_path / "fused.pt", tiny_specs, seed=3))
-    text = load_checkpoint(write_tiny_checkpoint(tmp_path / "text.pt", tiny_specs, seed=5, modalities="text"))
+def _paired(tmp_path: Path, tiny_specs: dict[str, Any], context: str = "causal") -> Path:
+    """A tiny checkpoint (K = 4) carrying a tiny text-only network, both of this context mode."""
+    fused = load_checkpoint(write_tiny_checkpoint(tmp_path / "fused.pt", tiny_specs, seed=3, context=context))
+    text = load_checkpoint(
+        write_tiny_checkpoint(tmp_path / "text.pt", tiny_specs, seed=5, modalities="text", context=context)
+    )
     fused.serving = text.serving = ServingContract(window=4)
     return save_checkpoint(with_text_only(fused, text), tmp_path / "paired.pt")
+
+
+@pytest.fixture
+def paired_checkpoint(tmp_path: Path, tiny_specs: dict[str, Any]) -> Path:
+    return _paired(tmp_path, tiny_specs)
 
 
 def test_the_checkpoint_carries_the_text_only_network_and_versions_it(
@@ -96,19 +102,24 @@ def _late_audio_corpus(root: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize(
+    ("backend", "context"), [("torch", "causal"), ("auto", "causal"), ("auto", "bidirectional")]
+)
 def test_a_replay_through_the_api_matches_lpgnet_evaluate_with_both_networks(
     backend: str,
-    paired_checkpoint: Path,
+    context: str,
+    tiny_specs: dict[str, Any],
     tmp_path: Path,
     tiny_encoder_dir: Path,
     make_settings: Callable[..., Settings],
     start_client: Callable[..., TestClient],
 ) -> None:
     """PyTorch and onnxruntime (both graphs exported and checked at start) answer what evaluation
-    computes; the first three turns are the text-only network's (they differ from the fused one's)."""
+    computes, causal or bidirectional (each answer from its window (i-K, i]); the first three turns are
+    the text-only network's (they differ from the fused one's)."""
     from model.encoders.factory import checkpoint_encoders
 
+    paired_checkpoint = _paired(tmp_path, tiny_specs, context)
     corpus = _late_audio_corpus(tmp_path)
     settings = make_settings(checkpoint=paired_checkpoint, context_window=4, backend=backend)
     client = start_client(settings)
