@@ -97,6 +97,13 @@ def train(
         list[str] | None,
         typer.Option(help="CORPUS=N: train on the first N training dialogues of that corpus only."),
     ] = None,
+    holdout_session: Annotated[
+        int | None,
+        typer.Option(
+            help="Leave-one-session-out fold: hold IEMOCAP session 1-4 out as the run's test split, "
+            "session 5 unseen, other corpora's test splits dropped (default: the config's, 0 = standard)."
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0..N-1 + --seed-start).")] = 1,
     seed_start: Annotated[int, typer.Option(help="First seed.")] = 0,
     out: Annotated[
@@ -123,6 +130,7 @@ def train(
 
     from model.config import TrainConfig
     from model.data import combine_corpora, default_iemocap_table, first_train_dialogues, load_corpus
+    from model.data import holdout_session as hold_out
     from model.data import labelled_only as keep_labelled
     from model.encoders.base import Encoder
     from model.encoders.profiles import build_encoders
@@ -145,6 +153,7 @@ def train(
                 train_dialogues={k: int(v) for k, _, v in (t.partition("=") for t in train_dialogues)}
                 if train_dialogues
                 else cfg.data.train_dialogues,
+                holdout_session=cfg.data.holdout_session if holdout_session is None else holdout_session,
             ),
         )
     except ValueError as exc:
@@ -158,6 +167,8 @@ def train(
         limits = cfg.data.train_dialogues
         corpora = [load_corpus(p, cfg.data.labels or None) for p in paths]
         corpora = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in corpora]
+        if cfg.data.holdout_session:
+            corpora = [hold_out(c, cfg.data.holdout_session) for c in corpora]
         corpus = combine_corpora(corpora) if len(corpora) > 1 else corpora[0]
     except ValueError as exc:
         raise _fail(str(exc)) from exc
@@ -181,7 +192,12 @@ def train(
         "labelled_only": labelled_only,
         "train_dialogues": dict(cfg.data.train_dialogues),
         "split_rule": "IEMOCAP: test = session 5, valid = the 12 COSMIC validation dialogues of "
-        "sessions 1-4; generic JSONL: its split field, else a hashed 10% of dialogues as validation",
+        "sessions 1-4; generic JSONL: its split field, else a hashed 10% of dialogues as validation"
+        if not cfg.data.holdout_session
+        else f"leave-one-session-out fold: test = IEMOCAP session {cfg.data.holdout_session} (held out), "
+        "valid = the COSMIC validation dialogues of the other sessions 1-4, session 5 unseen; "
+        "other corpora: no test split",
+        "holdout_session": cfg.data.holdout_session,
     }
     seed_list = list(range(seed_start, seed_start + seeds))
     result = train_seeds(features, cfg, seed_list, out, profile, data_info, plots=plots)

@@ -48,6 +48,9 @@ class DataConfig:
     labels: str = ""  # class names or a named set ("iemocap4"); "" = each corpus's default
     profile: str = "offline"  # encoder profile of the features
     train_dialogues: dict[str, int] = field(default_factory=dict)  # corpus -> first N training dialogues
+    # 1-4: leave-one-session-out fold, IEMOCAP session k held out as the run's "test" split and
+    # session 5 unseen (model.data.holdout_session); 0: the standard split (test = session 5)
+    holdout_session: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     threads: int = 1  # torch intra-op threads of the training thread (set per thread, not globally)
+    # decay of an exponential moving average of the weights (and BatchNorm statistics), updated every
+    # step; the average is what is validated, selected and saved. 0 = off
+    ema: float = 0.0
 
 
 @dataclass(frozen=True)

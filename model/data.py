@@ -174,6 +174,31 @@ def iemocap_split(dialogue_id: str, session: int) -> Split:
     return "valid" if dialogue_id in IEMOCAP_VALID_DIALOGUES else "train"
 
 
+IEMOCAP_FOLD_SESSIONS = (1, 2, 3, 4)  # sessions a held-out fold may take; session 5 never
+
+
+def holdout_session(corpus: Corpus, session: int) -> Corpus:
+    """One fold of leave-one-session-out validation over IEMOCAP sessions 1-4.
+
+    IEMOCAP's session `session` becomes the run's held-out ("test") split, session 5 is dropped (it is
+    never seen while choosing), and the COSMIC validation dialogues of the other sessions stay the
+    early-stopping set. Any other corpus (DailyDialog, RAVDESS, a generic JSONL) loses its test split,
+    so that no test figure is printed while a recipe is chosen. Twelve validation dialogues cannot
+    separate recipes whose seeds differ by as much as the recipes do; four held-out sessions of about
+    a thousand labelled utterances each can.
+    """
+    if session not in IEMOCAP_FOLD_SESSIONS:
+        raise ValueError(f"the held-out session must be one of {IEMOCAP_FOLD_SESSIONS}, got {session}")
+    if not corpus.name.startswith("iemocap"):
+        return replace(corpus, dialogues=[d for d in corpus.dialogues if d.split != "test"])
+    dialogues = [
+        replace(d, split="test") if d.session == session else d
+        for d in corpus.dialogues
+        if d.session != IEMOCAP_TEST_SESSION
+    ]
+    return replace(corpus, dialogues=dialogues)
+
+
 # ---------------------------------------------------------------------------------------------------
 # (a) the shared IEMOCAP table
 

@@ -97,6 +97,17 @@ def class_balance(train: FeatureSet, num_classes: int) -> dict[str, torch.Tensor
     return out
 
 
+def weight_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of `model`'s weights and buffers (None when `decay` is 0)."""
+    if decay <= 0:
+        return None
+    if decay >= 1:
+        raise ValueError(f"optim.ema must be in [0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _seed_everything(seed: int) -> random.Random:
     random.seed(seed)
     np.random.seed(seed)
@@ -146,6 +157,8 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
     pool = neutral_text_pool(train, features.labels) if cfg.augment.neutral_words > 0 else None
     gen = torch.Generator().manual_seed(seed)
     sel = cfg.select
+    average = weight_average(model, cfg.optim.ema)
+    scored = average.module if average is not None else model
 
     start, best_score, best_state, best_epoch, history, stale = time.time(), -1.0, None, 0, [], 0
     bar = tqdm(
@@ -170,8 +183,10 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update_parameters(model)
             losses.append(loss.item())
-        v = _evaluate(model, valid, cfg, selection_settings(sel.modalities))
+        v = _evaluate(scored, valid, cfg, selection_settings(sel.modalities))
         epoch_score = selection_score(v, sel.metric, sel.modalities, sel.per_corpus)
         history.append(
             {"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_score": epoch_score}
@@ -180,7 +195,7 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid=f"{epoch_score:.4f}")
         if epoch_score > best_score:
             best_score, best_epoch, stale = epoch_score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(scored.state_dict())
         else:
             stale += 1
             if stale >= cfg.optim.patience:
@@ -332,10 +347,12 @@ def train_seeds(
 
 def format_summary(result: dict[str, Any]) -> str:
     lines = []
+    held = result.get("data", {}).get("holdout_session")
     for split in ("valid", "test"):
+        name = f"held-out session {held}" if held and split == "test" else split
         for setting, metrics in result.get(split, {}).items():
             parts = [f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in metrics.items()]
-            lines.append(f"{split} [{setting}]: " + ", ".join(parts))
+            lines.append(f"{name} [{setting}]: " + ", ".join(parts))
     return "\n".join(lines)
 
 
