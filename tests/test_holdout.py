@@ -145,7 +145,7 @@ def test_loso_script_trains_four_folds_and_pools_their_held_out_figures(tmp_path
     config = tmp_path / "train.toml"
     config.write_text(
         f'[data]\npaths = ["{table}"]\nlabels = "iemocap4"\nprofile = "offline"\n'
-        "[model]\nhidden = 8\ncontext = \"causal\"\n[optim]\nepochs = 2\npatience = 2\n"
+        '[model]\nhidden = 8\ncontext = "causal"\n[optim]\nepochs = 2\npatience = 2\n'
     )
     common = [sys.executable, str(REPO / "scripts" / "loso.py")]
     for out in ("a", "b"):
