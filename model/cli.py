@@ -129,7 +129,13 @@ def train(
     from dataclasses import replace
 
     from model.config import TrainConfig
-    from model.data import combine_corpora, default_iemocap_table, first_train_dialogues, load_corpus
+    from model.data import (
+        combine_corpora,
+        default_iemocap_table,
+        first_train_dialogues,
+        load_corpus,
+        override_splits,
+    )
     from model.data import holdout_session as hold_out
     from model.data import labelled_only as keep_labelled
     from model.encoders.base import Encoder
@@ -167,6 +173,8 @@ def train(
         limits = cfg.data.train_dialogues
         corpora = [load_corpus(p, cfg.data.labels or None) for p in paths]
         corpora = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in corpora]
+        if cfg.data.splits:
+            corpora = override_splits(corpora, cfg.data.splits)
         if cfg.data.holdout_session:
             corpora = [hold_out(c, cfg.data.holdout_session) for c in corpora]
         corpus = combine_corpora(corpora) if len(corpora) > 1 else corpora[0]
@@ -198,6 +206,7 @@ def train(
         "valid = the COSMIC validation dialogues of the other sessions 1-4, session 5 unseen; "
         "other corpora: no test split",
         "holdout_session": cfg.data.holdout_session,
+        "split_overrides": dict(cfg.data.splits),
     }
     seed_list = list(range(seed_start, seed_start + seeds))
     result = train_seeds(features, cfg, seed_list, out, profile, data_info, plots=plots)

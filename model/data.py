@@ -174,6 +174,22 @@ def iemocap_split(dialogue_id: str, session: int) -> Split:
     return "valid" if dialogue_id in IEMOCAP_VALID_DIALOGUES else "train"
 
 
+def override_splits(corpora: Sequence[Corpus], splits: dict[str, str]) -> list[Corpus]:
+    """The corpora with the named dialogues moved to the given splits (a validation actor of RAVDESS
+    made a training dialogue, say). Every named dialogue must exist and every split be a known one."""
+    bad = {d: s for d, s in splits.items() if s not in SPLITS}
+    if bad:
+        raise ValueError(f"data.splits: unknown splits {bad} (use {list(SPLITS)})")
+    found = {d.dialogue_id for c in corpora for d in c.dialogues} & set(splits)
+    missing = sorted(set(splits) - found)
+    if missing:
+        raise ValueError(f"data.splits: no dialogue {missing} in the corpora")
+    return [
+        replace(c, dialogues=[replace(d, split=splits.get(d.dialogue_id, d.split)) for d in c.dialogues])
+        for c in corpora
+    ]
+
+
 IEMOCAP_FOLD_SESSIONS = (1, 2, 3, 4)  # sessions a held-out fold may take; session 5 never
 
 
@@ -402,6 +418,7 @@ __all__ = [
     "combine_corpora",
     "default_iemocap_table",
     "first_train_dialogues",
+    "override_splits",
     "get_label_set",
     "labelled_only",
     "load_corpus",

@@ -184,3 +184,23 @@ def test_loso_script_trains_four_folds_and_pools_their_held_out_figures(tmp_path
     assert paired["both"]["n"] == 4
     assert paired["both"]["mean"] == pytest.approx(b - a, abs=1e-9)
     assert "paired difference [both]" in again.stdout
+
+
+def test_split_overrides_move_named_dialogues_and_refuse_unknown_ones(tmp_path):
+    from model.config import TrainConfig
+    from model.data import override_splits
+
+    iemocap, ravdess = _corpus("iemocap"), _corpus("ravdess")
+    moved = override_splits([iemocap, ravdess], {"ravdess-valid": "train", "iemocap-test": "valid"})
+    assert [d.split for d in moved[0].dialogues] == ["train", "valid", "valid"]
+    assert [d.split for d in moved[1].dialogues] == ["train", "train", "test"]
+    assert [d.split for d in ravdess.dialogues] == ["train", "valid", "test"]  # the input is unchanged
+    with pytest.raises(ValueError, match=r"no dialogue \['ravdess-actor99'\]"):
+        override_splits([ravdess], {"ravdess-actor99": "train"})
+    with pytest.raises(ValueError, match="unknown splits"):
+        override_splits([ravdess], {"ravdess-valid": "training"})
+    # the override is part of the run's config, and survives its TOML
+    cfg = TrainConfig().with_overrides(['data.splits={"ravdess-actor01" = "train"}'])
+    path = tmp_path / "train.toml"
+    path.write_text(cfg.to_toml())
+    assert TrainConfig.from_toml(path).data.splits == {"ravdess-actor01": "train"}
