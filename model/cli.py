@@ -100,8 +100,10 @@ def train(
     holdout_session: Annotated[
         int | None,
         typer.Option(
+            min=0,
+            max=4,
             help="Leave-one-session-out fold: hold IEMOCAP session 1-4 out as the run's test split, "
-            "session 5 unseen, other corpora's test splits dropped (default: the config's, 0 = standard)."
+            "session 5 unseen, other corpora's test splits dropped (default: the config's, 0 = standard).",
         ),
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0..N-1 + --seed-start).")] = 1,
@@ -172,14 +174,21 @@ def train(
     try:
         limits = cfg.data.train_dialogues
         corpora = [load_corpus(p, cfg.data.labels or None) for p in paths]
-        corpora = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in corpora]
+        # splits first, then the fold, then the limits: "the first N training dialogues" counts
+        # what is training in this run, and a fold's held-out session is whole
         if cfg.data.splits:
             corpora = override_splits(corpora, cfg.data.splits)
         if cfg.data.holdout_session:
             corpora = [hold_out(c, cfg.data.holdout_session) for c in corpora]
+        corpora = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in corpora]
         corpus = combine_corpora(corpora) if len(corpora) > 1 else corpora[0]
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    if cfg.data.holdout_session and not corpus.split("test").n_labelled():
+        raise _fail(
+            f"--holdout-session {cfg.data.holdout_session}: no labelled utterance of that session in "
+            "the data (the fold needs a corpus with IEMOCAP sessions)"
+        )
     if labelled_only:
         corpus = keep_labelled(corpus)
     if not corpus.split("train").n_labelled() or not corpus.split("valid").n_labelled():

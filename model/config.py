@@ -113,6 +113,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("lpgnet", "linear", "gru"):
             raise ValueError(f"kind must be lpgnet, linear or gru, got {self.kind!r}")
+        if not 0 <= self.optim.ema < 1:
+            raise ValueError(f"optim.ema must be in [0, 1), got {self.optim.ema}")
+        if self.data.holdout_session not in (0, 1, 2, 3, 4):
+            raise ValueError(f"data.holdout_session must be 0 (none) or 1-4, got {self.data.holdout_session}")
         settings = [m.partition(":")[0].rpartition("/")[2] for m in self.select.modalities]
         bad = [m for m in settings if m not in MODALITY_SETTINGS]
         if bad:

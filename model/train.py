@@ -2,9 +2,11 @@
 
 Protocol (`train_seeds`): for each seed, train on the `train` split, score the `valid` split after
 every epoch *as the service would answer it* (`model.scoring`: the window K, float16 storage, each
-modality setting of `select.modalities`), keep the weights of the best epoch (early stopping after
+modality setting of `select.modalities`), keep the weights of the best epoch (with `optim.ema`, an
+exponential moving average of the weights is what is scored, kept and saved; early stopping after
 `patience` epochs without improvement), then score those weights once on `test` under every modality
-setting. Nothing is ever chosen on the test split. Over N seeds the headline metrics are reported as
+setting (in a leave-one-session-out fold, `data.holdout_session`, the test split is the held-out
+session). Nothing is ever chosen on the test split. Over N seeds the headline metrics are reported as
 mean +- std; the representative model written as `model.pt` is the seed with the best validation
 score.
 
@@ -329,7 +331,9 @@ def train_seeds(
 
         first = next(iter(best.valid))
         shown = (best.test or best.valid)[first]
-        which = f"test, {first}" if best.test else f"validation, {first}"
+        held = (data_info or {}).get("holdout_session")
+        test_name = f"held-out session {held}" if held else "test"
+        which = f"{test_name}, {first}" if best.test else f"validation, {first}"
         plot_confusion(
             shown["confusion"],
             features.labels,
@@ -365,4 +369,5 @@ __all__ = [
     "format_summary",
     "train_one",
     "train_seeds",
+    "weight_average",
 ]

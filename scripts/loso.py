@@ -61,9 +61,9 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def held_out_runs(out: Path) -> dict[tuple[int, int], dict[str, dict[str, float]]]:
+def held_out_runs(out: Path) -> dict[tuple[int, int], dict[str, dict[str, Any]]]:
     """(held-out session, seed) -> setting -> that run's held-out figures (OUT/fold*/metrics.json)."""
-    runs = {}
+    runs: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
     for session in IEMOCAP_FOLD_SESSIONS:
         path = out / f"fold{session}" / "metrics.json"
         if not path.exists():
@@ -74,7 +74,9 @@ def held_out_runs(out: Path) -> dict[tuple[int, int], dict[str, dict[str, float]
         for run in metrics["runs"]:
             # held-out IEMOCAP figures, and the validation figures of the other corpora (DailyDialog...)
             valid = {
-                f"valid:{k}": m for k, m in (run.get("valid") or {}).items() if not k.startswith("iemocap")
+                f"valid:{k}": m
+                for k, m in (run.get("valid") or {}).items()
+                if "/" in k and not k.startswith("iemocap")
             }
             runs[(session, run["seed"])] = (run.get("test") or {}) | valid
     if not runs:

@@ -7,6 +7,7 @@ hashed bag-of-words text encoder defined here, so the run takes seconds and need
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from model.losses import LossWeights
 from model.lpgnet import LPGNetConfig
 from model.paths import SHARED_ROOT
 from model.serving import ServingContract
-from model.train import TrainConfig, collate, train_one, train_seeds
+from model.train import TrainConfig, collate, train_one, train_seeds, weight_average
 
 TABLE = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
 needs_table = pytest.mark.skipif(not TABLE.exists(), reason=f"shared IEMOCAP table absent ({TABLE})")
@@ -328,3 +329,50 @@ def test_short_multi_corpus_run_beats_chance_on_both_corpora(tmp_path):
     assert run.valid["dailydialog/text"]["unweighted_accuracy"] > 0.31  # chance: 0.25 (83 % neutral)
     assert run.test["iemocap/both"]["accuracy"] > 0.45  # chance 0.25, majority class 0.31
     assert run.test["iemocap/both"]["n"] == 1241 and "dailydialog/both" not in run.test  # no DD test split
+
+
+def test_weight_average_is_the_exponential_moving_average_of_weights_and_statistics():
+    from model.lpgnet import MaskedBatchNorm
+
+    torch.manual_seed(0)
+    linear, norm = torch.nn.Linear(3, 4), MaskedBatchNorm(4)
+    model = torch.nn.ModuleList([linear, norm])
+    average = weight_average(model, 0.9)
+    assert weight_average(model, 0.0) is None
+    with pytest.raises(ValueError, match="optim.ema"):
+        weight_average(model, 1.0)
+    with pytest.raises(ValueError, match="optim.ema"):
+        TrainConfig(optim=OptimConfig(ema=1.5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    expected = None
+    for _ in range(4):
+        model.train()
+        x = torch.randn(2, 4, 3)
+        loss = norm(linear(x), torch.ones(2, 4)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        average.update_parameters(model)
+        now = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        expected = now if expected is None else {k: 0.9 * expected[k] + 0.1 * now[k] for k in now}
+    got = average.module.state_dict()
+    for key in ("0.weight", "1.bias", "1.running_mean", "1.running_var"):
+        torch.testing.assert_close(got[key], expected[key])
+        assert not torch.allclose(got[key], model.state_dict()[key])  # an average, not the last step
+
+
+def test_weight_averaging_selects_and_returns_the_average():
+    from model.scoring import selection_score
+
+    features = _toy_features()
+    optim = OptimConfig(epochs=12, patience=12, lr=5e-3)
+    plain = TrainConfig(model=LPGNetConfig(hidden=16), optim=optim)
+    averaged = TrainConfig(model=LPGNetConfig(hidden=16), optim=replace(optim, ema=0.9))
+    a, b = train_one(features, plain, seed=0), train_one(features, averaged, seed=0)
+    assert b.valid["both"]["accuracy"] > 0.9 and b.test["both"]["accuracy"] > 0.75
+    # the returned weights are the ones selected: scored again, they give the selected epoch's score
+    sel = averaged.select
+    assert selection_score(b.valid, sel.metric, sel.modalities, sel.per_corpus) == pytest.approx(b.score)
+    # the same seed and steps: only the averaging differs, and it changes the returned weights
+    wa, wb = a.model.state_dict(), b.model.state_dict()
+    assert any(not torch.allclose(wa[k].float(), wb[k].float()) for k in wa)

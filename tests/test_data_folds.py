@@ -1,4 +1,6 @@
-"""Leave-one-session-out validation (model.data.holdout_session, scripts/loso.py) and weight averaging.
+"""Choosing a recipe without touching the test data: leave-one-session-out folds
+(`model.data.holdout_session`, `lpgnet train --holdout-session`, `scripts/loso.py`) and split
+overrides (`model.data.override_splits`).
 
 A recipe is chosen on IEMOCAP sessions 1-4 held out in turn; session 5 must never be loaded as data
 in a fold, and no other corpus may print a test figure while a recipe is chosen.
@@ -8,15 +10,16 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
+from typer.testing import CliRunner
 
-from model.config import OptimConfig
+from model.cli import cli
+from model.config import TrainConfig
 from model.data import (
     IEMOCAP_VALID_DIALOGUES,
     Corpus,
@@ -24,12 +27,11 @@ from model.data import (
     Utterance,
     holdout_session,
     load_corpus,
+    override_splits,
     read_iemocap_table,
 )
 from model.labels import get_label_set
-from model.lpgnet import LPGNetConfig
 from model.paths import SHARED_ROOT
-from model.train import TrainConfig, train_one, weight_average
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
@@ -57,61 +59,30 @@ def test_a_fold_holds_one_session_out_and_never_loads_session_5(session):
     assert len(train) + len(valid) + len(test) == sum(d.session != 5 for d in corpus.dialogues)
 
 
-def _corpus(name: str) -> Corpus:
+def _corpus(name: str, sessions: tuple[int | None, ...] = (None, None, None)) -> Corpus:
     ls = get_label_set("iemocap4")
     dialogues = [
-        Dialogue(f"{name}-{split}", [Utterance(f"{name}-{split}-0", "hi", label="happy")], None, split)
-        for split in ("train", "valid", "test")
+        Dialogue(f"{name}-{split}", [Utterance(f"{name}-{split}-0", "hi", label="happy")], session, split)
+        for split, session in zip(("train", "valid", "test"), sessions, strict=True)
     ]
     return Corpus(name, dialogues, ls)
 
 
-def test_other_corpora_lose_their_test_split_and_bad_sessions_are_refused():
-    for name in ("dailydialog", "ravdess", "mychat"):
+def test_corpora_without_sessions_lose_their_test_split_and_bad_sessions_are_refused():
+    for name in ("dailydialog", "ravdess", "iemocap_lookalike"):
         fold = holdout_session(_corpus(name), 2)
         assert [d.split for d in fold.dialogues] == ["train", "valid"]
+    # the sessions decide, not the corpus's name: an IEMOCAP export under another name is a fold too
+    fold = holdout_session(_corpus("mychat", (1, 2, 5)), 2)
+    assert [(d.dialogue_id, d.split) for d in fold.dialogues] == [
+        ("mychat-train", "train"),
+        ("mychat-valid", "test"),
+    ]
     for bad in (0, 5, 6):
         with pytest.raises(ValueError, match="held-out session must be one of"):
             holdout_session(_corpus("iemocap"), bad)
-
-
-def test_weight_average_is_the_exponential_moving_average_of_weights_and_statistics():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    average = weight_average(model, 0.9)
-    assert weight_average(model, 0.0) is None
-    with pytest.raises(ValueError, match="optim.ema"):
-        weight_average(model, 1.0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    expected = None
-    for _ in range(4):
-        model.train()
-        loss = model(torch.randn(8, 3)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        average.update_parameters(model)
-        now = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
-        expected = now if expected is None else {k: 0.9 * expected[k] + 0.1 * now[k] for k in now}
-    got = average.module.state_dict()
-    for key in ("0.weight", "1.bias", "1.running_mean", "1.running_var"):
-        torch.testing.assert_close(got[key], expected[key])
-        assert not torch.allclose(got[key], model.state_dict()[key])  # an average, not the last step
-
-
-def test_training_with_weight_averaging_selects_and_returns_the_average():
-    from tests.test_train import _toy_features
-
-    features = _toy_features()
-    plain = TrainConfig(model=LPGNetConfig(hidden=16), optim=OptimConfig(epochs=12, patience=12, lr=5e-3))
-    averaged = TrainConfig(
-        model=LPGNetConfig(hidden=16), optim=OptimConfig(epochs=12, patience=12, lr=5e-3, ema=0.9)
-    )
-    a, b = train_one(features, plain, seed=0), train_one(features, averaged, seed=0)
-    assert b.valid["both"]["accuracy"] > 0.9 and b.test["both"]["accuracy"] > 0.75
-    # the same seed and steps: only the averaging differs, and it changes the returned weights
-    wa, wb = a.model.state_dict(), b.model.state_dict()
-    assert any(not torch.allclose(wa[k].float(), wb[k].float()) for k in wa)
+    with pytest.raises(ValueError, match="holdout_session"):
+        TrainConfig().with_overrides(["data.holdout_session=5"])
 
 
 def write_iemocap_table(path: Path) -> Path:
@@ -139,6 +110,39 @@ def write_iemocap_table(path: Path) -> Path:
     return path
 
 
+def _train(*args: str) -> object:
+    return CliRunner().invoke(
+        cli,
+        ["train", *args, "--profile", "offline", "--set", "model.hidden=8", "--set", "optim.epochs=1"]
+        + ["--seeds", "1", "--no-plots", "--device", "cpu"],
+    )
+
+
+def test_a_fold_is_whole_under_a_training_limit_and_needs_sessions(tmp_path):
+    table = write_iemocap_table(tmp_path / "utterances.jsonl")
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    result = _train(
+        "--data", str(table), "--holdout-session", "2", "--train-dialogues", "iemocap=2",
+        "--out", str(tmp_path / "run"), *cache,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # the limit counts this run's training dialogues; the held-out session stays whole
+    assert metrics["splits"]["test"] == {"dialogues": 2, "labelled": 12}
+    assert metrics["splits"]["train"]["dialogues"] == 2
+    assert "held-out session 2" in result.output
+    generic = tmp_path / "chat.jsonl"
+    generic.write_text(
+        "\n".join(
+            json.dumps({"dialogue_id": f"d{i}", "text": "great love", "label": "happy", "split": split})
+            for i, split in enumerate(["train", "train", "valid", "test"])
+        )
+    )
+    result = _train("--data", str(generic), "--holdout-session", "1", "--out", str(tmp_path / "r2"), *cache)
+    assert result.exit_code == 2 and "no labelled utterance of that session" in result.output
+
+
+@pytest.mark.slow
 def test_loso_script_trains_four_folds_and_pools_their_held_out_figures(tmp_path):
     table = write_iemocap_table(tmp_path / "utterances.jsonl")
     assert load_corpus(table).name == "iemocap"
@@ -179,17 +183,21 @@ def test_loso_script_trains_four_folds_and_pools_their_held_out_figures(tmp_path
     )
     assert again.returncode == 0, again.stderr
     paired = json.loads((tmp_path / "b" / "loso.json").read_text())["paired_accuracy_difference"]
-    a = json.loads((tmp_path / "a" / "loso.json").read_text())["held_out"]["both"]["accuracy"]["mean"]
-    b = json.loads((tmp_path / "b" / "loso.json").read_text())["held_out"]["both"]["accuracy"]["mean"]
+
+    def accuracy(out: str, session: int) -> float:
+        metrics = json.loads((tmp_path / out / f"fold{session}" / "metrics.json").read_text())
+        return metrics["runs"][0]["test"]["both"]["accuracy"]
+
+    # each fold's run against the same fold's run (a mispairing changes the spread, not the mean)
+    diffs = [accuracy("b", k) - accuracy("a", k) for k in (1, 2, 3, 4)]
     assert paired["both"]["n"] == 4
-    assert paired["both"]["mean"] == pytest.approx(b - a, abs=1e-9)
+    assert paired["both"]["mean"] == pytest.approx(statistics.fmean(diffs), abs=1e-9)
+    assert paired["both"]["std"] == pytest.approx(statistics.stdev(diffs), abs=1e-9)
+    assert paired["both"]["stderr"] == pytest.approx(statistics.stdev(diffs) / 2, abs=1e-9)
     assert "paired difference [both]" in again.stdout
 
 
 def test_split_overrides_move_named_dialogues_and_refuse_unknown_ones(tmp_path):
-    from model.config import TrainConfig
-    from model.data import override_splits
-
     iemocap, ravdess = _corpus("iemocap"), _corpus("ravdess")
     moved = override_splits([iemocap, ravdess], {"ravdess-valid": "train", "iemocap-test": "valid"})
     assert [d.split for d in moved[0].dialogues] == ["train", "valid", "valid"]
@@ -199,6 +207,8 @@ def test_split_overrides_move_named_dialogues_and_refuse_unknown_ones(tmp_path):
         override_splits([ravdess], {"ravdess-actor99": "train"})
     with pytest.raises(ValueError, match="unknown splits"):
         override_splits([ravdess], {"ravdess-valid": "training"})
+    with pytest.raises(ValueError, match="session 5, the test set"):
+        override_splits([_corpus("iemocap", (1, 4, 5))], {"iemocap-test": "train"})
     # the override is part of the run's config, and survives its TOML
     cfg = TrainConfig().with_overrides(['data.splits={"ravdess-actor01" = "train"}'])
     path = tmp_path / "train.toml"
