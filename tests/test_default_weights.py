@@ -106,3 +106,24 @@ def test_the_six_class_checkpoint_is_served_by_setting_lpgnet_checkpoint(clean_e
     )
     assert r.status_code == 200, r.text
     assert list(r.json()["probabilities"]) == labels
+    assert client.get("/model").json()["text_only_network"]  # text-only clients get its text network
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not IEMOCAP.is_file(), reason=f"shared IEMOCAP table absent ({IEMOCAP})")
+def test_six_class_text_only_as_recorded_and_above_its_fused_network(tmp_path: Path) -> None:
+    six = load_checkpoint(SIX_CLASS)
+    recorded, fused_record = six.training["test"]["iemocap/text"], six.training["test_fused"]["iemocap/text"]
+    m = evaluate_checkpoint(
+        six,
+        IEMOCAP,
+        "test",
+        modalities="text",
+        precision="fp32",
+        backend="torch",
+        cache_dir=tmp_path,
+        device="cpu",
+    )
+    assert m["labelled_read"]["total"] == m["n"] == recorded["n"] == 1622
+    assert m["accuracy"] == pytest.approx(recorded["accuracy"], abs=2e-3)
+    assert m["accuracy"] > fused_record["accuracy"]  # the fused network alone, as its training run scored it
