@@ -131,18 +131,12 @@ def train(
     from dataclasses import replace
 
     from model.config import TrainConfig
-    from model.data import (
-        combine_corpora,
-        default_iemocap_table,
-        first_train_dialogues,
-        load_corpus,
-        override_splits,
-    )
-    from model.data import holdout_session as hold_out
+    from model.data import combine_corpora, default_iemocap_table, load_corpus
     from model.data import labelled_only as keep_labelled
     from model.encoders.base import Encoder
     from model.encoders.profiles import build_encoders
     from model.features import FeatureCache, extract_features
+    from model.splits import split_rule, training_corpora
     from model.train import format_summary, train_seeds
 
     try:
@@ -172,23 +166,11 @@ def train(
             raise _fail(f"data not found: {p}")
     profile = cfg.data.profile
     try:
-        limits = cfg.data.train_dialogues
         corpora = [load_corpus(p, cfg.data.labels or None) for p in paths]
-        # splits first, then the fold, then the limits: "the first N training dialogues" counts
-        # what is training in this run, and a fold's held-out session is whole
-        if cfg.data.splits:
-            corpora = override_splits(corpora, cfg.data.splits)
-        if cfg.data.holdout_session:
-            corpora = [hold_out(c, cfg.data.holdout_session) for c in corpora]
-        corpora = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in corpora]
+        corpora = training_corpora(corpora, cfg.data)
         corpus = combine_corpora(corpora) if len(corpora) > 1 else corpora[0]
     except ValueError as exc:
         raise _fail(str(exc)) from exc
-    if cfg.data.holdout_session and not corpus.split("test").n_labelled():
-        raise _fail(
-            f"--holdout-session {cfg.data.holdout_session}: no labelled utterance of that session in "
-            "the data (the fold needs a corpus with IEMOCAP sessions)"
-        )
     if labelled_only:
         corpus = keep_labelled(corpus)
     if not corpus.split("train").n_labelled() or not corpus.split("valid").n_labelled():
@@ -208,12 +190,7 @@ def train(
         "label_set": corpus.label_set.name,
         "labelled_only": labelled_only,
         "train_dialogues": dict(cfg.data.train_dialogues),
-        "split_rule": "IEMOCAP: test = session 5, valid = the 12 COSMIC validation dialogues of "
-        "sessions 1-4; generic JSONL: its split field, else a hashed 10% of dialogues as validation"
-        if not cfg.data.holdout_session
-        else f"leave-one-session-out fold: test = IEMOCAP session {cfg.data.holdout_session} (held out), "
-        "valid = the COSMIC validation dialogues of the other sessions 1-4, session 5 unseen; "
-        "other corpora: no test split",
+        "split_rule": split_rule(cfg.data),
         "holdout_session": cfg.data.holdout_session,
         "split_overrides": dict(cfg.data.splits),
     }
@@ -313,33 +290,9 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(metrics))
         return
-    _print_metrics(metrics)
+    from model.metrics import print_metrics
 
-
-def _print_metrics(metrics: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from model.metrics import HEADLINE
-
-    console = Console()
-    read, scored = metrics["labelled_read"]["total"], metrics["labelled_scored"]["total"]
-    head = Table(
-        title=f"{metrics['split']}: {scored} of {read} labelled utterances scored "
-        f"({metrics['context']} context, {metrics['modalities']}, {metrics['protocol']}, "
-        f"K={metrics['window']})"
-    )
-    head.add_column("metric")
-    head.add_column("value", justify="right")
-    for k in HEADLINE:
-        head.add_row(k, f"{metrics[k]:.4f}")
-    console.print(head)
-    per = Table(title="per class")
-    for col in ("class", "precision", "recall", "f1", "support"):
-        per.add_column(col, justify="left" if col == "class" else "right")
-    for label, m in metrics["per_class"].items():
-        per.add_row(label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
-    console.print(per)
+    print_metrics(metrics)
 
 
 @cli.command()

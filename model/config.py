@@ -49,10 +49,10 @@ class DataConfig:
     profile: str = "offline"  # encoder profile of the features
     train_dialogues: dict[str, int] = field(default_factory=dict)  # corpus -> first N training dialogues
     # dialogue id -> split, overriding the corpus's own (e.g. RAVDESS actors 01-03 as training
-    # dialogues, "ravdess-actor01" = "train"); model.data.override_splits
+    # dialogues, "ravdess-actor01" = "train"); model.splits.override_splits
     splits: dict[str, str] = field(default_factory=dict)
     # 1-4: leave-one-session-out fold, IEMOCAP session k held out as the run's "test" split and
-    # session 5 unseen (model.data.holdout_session); 0: the standard split (test = session 5)
+    # session 5 unseen (model.splits.holdout_session); 0: the standard split (test = session 5)
     holdout_session: int = 0
 
 

@@ -21,9 +21,8 @@ loss and the metrics; `labelled_only=True` keeps only the labelled utterances (t
 
 Splits of IEMOCAP: test = session 5; validation = the 12 whole dialogues of sessions 1-4 that the
 COSMIC split marks `valid` (`IEMOCAP_VALID_DIALOGUES`, fixed here so every IEMOCAP reader yields the
-same split); train = the rest of sessions 1-4. Nothing is ever selected on session 5. A recipe is
-chosen on leave-one-session-out folds (`holdout_session`: session k of 1-4 held out, session 5 never
-loaded); `override_splits` moves named dialogues (RAVDESS actors as training dialogues, say).
+same split); train = the rest of sessions 1-4. Nothing is ever selected on session 5. What a training
+run makes of these splits (folds, overrides, limits) is `model.splits`.
 """
 
 from __future__ import annotations
@@ -146,18 +145,6 @@ def combine_corpora(corpora: Sequence[Corpus]) -> Corpus:
     return Corpus("+".join(c.name for c in corpora), dialogues, first.label_set)
 
 
-def first_train_dialogues(corpus: Corpus, n: int) -> Corpus:
-    """Keep the first `n` training dialogues (file order, so reruns agree); other splits unchanged."""
-    kept, seen = [], 0
-    for d in corpus.dialogues:
-        if d.split == "train":
-            seen += 1
-            if seen > n:
-                continue
-        kept.append(d)
-    return replace(corpus, dialogues=kept)
-
-
 def labelled_only(corpus: Corpus) -> Corpus:
     """Keep only labelled utterances as context (the paper's setting); empty dialogues are dropped."""
     dialogues = [
@@ -174,59 +161,6 @@ def iemocap_split(dialogue_id: str, session: int) -> Split:
     if session == IEMOCAP_TEST_SESSION:
         return "test"
     return "valid" if dialogue_id in IEMOCAP_VALID_DIALOGUES else "train"
-
-
-def override_splits(corpora: Sequence[Corpus], splits: dict[str, str]) -> list[Corpus]:
-    """The corpora with the named dialogues moved to the given splits (a validation actor of RAVDESS
-    made a training dialogue, say). Every named dialogue must exist and every split be a known one;
-    IEMOCAP session 5 stays the test set."""
-    bad = {d: s for d, s in splits.items() if s not in SPLITS}
-    if bad:
-        raise ValueError(f"data.splits: unknown splits {bad} (use {list(SPLITS)})")
-    found = {d.dialogue_id for c in corpora for d in c.dialogues} & set(splits)
-    missing = sorted(set(splits) - found)
-    if missing:
-        raise ValueError(f"data.splits: no dialogue {missing} in the corpora")
-    test_session = sorted(
-        d.dialogue_id
-        for c in corpora
-        for d in c.dialogues
-        if d.dialogue_id in splits and d.session == IEMOCAP_TEST_SESSION and splits[d.dialogue_id] != "test"
-    )
-    if test_session:
-        raise ValueError(
-            f"data.splits: {test_session} are IEMOCAP session 5, the test set: never train or choose on it"
-        )
-    return [
-        replace(c, dialogues=[replace(d, split=splits.get(d.dialogue_id, d.split)) for d in c.dialogues])
-        for c in corpora
-    ]
-
-
-IEMOCAP_FOLD_SESSIONS = (1, 2, 3, 4)  # sessions a held-out fold may take; session 5 never
-
-
-def holdout_session(corpus: Corpus, session: int) -> Corpus:
-    """One fold of leave-one-session-out validation over IEMOCAP sessions 1-4.
-
-    IEMOCAP's session `session` becomes the run's held-out ("test") split, session 5 is dropped (it is
-    never seen while choosing), and the COSMIC validation dialogues of the other sessions stay the
-    early-stopping set. The sessions are the dialogues' own (the shared table, the release layout, or
-    a generic JSONL export with a `session` field); a corpus without sessions (DailyDialog, RAVDESS)
-    loses its test split, so that no test figure is printed while a recipe is chosen. Twelve
-    validation dialogues cannot separate recipes whose seeds differ by as much as the recipes do;
-    four held-out sessions of about a thousand labelled utterances each can.
-    """
-    if session not in IEMOCAP_FOLD_SESSIONS:
-        raise ValueError(f"the held-out session must be one of {IEMOCAP_FOLD_SESSIONS}, got {session}")
-    if all(d.session is None for d in corpus.dialogues):
-        return replace(corpus, dialogues=[d for d in corpus.dialogues if d.split != "test"])
-    dialogues = [
-        replace(d, split="test") if d.session == session else d
-        for d in corpus.dialogues
-        if d.session not in (IEMOCAP_TEST_SESSION, None) or (d.session is None and d.split != "test")
-    ]
-    return replace(corpus, dialogues=dialogues)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -423,7 +357,6 @@ def load_corpus(
 __all__ = [
     "Corpus",
     "Dialogue",
-    "IEMOCAP_FOLD_SESSIONS",
     "IEMOCAP_VALID_DIALOGUES",
     "LABEL_SETS",
     "LabelSet",
@@ -432,12 +365,9 @@ __all__ = [
     "Utterance",
     "combine_corpora",
     "default_iemocap_table",
-    "first_train_dialogues",
     "get_label_set",
-    "holdout_session",
     "labelled_only",
     "load_corpus",
-    "override_splits",
     "read_iemocap_table",
     "raw_code_mapping",
     "read_jsonl",

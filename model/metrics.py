@@ -104,4 +104,29 @@ def summarize_runs(
     return out
 
 
-__all__ = ["HEADLINE", "classification_metrics", "confusion_matrix", "summarize_runs"]
+def print_metrics(metrics: dict[str, Any]) -> None:
+    """The tables `lpgnet evaluate` prints: headline metrics of what was scored, then per class."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    read, scored = metrics["labelled_read"]["total"], metrics["labelled_scored"]["total"]
+    head = Table(
+        title=f"{metrics['split']}: {scored} of {read} labelled utterances scored "
+        f"({metrics['context']} context, {metrics['modalities']}, {metrics['protocol']}, "
+        f"K={metrics['window']})"
+    )
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    for k in HEADLINE:
+        head.add_row(k, f"{metrics[k]:.4f}")
+    console.print(head)
+    per = Table(title="per class")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        per.add_column(col, justify="left" if col == "class" else "right")
+    for label, m in metrics["per_class"].items():
+        per.add_row(label, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
+    console.print(per)
+
+
+__all__ = ["HEADLINE", "classification_metrics", "confusion_matrix", "print_metrics", "summarize_runs"]

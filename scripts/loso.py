@@ -11,7 +11,7 @@ per fold; the other corpora's validation figures of the same runs as `valid:<cor
 The score of a recipe is the mean held-out accuracy over folds and seeds; it is what a choice
 between recipes should read, since 12 validation dialogues cannot separate them. Session 5 is never
 loaded as data in a fold, and other corpora's test splits are dropped
-(`model.data.holdout_session`), so nothing printed here is a test figure.
+(`model.splits.holdout_session`), so nothing printed here is a test figure.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from model.data import IEMOCAP_FOLD_SESSIONS
+from model.splits import IEMOCAP_FOLD_SESSIONS
 
 METRICS = ("accuracy", "unweighted_accuracy", "macro_f1")
 

@@ -302,7 +302,8 @@ def test_short_multi_corpus_run_beats_chance_on_both_corpora(tmp_path):
     """IEMOCAP + a slice of DailyDialog, class-balanced per corpus, selected on both validations."""
     from dataclasses import replace
 
-    from model.data import combine_corpora, first_train_dialogues, load_corpus
+    from model.data import combine_corpora, load_corpus
+    from model.splits import first_train_dialogues
 
     dd = first_train_dialogues(load_corpus(DAILYDIALOG, "iemocap4"), 1500)
     dd = replace(

@@ -1,6 +1,6 @@
 """Choosing a recipe without touching the test data: leave-one-session-out folds
-(`model.data.holdout_session`, `lpgnet train --holdout-session`, `scripts/loso.py`) and split
-overrides (`model.data.override_splits`).
+(`model.splits.holdout_session`, `lpgnet train --holdout-session`, `scripts/loso.py`) and split
+overrides (`model.splits.override_splits`).
 
 A recipe is chosen on IEMOCAP sessions 1-4 held out in turn; session 5 must never be loaded as data
 in a fold, and no other corpus may print a test figure while a recipe is chosen.
@@ -25,13 +25,12 @@ from model.data import (
     Corpus,
     Dialogue,
     Utterance,
-    holdout_session,
     load_corpus,
-    override_splits,
     read_iemocap_table,
 )
 from model.labels import get_label_set
 from model.paths import SHARED_ROOT
+from model.splits import holdout_session, override_splits
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"

@@ -1,0 +1,126 @@
+"""What a training run makes of a corpus's splits: overrides, leave-one-session-out folds, limits.
+
+`model.data` gives every dialogue its corpus's split (IEMOCAP: test = session 5, validation = the 12
+COSMIC dialogues of sessions 1-4). A run may then move named dialogues (`data.splits`: RAVDESS actors
+as training dialogues, say), hold one IEMOCAP session out as a fold (`data.holdout_session`, for
+choosing a recipe without session 5), and keep only the first N training dialogues of a corpus
+(`data.train_dialogues`), in that order (`training_corpora`): the limit counts what is training in
+this run, and a fold's held-out session is whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from model.data import IEMOCAP_TEST_SESSION, SPLITS, Corpus
+
+if TYPE_CHECKING:
+    from model.config import DataConfig
+
+IEMOCAP_FOLD_SESSIONS = (1, 2, 3, 4)  # sessions a held-out fold may take; session 5 never
+
+
+def override_splits(corpora: Sequence[Corpus], splits: dict[str, str]) -> list[Corpus]:
+    """The corpora with the named dialogues moved to the given splits (a validation actor of RAVDESS
+    made a training dialogue, say). Every named dialogue must exist and every split be a known one;
+    IEMOCAP session 5 stays the test set."""
+    bad = {d: s for d, s in splits.items() if s not in SPLITS}
+    if bad:
+        raise ValueError(f"data.splits: unknown splits {bad} (use {list(SPLITS)})")
+    found = {d.dialogue_id for c in corpora for d in c.dialogues} & set(splits)
+    missing = sorted(set(splits) - found)
+    if missing:
+        raise ValueError(f"data.splits: no dialogue {missing} in the corpora")
+    test_session = sorted(
+        d.dialogue_id
+        for c in corpora
+        for d in c.dialogues
+        if d.dialogue_id in splits and d.session == IEMOCAP_TEST_SESSION and splits[d.dialogue_id] != "test"
+    )
+    if test_session:
+        raise ValueError(
+            f"data.splits: {test_session} are IEMOCAP session 5, the test set: never train or choose on it"
+        )
+    return [
+        replace(c, dialogues=[replace(d, split=splits.get(d.dialogue_id, d.split)) for d in c.dialogues])
+        for c in corpora
+    ]
+
+
+def holdout_session(corpus: Corpus, session: int) -> Corpus:
+    """One fold of leave-one-session-out validation over IEMOCAP sessions 1-4.
+
+    IEMOCAP's session `session` becomes the run's held-out ("test") split, session 5 is dropped (it is
+    never seen while choosing), and the COSMIC validation dialogues of the other sessions stay the
+    early-stopping set. The sessions are the dialogues' own (the shared table, the release layout, or
+    a generic JSONL export with a `session` field); a corpus without sessions (DailyDialog, RAVDESS)
+    loses its test split, so that no test figure is printed while a recipe is chosen. Twelve
+    validation dialogues cannot separate recipes whose seeds differ by as much as the recipes do;
+    four held-out sessions of about a thousand labelled utterances each can.
+    """
+    if session not in IEMOCAP_FOLD_SESSIONS:
+        raise ValueError(f"the held-out session must be one of {IEMOCAP_FOLD_SESSIONS}, got {session}")
+    if all(d.session is None for d in corpus.dialogues):
+        return replace(corpus, dialogues=[d for d in corpus.dialogues if d.split != "test"])
+    dialogues = [
+        replace(d, split="test") if d.session == session else d
+        for d in corpus.dialogues
+        if d.session not in (IEMOCAP_TEST_SESSION, None) or (d.session is None and d.split != "test")
+    ]
+    return replace(corpus, dialogues=dialogues)
+
+
+def first_train_dialogues(corpus: Corpus, n: int) -> Corpus:
+    """Keep the first `n` training dialogues (file order, so reruns agree); other splits unchanged."""
+    kept, seen = [], 0
+    for d in corpus.dialogues:
+        if d.split == "train":
+            seen += 1
+            if seen > n:
+                continue
+        kept.append(d)
+    return replace(corpus, dialogues=kept)
+
+
+def training_corpora(corpora: Sequence[Corpus], data: DataConfig) -> list[Corpus]:
+    """The corpora as the run trains, chooses and scores on them: overrides, then the fold, then the
+    training limits."""
+    out = list(corpora)
+    if data.splits:
+        out = override_splits(out, data.splits)
+    if data.holdout_session:
+        out = [holdout_session(c, data.holdout_session) for c in out]
+    limits = data.train_dialogues
+    out = [first_train_dialogues(c, limits[c.name]) if c.name in limits else c for c in out]
+    if data.holdout_session and not sum(c.split("test").n_labelled() for c in out):
+        raise ValueError(
+            f"--holdout-session {data.holdout_session}: no labelled utterance of that session in the "
+            "data (the fold needs a corpus with IEMOCAP sessions)"
+        )
+    return out
+
+
+def split_rule(data: DataConfig) -> str:
+    """How the run's splits were made, in words (recorded with its metrics)."""
+    if data.holdout_session:
+        return (
+            f"leave-one-session-out fold: test = IEMOCAP session {data.holdout_session} (held out), "
+            "valid = the COSMIC validation dialogues of the other sessions 1-4, session 5 unseen; "
+            "other corpora: no test split"
+        )
+    return (
+        "IEMOCAP: test = session 5, valid = the 12 COSMIC validation dialogues of sessions 1-4; "
+        "generic JSONL: its split field, else a hashed 10% of dialogues as validation"
+    )
+
+
+__all__ = [
+    "IEMOCAP_FOLD_SESSIONS",
+    "first_train_dialogues",
+    "holdout_session",
+    "override_splits",
+    "split_rule",
+    "training_corpora",
+]
