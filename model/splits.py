@@ -62,14 +62,13 @@ def holdout_session(corpus: Corpus, session: int) -> Corpus:
     """
     if session not in IEMOCAP_FOLD_SESSIONS:
         raise ValueError(f"the held-out session must be one of {IEMOCAP_FOLD_SESSIONS}, got {session}")
-    if all(d.session is None for d in corpus.dialogues):
-        return replace(corpus, dialogues=[d for d in corpus.dialogues if d.split != "test"])
-    dialogues = [
-        replace(d, split="test") if d.session == session else d
+    # a dialogue with a session: session 5 goes, session k is held out; one without: its test split goes
+    kept = [
+        d
         for d in corpus.dialogues
-        if d.session not in (IEMOCAP_TEST_SESSION, None) or (d.session is None and d.split != "test")
+        if (d.split != "test" if d.session is None else d.session != IEMOCAP_TEST_SESSION)
     ]
-    return replace(corpus, dialogues=dialogues)
+    return replace(corpus, dialogues=[replace(d, split="test") if d.session == session else d for d in kept])
 
 
 def first_train_dialogues(corpus: Corpus, n: int) -> Corpus:

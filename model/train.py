@@ -331,9 +331,7 @@ def train_seeds(
 
         first = next(iter(best.valid))
         shown = (best.test or best.valid)[first]
-        held = (data_info or {}).get("holdout_session")
-        test_name = f"held-out session {held}" if held else "test"
-        which = f"{test_name}, {first}" if best.test else f"validation, {first}"
+        which = f"{heldout_label(data_info or {})}, {first}" if best.test else f"validation, {first}"
         plot_confusion(
             shown["confusion"],
             features.labels,
@@ -349,11 +347,16 @@ def train_seeds(
     return result
 
 
+def heldout_label(data_info: dict[str, Any]) -> str:
+    """What the run's test split is called: "test", or the held-out session of a fold."""
+    held = data_info.get("holdout_session")
+    return f"held-out session {held}" if held else "test"
+
+
 def format_summary(result: dict[str, Any]) -> str:
     lines = []
-    held = result.get("data", {}).get("holdout_session")
     for split in ("valid", "test"):
-        name = f"held-out session {held}" if held and split == "test" else split
+        name = heldout_label(result.get("data", {})) if split == "test" else split
         for setting, metrics in result.get(split, {}).items():
             parts = [f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in metrics.items()]
             lines.append(f"{name} [{setting}]: " + ", ".join(parts))
