@@ -72,13 +72,21 @@ def neutral_text_pool(train: FeatureSet, labels: list[str]) -> torch.Tensor | No
     return pool if len(pool) else None
 
 
-def neutral_words(d: DialogueFeatures, pool: torch.Tensor, rng: random.Random) -> DialogueFeatures:
+def neutral_words(
+    d: DialogueFeatures, pool: torch.Tensor, rng: random.Random, scripts: int = 0
+) -> DialogueFeatures:
     """Every utterance with audio gets the words of a random neutral utterance (labels kept); one
-    without audio is removed, as nothing of its emotion would be left."""
+    without audio is removed, as nothing of its emotion would be left. With `scripts` = n > 0 the
+    words come from n neutral utterances drawn once for the dialogue (a fixed script)."""
     kept = torch.nonzero(d.audio_mask).flatten()
+    if scripts > 0:
+        lines = [rng.randrange(len(pool)) for _ in range(scripts)]
+        rows = [rng.choice(lines) for _ in range(len(kept))]
+    else:
+        rows = [rng.randrange(len(pool)) for _ in range(len(kept))]
     return replace(
         d,
-        text=pool[[rng.randrange(len(pool)) for _ in range(len(kept))]].to(d.text.dtype),
+        text=pool[rows].to(d.text.dtype),
         audio=d.audio[kept],
         text_mask=torch.ones(len(kept), dtype=torch.bool),
         audio_mask=torch.ones(len(kept), dtype=torch.bool),
@@ -112,7 +120,7 @@ def epoch_dialogues(
         elif r < aug.dialogue_modality_dropout + aug.neutral_words and bool(d.audio_mask.any()):
             if neutral_pool is None:
                 raise ValueError("augment.neutral_words needs neutral-labelled training utterances")
-            d = neutral_words(d, neutral_pool, rng)
+            d = neutral_words(d, neutral_pool, rng, aug.neutral_scripts)
         if aug.window:
             d = crop(d, cfg.serving.window, rng)
         if len(d) and bool((d.labels >= 0).any()):

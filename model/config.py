@@ -83,6 +83,10 @@ class AugmentConfig:
     # not (a caller reading a script, acted speech); without it the network learns that neutral words
     # mean neutral, as they nearly always do in IEMOCAP
     neutral_words: float = 0.0
+    # how many neutral utterances one swapped dialogue takes its words from: 0 a new one per utterance;
+    # 1 or 2 a fixed script read in changing voices (RAVDESS's two sentences, a scripted call), where
+    # the words cannot tell one utterance from the next and only the voice can
+    neutral_scripts: int = 0
     class_weights: bool = False  # inverse-frequency weights in the task loss, per corpus
     corpus_weights: dict[str, float] = field(default_factory=dict)  # corpus -> sampling weight per epoch
 
@@ -117,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"optim.ema must be in [0, 1), got {self.optim.ema}")
         if self.data.holdout_session not in (0, 1, 2, 3, 4):
             raise ValueError(f"data.holdout_session must be 0 (none) or 1-4, got {self.data.holdout_session}")
+        if self.augment.neutral_scripts < 0:
+            raise ValueError(f"augment.neutral_scripts must be 0 (none) or more, got {self.augment.neutral_scripts}")
         settings = [m.partition(":")[0].rpartition("/")[2] for m in self.select.modalities]
         bad = [m for m in settings if m not in MODALITY_SETTINGS]
         if bad:

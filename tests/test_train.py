@@ -259,6 +259,26 @@ def test_neutral_words_keeps_voice_and_labels_and_takes_words_of_neutral_utteran
         epoch_dialogues(train, cfg, random.Random(0), None)
 
 
+def test_neutral_scripts_give_a_dialogue_the_words_of_at_most_n_neutral_utterances():
+    import random
+
+    fs = _toy_features()
+    train = replace(fs, labels=["neutral", "happy"], dialogues=fs.split("train").dialogues)
+    pool = neutral_text_pool(train, train.labels)
+    assert pool is not None
+    distinct = {}
+    for n in (0, 1, 2):
+        cfg = TrainConfig(augment=AugmentConfig(neutral_words=1.0, neutral_scripts=n))
+        out = epoch_dialogues(train, cfg, random.Random(0), pool)
+        distinct[n] = max(len({tuple(r.tolist()) for r in d.text}) for d in out)
+        for d in out:
+            src = next(s for s in train.dialogues if s.dialogue_id == d.dialogue_id)
+            assert torch.equal(d.labels, src.labels[src.audio_mask])  # voice and labels kept
+    assert distinct[1] == 1 and distinct[2] <= 2 < distinct[0]
+    with pytest.raises(ValueError, match="neutral_scripts"):
+        TrainConfig(augment=AugmentConfig(neutral_scripts=-1))
+
+
 def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
     cfg = TrainConfig(
         model=LPGNetConfig(hidden=64, context="causal", recency_bias=True),
