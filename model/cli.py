@@ -193,6 +193,7 @@ def train(
         "split_rule": split_rule(cfg.data),
         "holdout_session": cfg.data.holdout_session,
         "split_overrides": dict(cfg.data.splits),
+        "valid_from_train": dict(cfg.data.valid_from_train),
     }
     seed_list = list(range(seed_start, seed_start + seeds))
     result = train_seeds(features, cfg, seed_list, out, profile, data_info, plots=plots)

@@ -54,6 +54,10 @@ class DataConfig:
     # 1-4: leave-one-session-out fold, IEMOCAP session k held out as the run's "test" split and
     # session 5 unseen (model.splits.holdout_session); 0: the standard split (test = session 5)
     holdout_session: int = 0
+    # corpus -> N: its last N training dialogues become the validation split (what the run chooses
+    # on) and its own validation split becomes the test split (reported only): for a corpus whose
+    # test split is withheld (DailyDialog), so that its validation figures stay out of every choice
+    valid_from_train: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,9 @@ class TrainConfig:
         if self.data.holdout_session not in (0, 1, 2, 3, 4):
             raise ValueError(f"data.holdout_session must be 0 (none) or 1-4, got {self.data.holdout_session}")
         if self.augment.neutral_scripts < 0:
-            raise ValueError(f"augment.neutral_scripts must be 0 (none) or more, got {self.augment.neutral_scripts}")
+            raise ValueError(
+                f"augment.neutral_scripts must be 0 (none) or more, got {self.augment.neutral_scripts}"
+            )
         settings = [m.partition(":")[0].rpartition("/")[2] for m in self.select.modalities]
         bad = [m for m in settings if m not in MODALITY_SETTINGS]
         if bad:

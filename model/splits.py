@@ -83,12 +83,46 @@ def first_train_dialogues(corpus: Corpus, n: int) -> Corpus:
     return replace(corpus, dialogues=kept)
 
 
+def valid_from_train(corpus: Corpus, n: int) -> Corpus:
+    """The corpus's last `n` training dialogues (file order) as its validation split, and its own
+    validation dialogues as its test split: choices are then made on a slice of training, and the
+    corpus's official validation split is reported as a test set that no choice has seen. Only for a
+    corpus without a test split (DailyDialog here: its test split is withheld)."""
+    if n <= 0:
+        raise ValueError(
+            f"data.valid_from_train: {corpus.name} needs a positive number of dialogues, got {n}"
+        )
+    if corpus.split("test").dialogues:
+        raise ValueError(f"data.valid_from_train: {corpus.name} has a test split of its own; use data.splits")
+    train_ids = [d.dialogue_id for d in corpus.dialogues if d.split == "train"]
+    if n >= len(train_ids):
+        raise ValueError(
+            f"data.valid_from_train: {corpus.name} has {len(train_ids)} training dialogues, asked {n}"
+        )
+    carved = set(train_ids[-n:])
+    moved = {"valid": "test", "train": "train"}
+    return replace(
+        corpus,
+        dialogues=[
+            replace(d, split="valid" if d.dialogue_id in carved else moved.get(d.split, d.split))
+            for d in corpus.dialogues
+        ],
+    )
+
+
 def training_corpora(corpora: Sequence[Corpus], data: DataConfig) -> list[Corpus]:
-    """The corpora as the run trains, chooses and scores on them: overrides, then the fold, then the
-    training limits."""
+    """The corpora as the run trains, chooses and scores on them: overrides, validation carved from
+    training, then the fold, then the training limits."""
     out = list(corpora)
     if data.splits:
         out = override_splits(out, data.splits)
+    unknown = set(data.valid_from_train) - {c.name for c in out}
+    if unknown:
+        raise ValueError(f"data.valid_from_train: no corpus {sorted(unknown)} in the data")
+    out = [
+        valid_from_train(c, data.valid_from_train[c.name]) if c.name in data.valid_from_train else c
+        for c in out
+    ]
     if data.holdout_session:
         out = [holdout_session(c, data.holdout_session) for c in out]
     limits = data.train_dialogues
@@ -112,6 +146,10 @@ def split_rule(data: DataConfig) -> str:
     return (
         "IEMOCAP: test = session 5, valid = the 12 COSMIC validation dialogues of sessions 1-4; "
         "generic JSONL: its split field, else a hashed 10% of dialogues as validation"
+        + "".join(
+            f"; {name}: valid = its last {n} training dialogues, test = its own validation split"
+            for name, n in sorted(data.valid_from_train.items())
+        )
     )
 
 
@@ -122,4 +160,5 @@ __all__ = [
     "override_splits",
     "split_rule",
     "training_corpora",
+    "valid_from_train",
 ]

@@ -1,6 +1,7 @@
 """Choosing a recipe without touching the test data: leave-one-session-out folds
-(`model.splits.holdout_session`, `lpgnet train --holdout-session`, `scripts/loso.py`) and split
-overrides (`model.splits.override_splits`).
+(`model.splits.holdout_session`, `lpgnet train --holdout-session`, `scripts/loso.py`), split
+overrides (`model.splits.override_splits`) and validation carved from training for a corpus without
+a test split (`model.splits.valid_from_train`).
 
 A recipe is chosen on IEMOCAP sessions 1-4 held out in turn; session 5 must never be loaded as data
 in a fold, and no other corpus may print a test figure while a recipe is chosen.
@@ -19,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from model.cli import cli
-from model.config import TrainConfig
+from model.config import DataConfig, TrainConfig
 from model.data import (
     IEMOCAP_VALID_DIALOGUES,
     Corpus,
@@ -30,7 +31,7 @@ from model.data import (
 )
 from model.labels import get_label_set
 from model.paths import SHARED_ROOT
-from model.splits import holdout_session, override_splits
+from model.splits import holdout_session, override_splits, training_corpora, valid_from_train
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = SHARED_ROOT / "data" / "iemocap" / "utterances.jsonl"
@@ -213,3 +214,48 @@ def test_split_overrides_move_named_dialogues_and_refuse_unknown_ones(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text(cfg.to_toml())
     assert TrainConfig.from_toml(path).data.splits == {"ravdess-actor01": "train"}
+
+
+def _chat(n_train: int = 5, n_valid: int = 2) -> Corpus:
+    ls = get_label_set("iemocap4")
+    dialogues = [
+        Dialogue(f"chat-{split}-{i}", [Utterance(f"chat-{split}-{i}-0", "hi", label="happy")], None, split)
+        for split, n in (("train", n_train), ("valid", n_valid))
+        for i in range(n)
+    ]
+    return Corpus("chat", dialogues, ls)
+
+
+def test_validation_carved_from_training_leaves_the_corpus_validation_split_for_reporting(tmp_path):
+    carved = valid_from_train(_chat(), 2)
+    assert {
+        s: [d.dialogue_id for d in carved.dialogues if d.split == s] for s in ("train", "valid", "test")
+    } == {
+        "train": ["chat-train-0", "chat-train-1", "chat-train-2"],
+        "valid": ["chat-train-3", "chat-train-4"],  # the last training dialogues choose
+        "test": ["chat-valid-0", "chat-valid-1"],  # the corpus's own validation only reports
+    }
+    for n in (0, 5):
+        with pytest.raises(ValueError, match="valid_from_train"):
+            valid_from_train(_chat(), n)
+    with pytest.raises(ValueError, match="test split of its own"):
+        valid_from_train(_corpus("iemocap"), 1)
+    # with a training limit, the limit counts what is left for training after the carving
+    both = training_corpora(
+        [_corpus("iemocap"), _chat()], DataConfig(valid_from_train={"chat": 2}, train_dialogues={"chat": 1})
+    )
+    assert [(d.dialogue_id, d.split) for d in both[1].dialogues] == [
+        ("chat-train-0", "train"),
+        ("chat-train-3", "valid"),
+        ("chat-train-4", "valid"),
+        ("chat-valid-0", "test"),
+        ("chat-valid-1", "test"),
+    ]
+    assert [d.split for d in both[0].dialogues] == ["train", "valid", "test"]  # other corpora untouched
+    with pytest.raises(ValueError, match=r"no corpus \['mail'\]"):
+        training_corpora([_chat()], DataConfig(valid_from_train={"mail": 1}))
+    # part of the run's config: it survives the TOML
+    cfg = TrainConfig().with_overrides(['data.valid_from_train={"dailydialog" = 1000}'])
+    path = tmp_path / "train.toml"
+    path.write_text(cfg.to_toml())
+    assert TrainConfig.from_toml(path).data.valid_from_train == {"dailydialog": 1000}
