@@ -127,3 +127,46 @@ def test_six_class_text_only_as_recorded_and_above_its_fused_network(tmp_path: P
     assert m["labelled_read"]["total"] == m["n"] == recorded["n"] == 1622
     assert m["accuracy"] == pytest.approx(recorded["accuracy"], abs=2e-3)
     assert m["accuracy"] > fused_record["accuracy"]  # the fused network alone, as its training run scored it
+
+
+CHAT = DEFAULT_CHECKPOINT.with_name("lpgnet-offline-causal-chat.pt")
+DAILYDIALOG = SHARED_ROOT / "data" / "dailydialog" / "dailydialog.jsonl"
+
+
+def test_the_chat_checkpoint_is_the_default_with_a_chat_text_network(clean_env, start_client) -> None:
+    from app.settings import Settings
+
+    chat, default = load_checkpoint(CHAT), load_checkpoint(DEFAULT_CHECKPOINT)
+    assert chat.labels == default.labels and chat.encoders == default.encoders
+    # every answer with audio in its context is the default's: the same fused network, bit for bit
+    fused, reference = chat.model.state_dict(), default.model.state_dict()
+    assert fused.keys() == reference.keys() and all(fused[k].equal(reference[k]) for k in fused)
+    assert chat.text_only is not None and default.text_only is not None
+    chat_text, default_text = chat.text_only.state_dict(), default.text_only.state_dict()
+    assert any(not chat_text[k].equal(default_text[k]) for k in chat_text)  # another text network
+    client = start_client(Settings(checkpoint=CHAT))
+    model = client.get("/model").json()
+    assert model["version"] == chat.version != default.version and model["text_only_network"]
+    r = client.post("/conversations/chat1/utterances", json={"transcript": "I am so happy you came!"})
+    assert r.status_code == 200, r.text
+    assert list(r.json()["probabilities"]) == chat.labels
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DAILYDIALOG.is_file(), reason=f"shared DailyDialog absent ({DAILYDIALOG})")
+def test_chat_text_on_dailydialog_validation_as_recorded_and_above_the_default(tmp_path: Path) -> None:
+    scores = {}
+    for name, path in (("chat", CHAT), ("default", DEFAULT_CHECKPOINT)):
+        ckpt = load_checkpoint(path)
+        m = evaluate_checkpoint(
+            ckpt, DAILYDIALOG, "valid", modalities="text", precision="fp32", backend="torch",
+            cache_dir=tmp_path, device="cpu",
+        )  # fmt: skip
+        scores[name] = m["unweighted_accuracy"]
+        recorded = ckpt.training["test"].get("dailydialog/text")
+        if recorded:
+            assert m["n"] == recorded["n"]
+            assert m["unweighted_accuracy"] == pytest.approx(recorded["unweighted_accuracy"], abs=2e-3)
+        elif name == "chat":
+            pytest.fail("the chat checkpoint must record its DailyDialog validation figures")
+    assert scores["chat"] > scores["default"] + 0.1  # chat text is what the chat network is for
