@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from model.data import IEMOCAP_TEST_SESSION, SPLITS, Corpus
+from model.data import IEMOCAP_TEST_SESSION, SPLITS, Corpus, Dialogue
 
 if TYPE_CHECKING:
     from model.config import DataConfig
@@ -100,14 +100,11 @@ def valid_from_train(corpus: Corpus, n: int) -> Corpus:
             f"data.valid_from_train: {corpus.name} has {len(train_ids)} training dialogues, asked {n}"
         )
     carved = set(train_ids[-n:])
-    moved = {"valid": "test", "train": "train"}
-    return replace(
-        corpus,
-        dialogues=[
-            replace(d, split="valid" if d.dialogue_id in carved else moved.get(d.split, d.split))
-            for d in corpus.dialogues
-        ],
-    )
+
+    def split(d: Dialogue) -> str:
+        return "valid" if d.dialogue_id in carved else "test" if d.split == "valid" else d.split
+
+    return replace(corpus, dialogues=[replace(d, split=split(d)) for d in corpus.dialogues])
 
 
 def training_corpora(corpora: Sequence[Corpus], data: DataConfig) -> list[Corpus]:
