@@ -129,6 +129,10 @@ class TrainConfig:
             raise ValueError(
                 f"augment.neutral_scripts must be 0 (none) or more, got {self.augment.neutral_scripts}"
             )
+        if self.augment.neutral_scripts and not self.augment.neutral_words:
+            raise ValueError(
+                "augment.neutral_scripts needs augment.neutral_words > 0 (it shapes those dialogues)"
+            )
         settings = [m.partition(":")[0].rpartition("/")[2] for m in self.select.modalities]
         bad = [m for m in settings if m not in MODALITY_SETTINGS]
         if bad:

@@ -111,11 +111,22 @@ def training_corpora(corpora: Sequence[Corpus], data: DataConfig) -> list[Corpus
     """The corpora as the run trains, chooses and scores on them: overrides, validation carved from
     training, then the fold, then the training limits."""
     out = list(corpora)
-    if data.splits:
-        out = override_splits(out, data.splits)
     unknown = set(data.valid_from_train) - {c.name for c in out}
     if unknown:
         raise ValueError(f"data.valid_from_train: no corpus {sorted(unknown)} in the data")
+    both = sorted(
+        d.dialogue_id
+        for c in out
+        if c.name in data.valid_from_train
+        for d in c.dialogues
+        if d.dialogue_id in data.splits
+    )
+    if both:  # the carving would silently move an overridden dialogue again
+        raise ValueError(
+            f"data.splits and data.valid_from_train both move {both}: use one of them per corpus"
+        )
+    if data.splits:
+        out = override_splits(out, data.splits)
     out = [
         valid_from_train(c, data.valid_from_train[c.name]) if c.name in data.valid_from_train else c
         for c in out

@@ -252,6 +252,10 @@ def test_validation_carved_from_training_leaves_the_corpus_validation_split_for_
         ("chat-valid-1", "test"),
     ]
     assert [d.split for d in both[0].dialogues] == ["train", "valid", "test"]  # other corpora untouched
+    with pytest.raises(ValueError, match=r"both move \['chat-train-4'\]"):  # never moved twice, silently
+        training_corpora(
+            [_chat()], DataConfig(valid_from_train={"chat": 2}, splits={"chat-train-4": "valid"})
+        )
     with pytest.raises(ValueError, match=r"no corpus \['mail'\]"):
         training_corpora([_chat()], DataConfig(valid_from_train={"mail": 1}))
     # part of the run's config: it survives the TOML

@@ -275,8 +275,9 @@ def test_neutral_scripts_give_a_dialogue_the_words_of_at_most_n_neutral_utteranc
             src = next(s for s in train.dialogues if s.dialogue_id == d.dialogue_id)
             assert torch.equal(d.labels, src.labels[src.audio_mask])  # voice and labels kept
     assert distinct[1] == 1 and distinct[2] <= 2 < distinct[0]
-    with pytest.raises(ValueError, match="neutral_scripts"):
-        TrainConfig(augment=AugmentConfig(neutral_scripts=-1))
+    for bad in (AugmentConfig(neutral_words=0.2, neutral_scripts=-1), AugmentConfig(neutral_scripts=2)):
+        with pytest.raises(ValueError, match="neutral_scripts"):
+            TrainConfig(augment=bad)
 
 
 def test_train_config_round_trips_through_toml_and_takes_overrides(tmp_path):
