@@ -186,14 +186,16 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     cores); PyTorch when exporting fails, and on CUDA. Every graph is checked against the checkpoint's
     module on a random batch before it serves; a named graph that fails is a start-up error. A
     checkpoint carrying a text-only network gets it served the same way (its graph: a bundle's, else
-    the cache's) and routed in for the rows that depend on no audio (`text_only_routed`), exactly as
-    `lpgnet evaluate` routes it.
+    the cache's); both are composed by `model.serving.served_network` (the contract's audio pool, the
+    text-only network routed in for the rows that depend on no audio), exactly as `lpgnet evaluate`
+    composes them.
     """
-    from model.serving import text_only_routed
+    from model.serving import served_network
 
     network, backend = _served(settings, checkpoint.model, checkpoint.name, device, _named_graph(settings))
+    causal = checkpoint.context == "causal"
     if checkpoint.text_only is None:
-        return network, backend
+        return served_network(network, None, checkpoint.serving, causal=causal), backend
     text_graph = _named_text_only_graph(settings)
     if text_graph is not None and not text_graph.is_file() and settings.backend == "auto":
         log.warning(
@@ -203,8 +205,8 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     text_network, text_backend = _served(
         settings, checkpoint.text_only, f"{checkpoint.name} (text only)", device, text_graph
     )
-    routed = text_only_routed(network, text_network, causal=checkpoint.context == "causal")
-    return routed, backend if text_backend == backend else f"{backend}/{text_backend}"
+    served = served_network(network, text_network, checkpoint.serving, causal=causal)
+    return served, backend if text_backend == backend else f"{backend}/{text_backend}"
 
 
 def _served(

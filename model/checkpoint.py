@@ -4,7 +4,8 @@ One file (torch.save of plain Python containers and tensors) holding everything 
 the exact model and feed it exactly the features it was trained on:
 
     format_version  int
-    name, version   model name and a content hash of the weights (what the service reports)
+    name, version   model name and a content hash of the weights and of a non-zero audio pool
+                    (what the service reports)
     config          LPGNetConfig as a dict
     state_dict      weights (input normalisation statistics included, as buffers)
     labels          class names in logit order; nothing else in the project lists them
@@ -12,8 +13,8 @@ the exact model and feed it exactly the features it was trained on:
     profile         encoder profile name the features came from (e.g. "offline")
     normalization   {"text": {"mean", "std"}, "audio": {...}} (also inside state_dict; here for readers)
     context         "causal" | "bidirectional" (also in config)
-    serving         ServingContract: the window K and storage precision the checkpoint was selected
-                    and evaluated with (older files: the defaults, K = 64, float16)
+    serving         ServingContract: the window K, storage precision and audio pool the checkpoint
+                    was selected and evaluated with (older files: the defaults, K = 64, float16, 0)
     text_only       optional {"config", "state_dict"}: a text-only LPGNet answering the rows that
                     depend on no audio (`model.serving.text_only_routed`); part of `version`
     training        free-form: data, split, seed, selected epoch, metrics, the whole TrainConfig
@@ -67,8 +68,12 @@ class SavedModel(Generic[ModelT]):
         raise NotImplementedError
 
     def digested_weights(self) -> dict[str, torch.Tensor]:
-        """What `version` hashes: the model's weights (and those of any network it carries)."""
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        """What `version` hashes: the model's weights (and those of any network it carries), and an
+        audio pool (`ServingContract.audio_weight`) when one is set, since it changes the answers."""
+        weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        if self.serving.audio_weight:  # a checkpoint without one keeps the digest it always had
+            weights["serving.audio_weight"] = torch.tensor(self.serving.audio_weight, dtype=torch.float64)
+        return weights
 
     @property
     def context(self) -> str:
@@ -167,7 +172,10 @@ def with_text_only(ckpt: Checkpoint, text: Checkpoint) -> Checkpoint:
             ),
             ("profiles differ", text.profile == ckpt.profile),
             ("contexts differ", text.context == ckpt.context),
-            ("serving contracts differ", text.serving == ckpt.serving),
+            (  # the audio pool leaves a text-only network's rows alone
+                "serving contracts differ",
+                replace(text.serving, audio_weight=ckpt.serving.audio_weight) == ckpt.serving,
+            ),
         )
         if not ok
     ]

@@ -27,8 +27,8 @@ from model.serving import (
     module_network,
     pad_windows,
     predict_served,
+    served_network,
     served_view,
-    text_only_routed,
 )
 
 Protocol = Literal["served", "offline"]
@@ -42,13 +42,16 @@ class DialoguePrediction:
 
 
 def checkpoint_network(ckpt: Any) -> Network:
-    """What a checkpoint answers with, in PyTorch: its network, with the text-only one it may carry
-    answering the rows that depend on no audio (`model.serving.text_only_routed`), as the service does."""
-    fused = module_network(ckpt.model)
+    """What a checkpoint answers with, in PyTorch, composed as the service composes it
+    (`model.serving.served_network`: the audio pool of its serving contract, and the text-only network
+    it may carry answering the rows that depend on no audio)."""
     text_only = getattr(ckpt, "text_only", None)  # baselines carry none
-    if text_only is None:
-        return fused
-    return text_only_routed(fused, module_network(text_only), causal=ckpt.context == "causal")
+    return served_network(
+        module_network(ckpt.model),
+        None if text_only is None else module_network(text_only),
+        ckpt.serving,
+        causal=ckpt.context == "causal",
+    )
 
 
 def predict_dialogues(
@@ -128,7 +131,7 @@ def evaluate_settings(
     Keys: "both", "text", "audio" (all corpora together) and "<corpus>/<setting>" for each named
     corpus.
     """
-    run = module_network(model)
+    run = served_network(module_network(model), None, contract, causal=causal)
     corpora = sorted({d.corpus for d in features.dialogues})
     out: dict[str, dict[str, Any]] = {}
     for setting in settings:

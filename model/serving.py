@@ -34,6 +34,13 @@ class ServingContract:
 
     window: int = DEFAULT_WINDOW  # K: utterances of context per prediction
     storage: Literal["float16", "float32"] = "float16"  # precision of the stored vectors
+    # w: an utterance with audio is answered by (1 - w) * logits as sent + w * logits with every word of
+    # the window hidden (`audio_pooled`): how much the voice is heard apart from the words
+    audio_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.audio_weight <= 1.0:
+            raise ValueError(f"serving.audio_weight must lie in [0, 1], not {self.audio_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +203,41 @@ def module_network(module: torch.nn.Module) -> Network:
     return run
 
 
+def audio_pooled(network: Network, weight: float) -> Network:
+    """Rows with audio of their own answered by (1 - weight) * logits + weight * logits of the same
+    window with its words hidden (a log-linear pool of the two answers); other rows unchanged.
+
+    A fused network trained where words carry most of the emotion lets a neutral transcript outvote
+    the voice; the words-hidden pass is the same network's audio-alone judgement, so the pool bounds
+    how far the words can override it. Both passes run as one batch.
+    """
+    if weight == 0.0:
+        return network
+
+    def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        if not bool(am.any()):
+            return network(t, a, tm, am)
+        b = t.shape[0]
+        logits = network(
+            torch.cat([t, t]), torch.cat([a, a]), torch.cat([tm, torch.zeros_like(tm)]), torch.cat([am, am])
+        )  # (2B, U, C)
+        sent, heard = logits[:b], logits[b:]
+        return torch.where(am.unsqueeze(-1), (1.0 - weight) * sent + weight * heard, sent)
+
+    return run
+
+
+def served_network(
+    fused: Network, text_only: Network | None, contract: ServingContract, *, causal: bool
+) -> Network:
+    """What a checkpoint answers with, on any runtime: its fused network pooled with its own audio-alone
+    judgement (`audio_pooled`, `contract.audio_weight`), and the text-only network it may carry routed
+    in for the rows that depend on no audio (`text_only_routed`). The service, evaluation and
+    validation selection all build their network here."""
+    pooled = audio_pooled(fused, contract.audio_weight)
+    return pooled if text_only is None else text_only_routed(pooled, text_only, causal=causal)
+
+
 def text_only_routed(fused: Network, text_only: Network, *, causal: bool) -> Network:
     """One network over two: a row whose answer depends on no audio at all is the text-only network's,
     every other row the fused network's (a text-only client is answered by a network trained on text
@@ -231,10 +273,12 @@ __all__ = [
     "ServedView",
     "ServingContract",
     "Window",
+    "audio_pooled",
     "last_row_probabilities",
     "module_network",
     "pad_windows",
     "predict_served",
+    "served_network",
     "served_view",
     "text_only_routed",
 ]

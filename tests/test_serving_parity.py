@@ -2,10 +2,11 @@
 `lpgnet evaluate` computes offline for the same utterances, to 1e-4, on the memory and Redis stores.
 
 Three replays: a tiny checkpoint whose window (K = 4) is shorter than the dialogues, with text-only,
-audio-only and two-modality utterances (real WAV uploads); the committed default checkpoint on a
-91-utterance IEMOCAP session-5 dialogue sent text-only, the way a chatbot sends it (K = 64); and the
-default checkpoint on one unseen RAVDESS actor's real recordings (FLAC, 48 kHz), audio only and with
-the spoken sentence, as the model card's RAVDESS figures are computed.
+audio-only and two-modality utterances (real WAV uploads), with and without an audio pool; the
+committed default checkpoint on a 91-utterance IEMOCAP session-5 dialogue sent text-only, the way a
+chatbot sends it (K = 64); and the default checkpoint on one unseen RAVDESS actor's real recordings
+(FLAC, 48 kHz), audio only and with the spoken sentence, as the model card's RAVDESS figures are
+computed.
 """
 
 from __future__ import annotations
@@ -87,11 +88,12 @@ def assert_same(offline: list[dict[str, Any]], served: dict[str, dict[str, float
     assert worst < TOLERANCE, f"largest probability difference {worst:.2e}"
 
 
-@pytest.fixture
-def windowed_checkpoint(tmp_path: Path, tiny_specs: dict[str, Any]) -> Path:
+@pytest.fixture(params=[0.0, 0.5], ids=["plain", "audio-pool"])
+def windowed_checkpoint(request: pytest.FixtureRequest, tmp_path: Path, tiny_specs: dict[str, Any]) -> Path:
+    """K = 4; the second also pools rows with audio with their words-hidden pass (`audio_weight`)."""
     path = write_tiny_checkpoint(tmp_path / "k4.pt", tiny_specs, seed=3, recency_bias=True)
     ckpt = load_checkpoint(path)
-    ckpt.serving = ServingContract(window=4)
+    ckpt.serving = ServingContract(window=4, audio_weight=request.param)
     return save_checkpoint(ckpt, path)
 
 
@@ -126,6 +128,12 @@ def test_replay_through_the_api_matches_lpgnet_evaluate_beyond_the_window(
         windowed_checkpoint, corpus, "test", encoders=encoders, cache_dir=tmp_path / "cache"
     )
     assert contract.window == 4 and max(len(d) for d in features.dialogues) == 9  # the window slides
+    if contract.audio_weight:  # the pool moves answers, so a service that ignored it would not match
+        unpooled = load_checkpoint(windowed_checkpoint)
+        unpooled.serving = ServingContract(window=4)
+        plain = predict_checkpoint(unpooled, corpus, "test", encoders=encoders, cache_dir=tmp_path / "c")[3]
+        moved = [(p.probabilities - q.probabilities).abs().max() for p, q in zip(preds, plain, strict=True)]
+        assert float(max(moved)) > 1e-3
     client = start_client(settings)
     assert_same(prediction_rows(features, preds), replay(client, corpus))
 
