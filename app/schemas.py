@@ -327,6 +327,10 @@ class ModelResponse(BaseModel):
         description="Whether a network trained on text alone answers the utterances whose context holds no "
         "audio (a text-only client's); the fused network answers the others."
     )
+    audio_weight: float = Field(
+        description="The checkpoint's audio pool: an utterance with audio is answered by (1 - w) * logits + "
+        "w * logits with the words hidden (0: as trained; `lpgnet pool-audio`)."
+    )
     backend: str = Field(
         description="Runtime of LPGNet: torch or onnx (onnxruntime); <fused>/<text-only> (e.g. onnx/torch) "
         "when the checkpoint's text-only network runs on another runtime than its fused network."

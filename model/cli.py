@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from model.cli_pool import pool_audio_command
 from model.cli_text_only import add_text_only_command
 from model.cli_tune import tune_text_command
 
@@ -377,6 +378,7 @@ def export(
 
 cli.command("tune-text")(tune_text_command)
 cli.command("add-text-only")(add_text_only_command)
+cli.command("pool-audio")(pool_audio_command)
 
 
 def main() -> None:

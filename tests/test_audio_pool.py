@@ -1,23 +1,29 @@
 """The audio pool (`ServingContract.audio_weight`, `model.serving.audio_pooled`): a row with audio of its
 own is answered by (1 - w) * its logits as sent + w * the same network's logits with every word of the
 window hidden; rows without audio, and windows without words, are answered as before. The service and
-`lpgnet evaluate` pool alike (tests/test_serving_parity.py replays a pooled checkpoint), and the weight
-is part of the checkpoint's version.
+`lpgnet evaluate` pool alike (here, and tests/test_serving_parity.py replays a pooled checkpoint), the
+weight is part of the checkpoint's version, and `lpgnet pool-audio` sets it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
+from app.settings import Settings
 from model.checkpoint import load_checkpoint, save_checkpoint, with_text_only
 from model.config import TrainConfig
+from model.evaluate import predict_checkpoint, prediction_rows
 from model.lpgnet import LPGNet, LPGNetConfig
 from model.serving import ServingContract, audio_pooled, module_network, served_network
 from tests.app_fixtures import write_tiny_checkpoint
+from tests.test_serving_parity import assert_same, replay
+from tests.test_text_only_network import _late_audio_corpus, _paired
 
 
 def _modality_sum(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
@@ -94,3 +100,51 @@ def test_the_weight_changes_the_version_and_a_text_only_network_joins_a_pooled_c
     text.serving = ServingContract(window=4)
     with pytest.raises(ValueError, match="serving contracts differ"):
         with_text_only(pooled, text)
+
+
+def test_lpgnet_pool_audio_writes_a_checkpoint_the_service_answers_as_lpgnet_evaluate(
+    tiny_specs: dict[str, Any],
+    tmp_path: Path,
+    tiny_encoder_dir: Path,
+    make_settings: Callable[..., Settings],
+    start_client: Callable[..., TestClient],
+) -> None:
+    """A paired checkpoint pooled by the CLI, served on onnxruntime graphs: the replay of a call whose
+    audio starts on its fourth turn matches evaluation; the text-only network's first three answers are
+    untouched and the fused network's answers move."""
+    from typer.testing import CliRunner
+
+    from model.cli import cli
+    from model.encoders.factory import checkpoint_encoders
+
+    paired = _paired(tmp_path, tiny_specs)
+    pooled_path = tmp_path / "pooled.pt"
+    done = CliRunner().invoke(cli, ["pool-audio", str(paired), "--weight", "0.5", "--out", str(pooled_path)])
+    assert done.exit_code == 0, done.output
+    pooled, plain = load_checkpoint(pooled_path), load_checkpoint(paired)
+    assert pooled.serving.audio_weight == 0.5 and pooled.version != plain.version
+    assert pooled.training["audio_weight_set"] == {"weight": 0.5, "previous_version": plain.version}
+
+    corpus = _late_audio_corpus(tmp_path)
+    client = start_client(make_settings(checkpoint=pooled_path, context_window=4, backend="auto"))
+    described = client.get("/model").json()
+    assert (described["audio_weight"], described["version"], described["backend"]) == (
+        0.5,
+        pooled.version,
+        "onnx",
+    )
+    encoders = checkpoint_encoders(
+        pooled.encoders, "tiny", device="cpu", precision="auto", backend="torch", tiny_dir=tiny_encoder_dir
+    )
+    common: dict[str, Any] = {"encoders": encoders, "cache_dir": tmp_path / "features"}
+    _, features, _, preds = predict_checkpoint(pooled, corpus, "test", **common)
+    assert_same(prediction_rows(features, preds), replay(client, corpus))
+    before = predict_checkpoint(plain, corpus, "test", **common)[3][0].probabilities
+    after = preds[0].probabilities
+    assert torch.equal(after[:3], before[:3])  # no audio yet: the text-only network, not pooled
+    assert (after[3:] - before[3:]).abs().max() > 1e-3
+
+    refused = CliRunner().invoke(
+        cli, ["pool-audio", str(paired), "--weight", "1.5", "--out", str(tmp_path / "x.pt")]
+    )
+    assert refused.exit_code == 2 and not (tmp_path / "x.pt").exists()
