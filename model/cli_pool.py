@@ -38,9 +38,9 @@ def pool_audio_command(
     if ckpt.config.modalities != "both":
         typer.echo(f"error: {checkpoint} is not a fused network (model.modalities = both)", err=True)
         raise typer.Exit(2)
-    before = ckpt.version
+    # the recorded figures were measured before any pool was set: keep naming that version
+    trained = (ckpt.training.get("audio_weight_set") or {}).get("previous_version", ckpt.version)
     ckpt.serving = replace(ckpt.serving, audio_weight=weight)
-    # the recorded figures were measured at the previous weight: say so beside them
-    ckpt.training = {**ckpt.training, "audio_weight_set": {"weight": weight, "previous_version": before}}
+    ckpt.training = {**ckpt.training, "audio_weight_set": {"weight": weight, "previous_version": trained}}
     save_checkpoint(ckpt, out)
     typer.echo(f"wrote {out} (version {ckpt.version}, serving.audio_weight {weight})")

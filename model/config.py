@@ -133,6 +133,10 @@ class TrainConfig:
             raise ValueError(
                 "augment.neutral_scripts needs augment.neutral_words > 0 (it shapes those dialogues)"
             )
+        if self.serving.audio_weight and (self.kind != "lpgnet" or self.model.modalities != "both"):
+            raise ValueError(  # the words-hidden pass of a network without audio sees nothing at all
+                "serving.audio_weight needs a fused network (kind = lpgnet, model.modalities = both)"
+            )
         settings = [m.partition(":")[0].rpartition("/")[2] for m in self.select.modalities]
         bad = [m for m in settings if m not in MODALITY_SETTINGS]
         if bad:

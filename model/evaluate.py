@@ -161,6 +161,7 @@ def evaluation_report(
             "protocol": protocol,
             "window": contract.window,
             "storage": contract.storage,
+            "audio_weight": contract.audio_weight,
         }
     )
     return metrics

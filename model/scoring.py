@@ -69,7 +69,12 @@ def predict_dialogues(
     Dialogues that fit one pass (all of them offline; causal ones of at most K utterances served)
     share padded batches: right padding changes no real row.
     """
-    run = module_network(network) if isinstance(network, torch.nn.Module) else network
+    # a module is served as the contract says (its audio pool); a Network comes composed already
+    run = (
+        served_network(module_network(network), None, contract, causal=causal)
+        if isinstance(network, torch.nn.Module)
+        else network
+    )
     storage = contract.storage if protocol == "served" else "float32"
     views = [served_view(d, modalities, storage) for d in dialogues]
     probs: list[torch.Tensor | None] = [None] * len(dialogues)
@@ -131,7 +136,7 @@ def evaluate_settings(
     Keys: "both", "text", "audio" (all corpora together) and "<corpus>/<setting>" for each named
     corpus.
     """
-    run = served_network(module_network(model), None, contract, causal=causal)
+    run = served_network(module_network(model), None, contract, causal=causal)  # selection = serving
     corpora = sorted({d.corpus for d in features.dialogues})
     out: dict[str, dict[str, Any]] = {}
     for setting in settings:

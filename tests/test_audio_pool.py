@@ -19,7 +19,9 @@ from app.settings import Settings
 from model.checkpoint import load_checkpoint, save_checkpoint, with_text_only
 from model.config import TrainConfig
 from model.evaluate import predict_checkpoint, prediction_rows
+from model.features import DialogueFeatures, FeatureSet
 from model.lpgnet import LPGNet, LPGNetConfig
+from model.scoring import evaluate_settings, predict_dialogues, score
 from model.serving import ServingContract, audio_pooled, module_network, served_network
 from tests.app_fixtures import write_tiny_checkpoint
 from tests.test_serving_parity import assert_same, replay
@@ -73,12 +75,45 @@ def test_a_real_network_answers_audio_only_windows_unchanged_and_others_between_
     assert not torch.allclose(pooled, net(t, a, tm, am), atol=1e-3)  # the pool moved the answers
 
 
+def test_validation_selection_scores_the_pooled_network_as_the_service_answers() -> None:
+    """`evaluate_settings` (what training selects epochs on) and `predict_dialogues` given a module pool
+    as the contract says: the same figures as the composed network, and other ones without the pool."""
+    torch.manual_seed(1)
+    model = LPGNet(LPGNetConfig(text_dim=6, audio_dim=5, hidden=8, num_classes=3))
+    dialogues = [
+        DialogueFeatures(
+            f"d{i}",
+            torch.randn(n, 6),
+            torch.randn(n, 5),
+            torch.rand(n) < 0.8,
+            torch.ones(n, dtype=torch.bool),
+            torch.randint(0, 3, (n,)),
+            split="valid",
+        )
+        for i, n in enumerate((5, 9, 3))
+    ]
+    feats = FeatureSet(dialogues, ["a", "b", "c"], {"text": None, "audio": None})
+    pooled, plain = ServingContract(window=4, audio_weight=0.5), ServingContract(window=4)
+    composed = served_network(module_network(model), None, pooled, causal=True)
+    want = predict_dialogues(composed, dialogues, contract=pooled, causal=True)
+    got = predict_dialogues(model, dialogues, contract=pooled, causal=True)
+    assert all(torch.allclose(g.probabilities, w.probabilities) for g, w in zip(got, want, strict=True))
+    selected = evaluate_settings(model, feats, contract=pooled, causal=True, settings=["both"])
+    assert selected["both"]["macro_f1"] == score(want, feats.labels)["macro_f1"]
+    unpooled = predict_dialogues(model, dialogues, contract=plain, causal=True)
+    moved = [(u.probabilities - w.probabilities).abs().max() for u, w in zip(unpooled, want, strict=True)]
+    assert float(max(moved)) > 1e-3
+
+
 def test_the_contract_refuses_a_weight_outside_zero_to_one_and_the_config_carries_it() -> None:
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="audio_weight"):
             ServingContract(audio_weight=bad)
     cfg = TrainConfig().with_overrides(["serving.audio_weight=0.4"])
     assert cfg.serving.audio_weight == 0.4
+    for other in ("model.modalities=text", "model.modalities=audio", "kind=linear"):  # nothing to pool
+        with pytest.raises(ValueError, match="needs a fused network"):
+            TrainConfig().with_overrides(["serving.audio_weight=0.4", other])
     assert TrainConfig.from_dict(cfg.to_dict()).serving == cfg.serving
     assert ServingContract.from_dict(cfg.serving.to_dict()) == cfg.serving
     assert ServingContract.from_dict({"window": 8, "storage": "float16"}).audio_weight == 0.0  # older files
@@ -124,6 +159,12 @@ def test_lpgnet_pool_audio_writes_a_checkpoint_the_service_answers_as_lpgnet_eva
     pooled, plain = load_checkpoint(pooled_path), load_checkpoint(paired)
     assert pooled.serving.audio_weight == 0.5 and pooled.version != plain.version
     assert pooled.training["audio_weight_set"] == {"weight": 0.5, "previous_version": plain.version}
+    again = CliRunner().invoke(
+        cli, ["pool-audio", str(pooled_path), "--weight", "0.2", "--out", str(tmp_path / "b.pt")]
+    )
+    assert again.exit_code == 0, again.output
+    repooled = load_checkpoint(tmp_path / "b.pt").training["audio_weight_set"]
+    assert repooled["previous_version"] == plain.version  # still the version its figures were measured on
 
     corpus = _late_audio_corpus(tmp_path)
     client = start_client(make_settings(checkpoint=pooled_path, context_window=4, backend="auto"))
