@@ -136,12 +136,11 @@ def evaluate_settings(
     Keys: "both", "text", "audio" (all corpora together) and "<corpus>/<setting>" for each named
     corpus.
     """
-    run = served_network(module_network(model), None, contract, causal=causal)  # selection = serving
     corpora = sorted({d.corpus for d in features.dialogues})
     out: dict[str, dict[str, Any]] = {}
     for setting in settings:
-        preds = predict_dialogues(
-            run,
+        preds = predict_dialogues(  # the module served as the contract says: selection = serving
+            model,
             features.dialogues,
             contract=contract,
             causal=causal,
