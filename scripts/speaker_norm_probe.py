@@ -1,6 +1,6 @@
 """Would prosody-8 standardised per speaker transfer better than per conversation? A linear probe.
 
-    python scripts/speaker_norm_probe.py [--shared ../shared]
+    python scripts/speaker_norm_probe.py [--shared ../shared] [--log]
 
 Validation only (the model card's "Statistics per speaker" table): a class-balanced logistic regression
 on the 8 prosodic features, trained on IEMOCAP sessions 1-4 training dialogues, scored on IEMOCAP's
@@ -8,6 +8,8 @@ validation dialogues and on RAVDESS actors 01-06 (one conversation per actor, as
 it). Features are standardised globally with the training statistics, then by the running statistics
 of `model.lpgnet.ConversationNorm` (prior worth 4 utterances) kept per conversation or per
 (conversation, speaker), causally or over the whole dialogue. Session 5 and actors 07-12 are never read.
+`--log` first takes the log of the level features (a microphone's gain becomes a shift) and asinh of the
+signed harmonic mean.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ def whole(dialogue: Rows) -> list[np.ndarray]:
     return [_standardise(x, *totals[key]) for x, key in dialogue]
 
 
+def log_levels(x: np.ndarray) -> np.ndarray:
+    """Levels and autocorrelations (all > 0) as logs, the signed harmonic mean as asinh, silence as is."""
+    y = np.asarray(x, dtype=np.float64).copy()
+    y[..., [0, 1, 2, 3, 6, 7]] = np.log(np.maximum(y[..., [0, 1, 2, 3, 6, 7]], 1e-6))
+    y[..., 5] = np.arcsinh(100 * y[..., 5])
+    return y
+
+
 def _standardise(x: np.ndarray, n: float, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
     mean = s1 / (n + PRIOR)
     var = np.maximum((s2 + PRIOR) / (n + PRIOR) - mean * mean, EPS)
@@ -62,12 +72,14 @@ def _standardise(x: np.ndarray, n: float, s1: np.ndarray, s2: np.ndarray) -> np.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
+    parser.add_argument("--log", action="store_true", help="log of the level features first")
     args = parser.parse_args()
+    feature = log_levels if args.log else (lambda x: np.asarray(x, dtype=np.float64))
 
     table = [json.loads(line) for line in (args.shared / "data/iemocap/utterances.jsonl").open()]
     table = [r for r in table if r["session"] in (1, 2, 3, 4) and r["prosody"]]  # session 5 never read
     table.sort(key=lambda r: (r["dialogue_id"], r["start"]))
-    fit = np.array([r["prosody"] for r in table if r["cosmic_split"] == "train"])
+    fit = np.array([feature(r["prosody"]) for r in table if r["cosmic_split"] == "train"])
     mu, sd = fit.mean(0), fit.std(0) + 1e-8
 
     def iemocap(split: str, per_speaker: bool, norm: Callable[[Rows], list[np.ndarray]]):
@@ -78,7 +90,7 @@ def main() -> None:
         xs, ys = [], []
         for rows in dialogues.values():
             keys = [r["speaker"] if per_speaker else "" for r in rows]
-            normed = norm([((np.array(r["prosody"]) - mu) / sd, k) for r, k in zip(rows, keys, strict=True)])
+            normed = norm([((feature(r["prosody"]) - mu) / sd, k) for r, k in zip(rows, keys, strict=True)])
             for r, x in zip(rows, normed, strict=True):
                 if r["emotion"] in IEMOCAP4:
                     xs.append(x)
@@ -96,9 +108,8 @@ def main() -> None:
     y_rav = np.array([CLASSES.index(str(u.label)) for d in actors for u in d.utterances])
 
     for name, norm in (("causal", running), ("whole dialogue", whole)):
-        x_rav = np.array(
-            [x for d in actors for x in norm([((clips[u.utterance_id] - mu) / sd, "") for u in d.utterances])]
-        )
+        per_actor = [[((feature(clips[u.utterance_id]) - mu) / sd, "") for u in d.utterances] for d in actors]
+        x_rav = np.array([x for rows in per_actor for x in norm(rows)])
         for per_speaker in (False, True):
             x_fit, y_fit = iemocap("train", per_speaker, norm)
             x_val, y_val = iemocap("valid", per_speaker, norm)
