@@ -10,6 +10,7 @@ drift means the serving path, the readers or the encoders changed under the weig
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,28 @@ def test_the_six_class_checkpoint_is_served_by_setting_lpgnet_checkpoint(clean_e
     )
     assert r.status_code == 200, r.text
     assert list(r.json()["probabilities"]) == labels
-    assert client.get("/model").json()["text_only_network"]  # text-only clients get its text network
+    model = client.get("/model").json()
+    assert model["text_only_network"]  # text-only clients get its text network
+    assert model["audio_weight"] == load_checkpoint(SIX_CLASS).serving.audio_weight > 0  # its audio pool
+
+
+@pytest.mark.skipif(not RAVDESS_12.is_dir(), reason=f"RAVDESS actors 01-12 absent ({RAVDESS_12})")
+def test_six_class_voice_beside_its_sentence_as_recorded_and_above_unpooled(tmp_path: Path) -> None:
+    """The 6-class file answers with its audio pool (a neutral sentence outvotes the voice less), as
+    recorded, and better than the same networks without it on unseen RAVDESS actors."""
+    scores = {}
+    for name, weight in (("pooled", None), ("unpooled", 0.0)):
+        six = load_checkpoint(SIX_CLASS)
+        if weight is not None:
+            six.serving = replace(six.serving, audio_weight=weight)
+        m = evaluate_checkpoint(
+            six, RAVDESS_12, "test", modalities="both", precision="fp32", backend="torch",
+            cache_dir=tmp_path, device="cpu",
+        )  # fmt: skip
+        scores[name] = m["unweighted_accuracy"]
+    recorded = load_checkpoint(SIX_CLASS).training["test"]["ravdess/both"]
+    assert scores["pooled"] == pytest.approx(recorded["unweighted_accuracy"], abs=2e-3)
+    assert scores["pooled"] > scores["unpooled"] + 0.05
 
 
 @pytest.mark.slow
