@@ -133,6 +133,8 @@ class TrainConfig:
             raise ValueError(
                 "augment.neutral_scripts needs augment.neutral_words > 0 (it shapes those dialogues)"
             )
+        if self.model.audio_transform != "none" and self.kind != "lpgnet":
+            raise ValueError(f"model.audio_transform is LPGNet's (kind = lpgnet), not {self.kind!r}'s")
         if self.serving.audio_weight and (self.kind != "lpgnet" or self.model.modalities != "both"):
             raise ValueError(  # the words-hidden pass of a network without audio sees nothing at all
                 "serving.audio_weight needs a fused network (kind = lpgnet, model.modalities = both)"

@@ -296,12 +296,17 @@ def extract_features(
     return fs
 
 
-def normalization_stats(features: FeatureSet) -> dict[str, dict[str, torch.Tensor]]:
-    """Per-dimension mean and std of each modality over the utterances where it is present."""
+def normalization_stats(
+    features: FeatureSet, read: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-dimension mean and std of each modality over the utterances where it is present, as the
+    network reads them (`read`, per modality: e.g. `LPGNet.read_audio`; default as given)."""
     stats = {}
     for modality in MODALITIES:
         rows = [getattr(d, modality)[getattr(d, f"{modality}_mask")] for d in features.dialogues]
         x = torch.cat(rows) if rows else torch.zeros(0, 1)
+        if read and modality in read and len(x):
+            x = read[modality](x)
         if len(x) < 2:
             dim = x.shape[1]
             stats[modality] = {"mean": torch.zeros(dim), "std": torch.ones(dim)}

@@ -49,8 +49,13 @@ class LPGNetConfig:
     # audio standardisation: "global" (training-set statistics only) or "conversation" (then also by
     # the statistics of the conversation's audio so far, shrunk towards the global ones by a prior
     # worth `audio_prior` utterances): speaker and microphone levels cancel out
-    audio_norm: Literal["global", "conversation"] = "global"
+    # "conversation-centred": the same, but the mean is the conversation's own (no prior on it), so a
+    # constant shift of a conversation's features (a gain, once read as logs) is removed exactly
+    audio_norm: Literal["global", "conversation", "conversation-centred"] = "global"
     audio_prior: float = 4.0
+    # "prosody8-log": the level features of prosody-8 read as logs (a microphone's gain becomes a shift,
+    # which the conversation's statistics then remove) before any standardisation; "none": as given
+    audio_transform: Literal["none", "prosody8-log"] = "none"
 
     def __post_init__(self) -> None:
         if self.context not in ("causal", "bidirectional"):
@@ -63,8 +68,11 @@ class LPGNetConfig:
             raise ValueError("at least one of intra_attention / inter_attention must be on")
         if self.modalities != "both" and not self.intra_attention:
             raise ValueError("a unimodal model needs intra-modal attention")
-        if self.audio_norm not in ("global", "conversation"):
-            raise ValueError(f"audio_norm must be 'global' or 'conversation', got {self.audio_norm!r}")
+        if self.audio_norm not in ("global", "conversation", "conversation-centred"):
+            modes = "'global', 'conversation' or 'conversation-centred'"
+            raise ValueError(f"audio_norm must be {modes}, got {self.audio_norm!r}")
+        if self.audio_transform not in ("none", "prosody8-log"):
+            raise ValueError(f"audio_transform must be 'none' or 'prosody8-log': {self.audio_transform!r}")
 
     @property
     def streams(self) -> tuple[tuple[str, str], ...]:
@@ -87,6 +95,34 @@ class LPGNetOutput(NamedTuple):
     logits: torch.Tensor  # (B, U, C) fused teacher
     text_logits: torch.Tensor  # (B, U, C) text student
     audio_logits: torch.Tensor  # (B, U, C) audio student
+
+
+class Prosody8Log(nn.Module):
+    """Prosody-8 with its level features as logs: a gain g on the waveform multiplies them by g (or g^2),
+    which becomes a shift of log g that the conversation's statistics remove; the signed harmonic mean
+    goes through asinh (log-like for large values, linear near 0); the silence fraction stays as is.
+
+    Its masks are buffers, so a network that reads its audio this way has another weights digest
+    (`Checkpoint.version`) than one that does not, while every existing checkpoint keeps its own.
+    """
+
+    LOG_DIMS = (0, 1, 2, 3, 6, 7)  # sig_mean, sig_std, rmse_mean, rmse_std, auto_corr_max, auto_corr_std
+    ASINH_DIM, ASINH_SCALE, FLOOR = 5, 100.0, 1e-6  # harmonic (1000 x mean of the harmonic part)
+
+    log_dims: torch.Tensor
+    asinh_dims: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        dims = torch.arange(8)
+        self.register_buffer("log_dims", torch.isin(dims, torch.tensor(self.LOG_DIMS)))
+        self.register_buffer("asinh_dims", dims == self.ASINH_DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x (..., 8) as the encoder gives it; rows of zeros (missing audio) stay finite
+        logs = torch.log(x.clamp(min=self.FLOOR))
+        signed = torch.where(self.asinh_dims, torch.asinh(self.ASINH_SCALE * x), x)
+        return torch.where(self.log_dims, logs, signed)
 
 
 class InputNorm(nn.Module):
@@ -113,9 +149,9 @@ class ConversationNorm(nn.Module):
     `lpgnet evaluate`, PyTorch and ONNX serving compute it identically over the same window.
     """
 
-    def __init__(self, prior: float, causal: bool, eps: float = 1e-3) -> None:
+    def __init__(self, prior: float, causal: bool, eps: float = 1e-3, centred: bool = False) -> None:
         super().__init__()
-        self.prior, self.causal, self.eps = prior, causal, eps
+        self.prior, self.causal, self.eps, self.centred = prior, causal, eps, centred
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         # x (B, U, D) globally standardised, zero where missing; m (B, U) float
@@ -124,8 +160,14 @@ class ConversationNorm(nn.Module):
             n, s1, s2 = torch.cumsum(w, 1), torch.cumsum(x * w, 1), torch.cumsum(x * x * w, 1)
         else:
             n, s1, s2 = w.sum(1, keepdim=True), (x * w).sum(1, keepdim=True), (x * x * w).sum(1, keepdim=True)
-        mean = s1 / (n + self.prior)  # (B, U, D) or (B, 1, D)
-        var = ((s2 + self.prior) / (n + self.prior) - mean * mean).clamp(min=self.eps)
+        if self.centred:  # the conversation's own mean; the prior (variance 1) only steadies the spread
+            mean = s1 / n.clamp(min=1.0)
+            var = (((s2 - n * mean * mean).clamp(min=0.0) + self.prior) / (n + self.prior)).clamp(
+                min=self.eps
+            )
+        else:
+            mean = s1 / (n + self.prior)  # (B, U, D) or (B, 1, D)
+            var = ((s2 + self.prior) / (n + self.prior) - mean * mean).clamp(min=self.eps)
         return (x - mean) / torch.sqrt(var) * w
 
 
@@ -291,14 +333,21 @@ class LPGNet(nn.Module):
         self.cfg = cfg
         d, k = cfg.hidden, cfg.kernel_size
         self.text_norm, self.audio_norm = InputNorm(cfg.text_dim), InputNorm(cfg.audio_dim)
+        if cfg.audio_transform == "prosody8-log" and cfg.audio_dim != 8:  # checked on the real input size
+            raise ValueError(
+                f"audio_transform 'prosody8-log' needs 8-d prosody-8 audio, got {cfg.audio_dim}-d"
+            )
+        self.audio_transform = Prosody8Log() if cfg.audio_transform == "prosody8-log" else None
         # Conv1d over the utterance axis; causal mode pads on the left only, so no future leaks in
         self.pad = (k - 1, 0) if cfg.context == "causal" else ((k - 1) // 2, k // 2)
         self.text_proj = nn.Conv1d(cfg.text_dim, d, k)
         self.audio_proj = nn.Conv1d(cfg.audio_dim, d, k)
         self.drop = nn.Dropout(cfg.dropout)
         self.audio_conv_norm = (
-            ConversationNorm(cfg.audio_prior, cfg.context == "causal")
-            if cfg.audio_norm == "conversation"
+            ConversationNorm(
+                cfg.audio_prior, cfg.context == "causal", centred=cfg.audio_norm == "conversation-centred"
+            )
+            if cfg.audio_norm != "global"
             else None
         )
         self.attn = nn.ModuleDict({q + kk: ParallelInteractionAttention(cfg) for q, kk in cfg.streams})
@@ -337,7 +386,9 @@ class LPGNet(nn.Module):
         present = {"t": text_mask.to(text.dtype), "a": audio_mask.to(text.dtype)}
         feats = {
             "t": self._project(text, self.text_norm, self.text_proj, present["t"]),
-            "a": self._project(audio, self.audio_norm, self.audio_proj, present["a"], self.audio_conv_norm),
+            "a": self._project(
+                self.read_audio(audio), self.audio_norm, self.audio_proj, present["a"], self.audio_conv_norm
+            ),
         }
         u = text.shape[1]
         idx = torch.arange(u, device=text.device)
@@ -360,9 +411,15 @@ class LPGNet(nn.Module):
         audio_logits = self.audio_head(per_mod["a"]) if "a" in per_mod else zeros
         return LPGNetOutput(logits, text_logits, audio_logits)
 
+    def read_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """The audio vectors as the network standardises them (`cfg.audio_transform`); the training
+        statistics of `set_normalization` are taken over this reading."""
+        return audio if self.audio_transform is None else self.audio_transform(audio)
+
     @torch.no_grad()
     def set_normalization(self, stats: dict[str, dict[str, torch.Tensor]]) -> None:
-        """Load feature statistics {"text": {"mean", "std"}, "audio": {...}} computed on training data."""
+        """Load feature statistics {"text": {"mean", "std"}, "audio": {...}} computed on training data
+        (audio as `read_audio` reads it)."""
         for key, norm in (("text", self.text_norm), ("audio", self.audio_norm)):
             if key in stats:
                 norm.mean.copy_(torch.as_tensor(stats[key]["mean"], dtype=torch.float32))

@@ -150,7 +150,9 @@ def train_one(features: FeatureSet, cfg: TrainConfig, seed: int = 0, progress: b
     if not train.dialogues or not valid.dialogues:
         raise ValueError("training needs non-empty train and valid splits")
     model = build_model(cfg, features.text_dim, features.audio_dim, len(features.labels))
-    model.set_normalization(normalization_stats(train))  # type: ignore[operator]
+    # statistics of the features as the network reads them (LPGNet may transform its audio first)
+    read = {"audio": model.read_audio} if isinstance(model, LPGNet) else {}
+    model.set_normalization(normalization_stats(train, read))  # type: ignore[operator]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     weights = (
         cfg.loss if cfg.kind == "lpgnet" else replace(BASELINE_LOSS, label_smoothing=cfg.loss.label_smoothing)

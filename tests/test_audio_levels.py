@@ -1,0 +1,122 @@
+"""`model.audio_transform = "prosody8-log"`: prosody-8's level features read as logs, so that a
+microphone's gain becomes a shift the conversation's statistics remove (issue 15: speakers and
+microphones the training data does not have)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from model.config import TrainConfig
+from model.export import check_graph_parity, export_lpgnet
+from model.lpgnet import LPGNet, LPGNetConfig, Prosody8Log
+
+LEVEL_POWER = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 2.0])  # how each feature scales with gain
+
+
+def _cfg(transform: str, audio_norm: str = "conversation") -> LPGNetConfig:
+    return LPGNetConfig(
+        text_dim=6, audio_dim=8, hidden=8, context="causal", audio_norm=audio_norm,  # type: ignore[arg-type]
+        audio_transform=transform,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _conversation(u: int = 28, seed: int = 0) -> torch.Tensor:
+    """(1, U, 8) prosody-8-like features: positive levels spread over a decade, silence in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.exp(torch.randn(1, u, 8, generator=g) - 4.0)
+    x[..., 4] = torch.rand(1, u, generator=g)
+    x[..., 5] = 0.01 * torch.randn(1, u, generator=g)  # the signed harmonic mean
+    return x
+
+
+def _standardised_audio(net: LPGNet, audio: torch.Tensor) -> torch.Tensor:
+    """What the network's projection sees of each row: read, globally then conversation-standardised."""
+    mask = torch.ones(audio.shape[:2])
+    x = net.audio_norm(net.read_audio(audio)) * mask.unsqueeze(-1)
+    assert net.audio_conv_norm is not None
+    return net.audio_conv_norm(x, mask)
+
+
+def _with_training_statistics(net: LPGNet, audio: torch.Tensor) -> LPGNet:
+    from model.features import normalization_stats
+
+    u = audio.shape[1]
+    dialogue = SimpleNamespace(
+        text=torch.zeros(u, 6), text_mask=torch.zeros(u, dtype=torch.bool), audio=audio[0],
+        audio_mask=torch.ones(u, dtype=torch.bool),
+    )  # fmt: skip
+    features = SimpleNamespace(dialogues=[dialogue])  # what normalization_stats reads of a FeatureSet
+    net.set_normalization(normalization_stats(features, {"audio": net.read_audio}))  # type: ignore[arg-type]
+    return net
+
+
+def test_the_log_reading_keeps_a_quiet_microphones_spread_that_the_plain_one_loses() -> None:
+    """A quieter microphone multiplies the level features by g or g^2. Read plainly, the conversation's
+    standardisation then sees a tiny spread that its prior outweighs, and every utterance looks alike;
+    read as logs, the gain is a shift the conversation's mean removes and the spread survives."""
+    audio = _conversation()
+    levels = list(Prosody8Log.LOG_DIMS)
+    kept = {}
+    for transform in ("none", "prosody8-log"):
+        net = _with_training_statistics(LPGNet(_cfg(transform)).eval(), audio)
+        for gain in (1 / 4, 1 / 16):  # -12 and -24 dB on the waveform
+            with torch.no_grad():
+                loud = _standardised_audio(net, audio)[0, 8:, levels]  # once the conversation has begun
+                soft = _standardised_audio(net, audio * gain**LEVEL_POWER)[0, 8:, levels]
+            kept[transform, gain] = float((soft.std(0) / loud.std(0)).mean())
+    assert kept["prosody8-log", 1 / 4] > 0.75 > 0.5 > kept["none", 1 / 4]
+    assert kept["prosody8-log", 1 / 16] > 3 * kept["none", 1 / 16]
+
+
+def test_read_as_logs_and_centred_on_the_conversation_a_gain_changes_nothing() -> None:
+    """audio_norm = "conversation-centred": the conversation's own mean (no prior on it), so the shift
+    a gain becomes in log space is removed exactly, from the second utterance on."""
+    audio = _conversation()
+    levels = list(Prosody8Log.LOG_DIMS)
+    net = _with_training_statistics(
+        LPGNet(_cfg("prosody8-log", audio_norm="conversation-centred")).eval(), audio
+    )
+    with torch.no_grad():
+        loud = _standardised_audio(net, audio)[0, :, levels]
+        soft = _standardised_audio(net, audio * (1 / 16) ** LEVEL_POWER)[0, :, levels]
+    assert torch.allclose(loud, soft, atol=1e-4)
+    assert float(loud[1:].std()) > 0.3  # not by answering nothing: the spread is there
+    assert torch.equal(loud[0], torch.zeros_like(loud[0]))  # the first utterance has no reference yet
+
+
+def test_statistics_are_taken_over_the_log_reading() -> None:
+    audio = _conversation()
+    net = _with_training_statistics(LPGNet(_cfg("prosody8-log")), audio)
+    read = Prosody8Log()(audio[0])
+    assert torch.allclose(net.audio_norm.mean, read.mean(0), atol=1e-5)
+    assert float(net.audio_norm.mean[0]) < 0  # log of levels well under 1, not the levels themselves
+
+
+def test_missing_audio_rows_stay_finite_and_a_network_without_the_reading_keeps_its_weights() -> None:
+    x = torch.zeros(2, 3, 8)  # missing rows are zeros
+    assert torch.isfinite(Prosody8Log()(x)).all()
+    plain, logged = LPGNet(_cfg("none")), LPGNet(_cfg("prosody8-log"))
+    assert set(logged.state_dict()) - set(plain.state_dict()) == {
+        "audio_transform.log_dims",
+        "audio_transform.asinh_dims",
+    }  # so the reading is in `Checkpoint.version`, and every existing checkpoint keeps its digest
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="8-d prosody-8"):
+        LPGNet(LPGNetConfig(audio_dim=768, audio_transform="prosody8-log"))
+    with pytest.raises(ValueError, match="audio_transform"):
+        LPGNetConfig(audio_dim=8, audio_transform="log")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kind = lpgnet"):
+        TrainConfig.from_dict({"kind": "linear", "model": {"audio_transform": "prosody8-log"}})
+
+
+def test_the_onnx_graph_reads_audio_as_the_module_does(tmp_path: Path) -> None:
+    audio = _conversation()
+    net = _with_training_statistics(LPGNet(_cfg("prosody8-log", "conversation-centred")).eval(), audio)
+    path = export_lpgnet(net, tmp_path / "lpgnet.onnx")
+    assert check_graph_parity(net, path) < 1e-3
