@@ -49,10 +49,12 @@ class LPGNetConfig:
     # audio standardisation: "global" (training-set statistics only) or "conversation" (then also by
     # the statistics of the conversation's audio so far, shrunk towards the global ones by a prior
     # worth `audio_prior` utterances): speaker and microphone levels cancel out
-    # "conversation-centred": the same, but the mean is the conversation's own (no prior on it), so a
-    # constant shift of a conversation's features (a gain, once read as logs) is removed exactly
-    audio_norm: Literal["global", "conversation", "conversation-centred"] = "global"
+    audio_norm: Literal["global", "conversation"] = "global"
     audio_prior: float = 4.0
+    # None: the prior (mean 0, variance 1) is worth `audio_prior` utterances for the mean too; m: it
+    # is worth m for the mean and `audio_prior` for the spread only (m = 0: the conversation's own mean,
+    # so a constant shift of its features, such as a gain read as logs, is removed exactly)
+    audio_mean_prior: float | None = None
     # "prosody8-log": the level features of prosody-8 read as logs (a microphone's gain becomes a shift,
     # which the conversation's statistics then remove) before any standardisation; "none": as given
     audio_transform: Literal["none", "prosody8-log"] = "none"
@@ -68,9 +70,12 @@ class LPGNetConfig:
             raise ValueError("at least one of intra_attention / inter_attention must be on")
         if self.modalities != "both" and not self.intra_attention:
             raise ValueError("a unimodal model needs intra-modal attention")
-        if self.audio_norm not in ("global", "conversation", "conversation-centred"):
-            modes = "'global', 'conversation' or 'conversation-centred'"
-            raise ValueError(f"audio_norm must be {modes}, got {self.audio_norm!r}")
+        if self.audio_norm not in ("global", "conversation"):
+            raise ValueError(f"audio_norm must be 'global' or 'conversation', got {self.audio_norm!r}")
+        if self.audio_mean_prior is not None and (
+            self.audio_mean_prior < 0 or self.audio_norm != "conversation"
+        ):
+            raise ValueError("audio_mean_prior needs audio_norm = 'conversation' and a value >= 0")
         if self.audio_transform not in ("none", "prosody8-log"):
             raise ValueError(f"audio_transform must be 'none' or 'prosody8-log': {self.audio_transform!r}")
 
@@ -149,9 +154,11 @@ class ConversationNorm(nn.Module):
     `lpgnet evaluate`, PyTorch and ONNX serving compute it identically over the same window.
     """
 
-    def __init__(self, prior: float, causal: bool, eps: float = 1e-3, centred: bool = False) -> None:
+    def __init__(
+        self, prior: float, causal: bool, eps: float = 1e-3, mean_prior: float | None = None
+    ) -> None:
         super().__init__()
-        self.prior, self.causal, self.eps, self.centred = prior, causal, eps, centred
+        self.prior, self.causal, self.eps, self.mean_prior = prior, causal, eps, mean_prior
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         # x (B, U, D) globally standardised, zero where missing; m (B, U) float
@@ -160,11 +167,10 @@ class ConversationNorm(nn.Module):
             n, s1, s2 = torch.cumsum(w, 1), torch.cumsum(x * w, 1), torch.cumsum(x * x * w, 1)
         else:
             n, s1, s2 = w.sum(1, keepdim=True), (x * w).sum(1, keepdim=True), (x * x * w).sum(1, keepdim=True)
-        if self.centred:  # the conversation's own mean; the prior (variance 1) only steadies the spread
-            mean = s1 / n.clamp(min=1.0)
-            var = (((s2 - n * mean * mean).clamp(min=0.0) + self.prior) / (n + self.prior)).clamp(
-                min=self.eps
-            )
+        if self.mean_prior is not None:  # priors apart: the mean's, and the spread's (variance 1)
+            mean = s1 / (n + self.mean_prior).clamp(min=1e-6)  # a row without audio is zeroed below
+            spread = (s2 - 2 * mean * s1 + n * mean * mean).clamp(min=0.0)  # sum of (x - mean)^2
+            var = ((spread + self.prior) / (n + self.prior)).clamp(min=self.eps)
         else:
             mean = s1 / (n + self.prior)  # (B, U, D) or (B, 1, D)
             var = ((s2 + self.prior) / (n + self.prior) - mean * mean).clamp(min=self.eps)
@@ -344,10 +350,8 @@ class LPGNet(nn.Module):
         self.audio_proj = nn.Conv1d(cfg.audio_dim, d, k)
         self.drop = nn.Dropout(cfg.dropout)
         self.audio_conv_norm = (
-            ConversationNorm(
-                cfg.audio_prior, cfg.context == "causal", centred=cfg.audio_norm == "conversation-centred"
-            )
-            if cfg.audio_norm != "global"
+            ConversationNorm(cfg.audio_prior, cfg.context == "causal", mean_prior=cfg.audio_mean_prior)
+            if cfg.audio_norm == "conversation"
             else None
         )
         self.attn = nn.ModuleDict({q + kk: ParallelInteractionAttention(cfg) for q, kk in cfg.streams})

@@ -17,10 +17,10 @@ from model.lpgnet import LPGNet, LPGNetConfig, Prosody8Log
 LEVEL_POWER = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 2.0])  # how each feature scales with gain
 
 
-def _cfg(transform: str, audio_norm: str = "conversation") -> LPGNetConfig:
+def _cfg(transform: str, mean_prior: float | None = None) -> LPGNetConfig:
     return LPGNetConfig(
-        text_dim=6, audio_dim=8, hidden=8, context="causal", audio_norm=audio_norm,  # type: ignore[arg-type]
-        audio_transform=transform,  # type: ignore[arg-type]
+        text_dim=6, audio_dim=8, hidden=8, context="causal", audio_norm="conversation",
+        audio_transform=transform, audio_mean_prior=mean_prior,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -73,13 +73,11 @@ def test_the_log_reading_keeps_a_quiet_microphones_spread_that_the_plain_one_los
 
 
 def test_read_as_logs_and_centred_on_the_conversation_a_gain_changes_nothing() -> None:
-    """audio_norm = "conversation-centred": the conversation's own mean (no prior on it), so the shift
-    a gain becomes in log space is removed exactly, from the second utterance on."""
+    """audio_mean_prior = 0: the conversation's own mean (no prior on it), so the shift a gain becomes
+    in log space is removed exactly, from the second utterance on."""
     audio = _conversation()
     levels = list(Prosody8Log.LOG_DIMS)
-    net = _with_training_statistics(
-        LPGNet(_cfg("prosody8-log", audio_norm="conversation-centred")).eval(), audio
-    )
+    net = _with_training_statistics(LPGNet(_cfg("prosody8-log", mean_prior=0.0)).eval(), audio)
     with torch.no_grad():
         loud = _standardised_audio(net, audio)[0, :, levels]
         soft = _standardised_audio(net, audio * (1 / 16) ** LEVEL_POWER)[0, :, levels]
@@ -111,12 +109,14 @@ def test_bad_settings_are_refused() -> None:
         LPGNet(LPGNetConfig(audio_dim=768, audio_transform="prosody8-log"))
     with pytest.raises(ValueError, match="audio_transform"):
         LPGNetConfig(audio_dim=8, audio_transform="log")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="audio_mean_prior"):
+        LPGNetConfig(audio_norm="global", audio_mean_prior=0.0)
     with pytest.raises(ValueError, match="kind = lpgnet"):
         TrainConfig.from_dict({"kind": "linear", "model": {"audio_transform": "prosody8-log"}})
 
 
 def test_the_onnx_graph_reads_audio_as_the_module_does(tmp_path: Path) -> None:
     audio = _conversation()
-    net = _with_training_statistics(LPGNet(_cfg("prosody8-log", "conversation-centred")).eval(), audio)
+    net = _with_training_statistics(LPGNet(_cfg("prosody8-log", mean_prior=1.0)).eval(), audio)
     path = export_lpgnet(net, tmp_path / "lpgnet.onnx")
     assert check_graph_parity(net, path) < 1e-3
