@@ -139,6 +139,10 @@ class Checkpoint(SavedModel[LPGNet]):
 
     def digested_weights(self) -> dict[str, torch.Tensor]:
         weights = super().digested_weights()
+        if self.config.audio_mean_prior is not None:  # it changes the answers; unset keeps the digest
+            weights["config.audio_mean_prior"] = torch.tensor(
+                self.config.audio_mean_prior, dtype=torch.float64
+            )
         if self.text_only is not None:  # a checkpoint without one keeps the digest it always had
             weights.update(
                 {f"text_only.{k}": v.detach().cpu() for k, v in self.text_only.state_dict().items()}

@@ -150,8 +150,10 @@ class ConversationNorm(nn.Module):
 
     x is already standardised globally, so the prior is mean 0, variance 1, worth `prior` utterances:
     mean_i = sum_{j<=i} x_j / (n_i + prior), E[x^2]_i = (sum_{j<=i} x_j^2 + prior) / (n_i + prior), over
-    the present rows j (all rows of the dialogue in bidirectional mode). Part of the graph, so training,
-    `lpgnet evaluate`, PyTorch and ONNX serving compute it identically over the same window.
+    the present rows j (all rows of the dialogue in bidirectional mode). With `mean_prior` m the two are
+    apart: mean_i = sum x_j / (n_i + m), and the spread sum (x_j - mean_i)^2 plus `prior` (variance 1)
+    over n_i + prior. Part of the graph, so training, `lpgnet evaluate`, PyTorch and ONNX serving
+    compute it identically over the same window.
     """
 
     def __init__(

@@ -104,6 +104,23 @@ def test_missing_audio_rows_stay_finite_and_a_network_without_the_reading_keeps_
     }  # so the reading is in `Checkpoint.version`, and every existing checkpoint keeps its digest
 
 
+def test_a_mean_prior_is_part_of_the_checkpoint_version(tmp_path: Path) -> None:
+    from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from model.encoders.base import EncoderSpec
+
+    versions = {}
+    for mean_prior in (None, 0.0, 1.0):
+        torch.manual_seed(0)  # the same weights each time
+        net = LPGNet(_cfg("prosody8-log", mean_prior))
+        specs = {"audio": EncoderSpec("prosody8", "test", 8, "audio")}
+        saved = Checkpoint(model=net, labels=["a", "b", "c", "d"], encoders=specs, profile="offline")
+        path = save_checkpoint(saved, tmp_path / f"{mean_prior}.pt")
+        loaded = load_checkpoint(path)
+        assert loaded.config.audio_mean_prior == mean_prior
+        versions[mean_prior] = loaded.version
+    assert len(set(versions.values())) == 3
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="8-d prosody-8"):
         LPGNet(LPGNetConfig(audio_dim=768, audio_transform="prosody8-log"))
