@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from model.checkpoint import SavedModel
-from model.lpgnet import InputNorm, LPGNetOutput
+from model.inputs import InputNorm
+from model.lpgnet import LPGNetOutput
 
 BaselineKind = Literal["linear", "gru"]
 BASELINE_FORMAT = 1

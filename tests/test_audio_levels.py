@@ -12,7 +12,8 @@ import torch
 
 from model.config import TrainConfig
 from model.export import check_graph_parity, export_lpgnet
-from model.lpgnet import LPGNet, LPGNetConfig, Prosody8Log
+from model.inputs import Prosody8Log
+from model.lpgnet import LPGNet, LPGNetConfig
 
 LEVEL_POWER = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 2.0])  # how each feature scales with gain
 

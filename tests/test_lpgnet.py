@@ -186,7 +186,7 @@ def test_paper_size_parameter_count_is_stable():
 def test_conversation_norm_cancels_a_speakers_level_and_gain():
     """Without a prior, a conversation's audio shifted and scaled per dimension (another speaker or
     microphone) is standardised to the same values from its second utterance on."""
-    from model.lpgnet import ConversationNorm
+    from model.inputs import ConversationNorm
 
     norm = ConversationNorm(prior=0.0, causal=True)
     g = torch.Generator().manual_seed(0)
@@ -201,7 +201,7 @@ def test_conversation_norm_cancels_a_speakers_level_and_gain():
 
 
 def test_conversation_norm_prior_keeps_the_first_utterances_near_the_global_scale():
-    from model.lpgnet import ConversationNorm
+    from model.inputs import ConversationNorm
 
     x = torch.full((1, 3, 2), 2.0)
     m = torch.ones(1, 3)
