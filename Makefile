@@ -34,7 +34,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy app
+	$(VENV)/bin/mypy app model
 
 clean-venv:
 	rm -rf $(VENV)

@@ -101,7 +101,7 @@ def valid_from_train(corpus: Corpus, n: int) -> Corpus:
         )
     carved = set(train_ids[-n:])
 
-    def split(d: Dialogue) -> str:
+    def split(d: Dialogue) -> str | None:
         return "valid" if d.dialogue_id in carved else "test" if d.split == "valid" else d.split
 
     return replace(corpus, dialogues=[replace(d, split=split(d)) for d in corpus.dialogues])
