@@ -95,6 +95,20 @@ def neutral_words(
     )
 
 
+GAIN_POWER = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 2.0])  # prosody-8 under a gain g: x g^power
+MAX_GAIN_UP_DB = 6.0
+
+
+def with_gain(d: DialogueFeatures, db: float) -> DialogueFeatures:
+    """The dialogue as a microphone `db` louder (negative: quieter) would give its prosody-8 vectors:
+    signal levels and the harmonic mean scale by the gain, the autocorrelations by its square, the
+    silence fraction not at all."""
+    if d.audio.shape[-1] != len(GAIN_POWER):
+        raise ValueError(f"augment.audio_gain_db reads prosody-8 (8-d audio), got {d.audio.shape[-1]}-d")
+    scale = (10.0 ** (db / 20.0)) ** GAIN_POWER.to(d.audio.dtype)
+    return replace(d, audio=d.audio * scale)
+
+
 def epoch_dialogues(
     train: FeatureSet, cfg: TrainConfig, rng: random.Random, neutral_pool: torch.Tensor | None = None
 ) -> list[DialogueFeatures]:
@@ -121,6 +135,8 @@ def epoch_dialogues(
             if neutral_pool is None:
                 raise ValueError("augment.neutral_words needs neutral-labelled training utterances")
             d = neutral_words(d, neutral_pool, rng, aug.neutral_scripts)
+        if aug.audio_gain_db > 0 and bool(d.audio_mask.any()) and rng.random() < 0.5:  # no draw when off
+            d = with_gain(d, rng.uniform(-aug.audio_gain_db, MAX_GAIN_UP_DB))
         if aug.window:
             d = crop(d, cfg.serving.window, rng)
         if len(d) and bool((d.labels >= 0).any()):
@@ -129,4 +145,12 @@ def epoch_dialogues(
     return out
 
 
-__all__ = ["as_sent", "crop", "drop_modalities", "epoch_dialogues", "neutral_text_pool", "neutral_words"]
+__all__ = [
+    "as_sent",
+    "crop",
+    "drop_modalities",
+    "epoch_dialogues",
+    "neutral_text_pool",
+    "neutral_words",
+    "with_gain",
+]

@@ -91,6 +91,9 @@ class AugmentConfig:
     # 1 or 2 a fixed script read in changing voices (RAVDESS's two sentences, a scripted call), where
     # the words cannot tell one utterance from the next and only the voice can
     neutral_scripts: int = 0
+    # G > 0: half the training dialogues with audio get one microphone gain, uniform in [-G, +6] dB, on
+    # their prosody-8 vectors (`model.augment.with_gain`): a caller's level is not the corpus's
+    audio_gain_db: float = 0.0
     class_weights: bool = False  # inverse-frequency weights in the task loss, per corpus
     corpus_weights: dict[str, float] = field(default_factory=dict)  # corpus -> sampling weight per epoch
 
@@ -133,6 +136,10 @@ class TrainConfig:
             raise ValueError(
                 "augment.neutral_scripts needs augment.neutral_words > 0 (it shapes those dialogues)"
             )
+        if self.augment.audio_gain_db < 0:
+            raise ValueError(
+                f"augment.audio_gain_db must be 0 (none) or more, got {self.augment.audio_gain_db}"
+            )
         if self.model.audio_transform != "none" and self.kind != "lpgnet":
             raise ValueError(f"model.audio_transform is LPGNet's (kind = lpgnet), not {self.kind!r}'s")
         if self.serving.audio_weight and (self.kind != "lpgnet" or self.model.modalities != "both"):
@@ -170,13 +177,15 @@ class TrainConfig:
             return cls.from_dict(tomllib.load(f))
 
     def to_toml(self) -> str:
-        """The config as TOML (every field, so the file alone reproduces the run)."""
+        """The config as TOML (every field, so the file alone reproduces the run; TOML has no null,
+        so a field left unset, None, is left out and reads back as its default, None)."""
         d = self.to_dict()
         out = [f'kind = "{d.pop("kind")}"']
         for table, values in d.items():
             out.append(f"\n[{table}]")
             for k, v in values.items():
-                out.append(f"{k} = {_toml_value(v)}")
+                if v is not None:
+                    out.append(f"{k} = {_toml_value(v)}")
         return "\n".join(out) + "\n"
 
     def with_overrides(self, assignments: list[str]) -> TrainConfig:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,3 +139,59 @@ def test_the_onnx_graph_reads_audio_as_the_module_does(tmp_path: Path) -> None:
     net = _with_training_statistics(LPGNet(_cfg("prosody8-log", mean_prior=1.0)).eval(), audio)
     path = export_lpgnet(net, tmp_path / "lpgnet.onnx")
     assert check_graph_parity(net, path) < 1e-3
+
+
+def _voiced_with_pauses(seconds: float = 2.0) -> np.ndarray:
+    """A 180 Hz voice-like tone, amplitude-modulated, with two pauses, at prosody-8's 44.1 kHz."""
+    from model.encoders.prosody import SAMPLE_RATE
+
+    t = np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
+    rng = np.random.default_rng(0)
+    y = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    y[(t > 0.5) & (t < 0.8)] = 0.0
+    y[(t > 1.4) & (t < 1.6)] = 0.0
+    return (y + 0.002 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _dialogue(audio: torch.Tensor):
+    from model.features import DialogueFeatures
+
+    u = audio.shape[0]
+    return DialogueFeatures(
+        "d", torch.zeros(u, 6), audio, torch.zeros(u, dtype=torch.bool), torch.ones(u, dtype=torch.bool),
+        torch.zeros(u, dtype=torch.long),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("db", [-12.0, -24.0, 6.0])
+def test_gain_augmentation_gives_the_vectors_a_louder_or_quieter_microphone_would(db: float) -> None:
+    """`augment.audio_gain_db` scales stored prosody-8 vectors; the features of the scaled waveform
+    itself must agree, or training would teach a gain no microphone makes."""
+    from model.augment import with_gain
+    from model.encoders.prosody import prosody8
+
+    y = _voiced_with_pauses()
+    stored = torch.from_numpy(prosody8(y)).view(1, 8)
+    augmented = with_gain(_dialogue(stored), db).audio[0]
+    measured = torch.from_numpy(prosody8(np.clip(y * 10 ** (db / 20), -1, 1)))
+    assert float(stored[0, 4]) > 0.05  # the pauses are there, so the silence fraction is tested too
+    assert torch.allclose(augmented, measured, rtol=0.02, atol=1e-6)
+
+
+@pytest.mark.parametrize("mean_prior", [None, 0.0, 1.0])
+def test_the_knobs_round_trip_through_a_recipe_file(tmp_path: Path, mean_prior: float | None) -> None:
+    sets = ["model.audio_norm=conversation", "model.audio_transform=prosody8-log", "augment.audio_gain_db=24"]
+    sets += [] if mean_prior is None else [f"model.audio_mean_prior={mean_prior}"]
+    cfg = TrainConfig().with_overrides(sets)
+    (tmp_path / "train.toml").write_text(cfg.to_toml())
+    back = TrainConfig.from_toml(tmp_path / "train.toml")
+    assert back == cfg and back.model.audio_mean_prior == mean_prior
+
+
+def test_gain_augmentation_draws_nothing_when_off_and_refuses_other_audio() -> None:
+    from model.augment import with_gain
+
+    with pytest.raises(ValueError, match="prosody-8"):
+        with_gain(_dialogue(torch.ones(3, 768)), -12.0)
+    with pytest.raises(ValueError, match="audio_gain_db"):
+        TrainConfig.from_dict({"augment": {"audio_gain_db": -3}})
