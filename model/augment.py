@@ -17,6 +17,7 @@ from dataclasses import replace
 import torch
 
 from model.config import TrainConfig
+from model.encoders.prosody import GAIN_POWER
 from model.features import DialogueFeatures, FeatureSet
 
 
@@ -95,7 +96,6 @@ def neutral_words(
     )
 
 
-GAIN_POWER = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 2.0])  # prosody-8 under a gain g: x g^power
 MAX_GAIN_UP_DB = 6.0
 
 
@@ -105,7 +105,7 @@ def with_gain(d: DialogueFeatures, db: float) -> DialogueFeatures:
     silence fraction not at all."""
     if d.audio.shape[-1] != len(GAIN_POWER):
         raise ValueError(f"augment.audio_gain_db reads prosody-8 (8-d audio), got {d.audio.shape[-1]}-d")
-    scale = (10.0 ** (db / 20.0)) ** GAIN_POWER.to(d.audio.dtype)
+    scale = (10.0 ** (db / 20.0)) ** torch.tensor(GAIN_POWER, dtype=d.audio.dtype)
     return replace(d, audio=d.audio * scale)
 
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from model.config import TrainConfig
+from model.encoders.prosody import GAIN_POWER
 from model.export import check_graph_parity, export_lpgnet
 from model.inputs import Prosody8Log
 from model.lpgnet import LPGNet, LPGNetConfig
 
-LEVEL_POWER = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 2.0])  # how each feature scales with gain
+LEVEL_POWER = torch.tensor(GAIN_POWER)  # how each prosody-8 feature scales with a gain (checked below)
 
 
 def _cfg(transform: str, mean_prior: float | None = None) -> LPGNetConfig:

@@ -57,6 +57,9 @@ FEATURE_NAMES = (
     "auto_corr_max",
     "auto_corr_std",
 )
+# How each feature moves when the waveform is scaled by a gain g: x g^power (levels and the harmonic
+# mean by g, the autocorrelations of the centre-clipped signal by g^2, the silence fraction not at all)
+GAIN_POWER = (1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 2.0, 2.0)
 # Shared by `Prosody8Encoder` and `PrecomputedEncoder.prosody8()`: a model trained on the IEMOCAP
 # table's precomputed `prosody` column serves with live features because the specs are equal.
 PROSODY8_SPEC = EncoderSpec(name="prosody8", version="iemocap-readme-1", dim=8, modality="audio")
