@@ -6,10 +6,10 @@ Validation only (the model card's "Statistics per speaker" table): a class-balan
 on the 8 prosodic features, trained on IEMOCAP sessions 1-4 training dialogues, scored on IEMOCAP's
 validation dialogues and on RAVDESS actors 01-06 (one conversation per actor, as `model.ravdess` reads
 it). Features are standardised globally with the training statistics, then by the running statistics
-of `model.lpgnet.ConversationNorm` (prior worth 4 utterances) kept per conversation or per
+of the network's own `model.inputs.ConversationNorm` (prior worth 4 utterances) kept per conversation or per
 (conversation, speaker), causally or over the whole dialogue. Session 5 and actors 07-12 are never read.
-`--log` first takes the log of the level features (a microphone's gain becomes a shift) and asinh of the
-signed harmonic mean.
+`--log` first reads the features as `model.inputs.Prosody8Log` does (the level features as logs, so a
+microphone's gain becomes a shift; asinh of the signed harmonic mean).
 """
 
 from __future__ import annotations
@@ -21,52 +21,47 @@ from pathlib import Path
 
 import librosa
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, recall_score
 
 from model.encoders.prosody import Prosody8Encoder
+from model.inputs import ConversationNorm, Prosody8Log
 from model.ravdess import read_ravdess
 
 CLASSES = ["neutral", "happy", "sad", "angry"]
 IEMOCAP4 = {"ang": "angry", "hap": "happy", "exc": "happy", "sad": "sad", "neu": "neutral"}
-PRIOR, EPS = 4.0, 1e-3
+PRIOR = 4.0  # the default recipe's `model.audio_prior`
 
 Rows = Sequence[tuple[np.ndarray, Hashable]]  # a dialogue: (globally standardised x, group key) per row
 
 
+def grouped(dialogue: Rows, causal: bool) -> list[np.ndarray]:
+    """Each row standardised by its group's rows (so far, if `causal`) with the network's own module."""
+    norm = ConversationNorm(PRIOR, causal=causal)
+    out: list[np.ndarray] = [np.empty(0)] * len(dialogue)
+    for key in dict.fromkeys(k for _, k in dialogue):
+        rows = [i for i, (_, k) in enumerate(dialogue) if k == key]
+        x = torch.tensor(np.stack([dialogue[i][0] for i in rows]), dtype=torch.float64).unsqueeze(0)
+        normed = norm(x, torch.ones(x.shape[:2], dtype=torch.float64))[0].numpy()
+        for i, row in zip(rows, normed, strict=True):
+            out[i] = row
+    return out
+
+
 def running(dialogue: Rows) -> list[np.ndarray]:
     """Causal: each row by its group's rows so far (itself included), with the prior."""
-    sums: dict[Hashable, tuple[float, np.ndarray, np.ndarray]] = {}
-    out = []
-    for x, key in dialogue:
-        n, s1, s2 = sums.get(key, (0.0, np.zeros_like(x), np.zeros_like(x)))
-        n, s1, s2 = n + 1, s1 + x, s2 + x * x
-        sums[key] = (n, s1, s2)
-        out.append(_standardise(x, n, s1, s2))
-    return out
+    return grouped(dialogue, causal=True)
 
 
 def whole(dialogue: Rows) -> list[np.ndarray]:
     """Every row by all its group's rows (an offline reading: a live service cannot see ahead)."""
-    totals: dict[Hashable, tuple[float, np.ndarray, np.ndarray]] = {}
-    for x, key in dialogue:
-        n, s1, s2 = totals.get(key, (0.0, np.zeros_like(x), np.zeros_like(x)))
-        totals[key] = (n + 1, s1 + x, s2 + x * x)
-    return [_standardise(x, *totals[key]) for x, key in dialogue]
+    return grouped(dialogue, causal=False)
 
 
 def log_levels(x: np.ndarray) -> np.ndarray:
-    """Levels and autocorrelations (all > 0) as logs, the signed harmonic mean as asinh, silence as is."""
-    y = np.asarray(x, dtype=np.float64).copy()
-    y[..., [0, 1, 2, 3, 6, 7]] = np.log(np.maximum(y[..., [0, 1, 2, 3, 6, 7]], 1e-6))
-    y[..., 5] = np.arcsinh(100 * y[..., 5])
-    return y
-
-
-def _standardise(x: np.ndarray, n: float, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    mean = s1 / (n + PRIOR)
-    var = np.maximum((s2 + PRIOR) / (n + PRIOR) - mean * mean, EPS)
-    return (x - mean) / np.sqrt(var)
+    """Prosody-8 as `Prosody8Log` reads it: levels and autocorrelations as logs, harmonic mean as asinh."""
+    return Prosody8Log().double()(torch.tensor(np.asarray(x), dtype=torch.float64)).numpy()
 
 
 def main() -> None:

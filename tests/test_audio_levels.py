@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model.config import TrainConfig
-from model.encoders.prosody import GAIN_POWER
+from model.encoders.prosody import FEATURE_NAMES, GAIN_POWER
 from model.export import check_graph_parity, export_lpgnet
 from model.inputs import Prosody8Log
 from model.lpgnet import LPGNet, LPGNetConfig
@@ -55,6 +55,15 @@ def _with_training_statistics(net: LPGNet, audio: torch.Tensor) -> LPGNet:
     features = SimpleNamespace(dialogues=[dialogue])  # what normalization_stats reads of a FeatureSet
     net.set_normalization(normalization_stats(features, {"audio": net.read_audio}))  # type: ignore[arg-type]
     return net
+
+
+def test_the_log_reading_covers_every_feature_a_gain_scales() -> None:
+    """Prosody8Log's logs are the features a gain multiplies (`GAIN_POWER` > 0) but the signed harmonic
+    mean, which goes through asinh; the silence fraction, which no gain moves, stays as it is."""
+    scaled = {i for i, power in enumerate(GAIN_POWER) if power > 0}
+    assert set(Prosody8Log.LOG_DIMS) == scaled - {Prosody8Log.ASINH_DIM}
+    assert FEATURE_NAMES[Prosody8Log.ASINH_DIM] == "harmonic" and Prosody8Log.ASINH_DIM in scaled
+    assert GAIN_POWER[FEATURE_NAMES.index("silence")] == 0
 
 
 def test_the_log_reading_keeps_a_quiet_microphones_spread_that_the_plain_one_loses() -> None:
