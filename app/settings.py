@@ -18,6 +18,8 @@ from model.encoders.precision import Precision
 from model.paths import cache_root
 
 MIN_API_KEY_CHARS = 16
+# settings whose values are words of a fixed set: read in any case
+_WORD_SETTINGS = frozenset({"backend", "device", "encoder_backend", "encoder_precision", "log_level"})
 
 
 class Settings(BaseSettings):
@@ -182,6 +184,13 @@ class Settings(BaseSettings):
     max_audio_sample_rate: int = Field(
         default=96_000, ge=8_000, le=768_000, description="Highest sample rate accepted (higher: 422)."
     )
+    min_audio_sample_rate: int = Field(
+        default=8_000,
+        ge=1,
+        le=96_000,
+        description="Lowest sample rate accepted (lower: 422; telephone audio is 8 kHz, below it the voice"
+        " has lost most of what the encoders read).",
+    )
     max_audio_channels: int = Field(default=8, ge=1, le=64, description="Most channels accepted (more: 422).")
     max_audio_samples: int = Field(
         default=48_000 * 2 * 60,
@@ -261,24 +270,19 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port of `lpgnet serve`.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator(
-        "profile",
-        "text_model",
-        "audio_model",
-        "tiny_dir",
-        "onnx_model",
-        "cache_dir",
-        "onnx_threads",
-        "torch_threads",
-        "encoder_workers",
-        "redis_url",
-        "metrics_port",
-        mode="before",
-    )
+    @model_validator(mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # `LPGNET_TEXT_MODEL=` (as compose passes an unset variable) means "not set", not Path(".")
-        return None if isinstance(value, str) and not value.strip() else value
+    def _empty_is_unset(cls, values: object) -> object:
+        # `LPGNET_PORT=` (as compose or a shell passes an unset variable) means "not set": the default,
+        # for every setting (not Path("."), not a parse error); and a word-valued setting is read in any
+        # case (`LPGNET_LOG_LEVEL=DEBUG`)
+        if not isinstance(values, dict):
+            return values
+        kept = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
+        for name in _WORD_SETTINGS & kept.keys():
+            if isinstance(kept[name], str):
+                kept[name] = kept[name].strip().lower()
+        return kept
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -310,6 +314,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_utterances_stored ({self.max_utterances_stored}) must be >= context_window "
                 f"({self.context_window}): the model's context is read from stored utterances"
+            )
+        if self.min_audio_sample_rate > self.max_audio_sample_rate:
+            raise ValueError(
+                f"min_audio_sample_rate ({self.min_audio_sample_rate}) must be <= max_audio_sample_rate"
+                f" ({self.max_audio_sample_rate})"
             )
         if self.encoder_backend == "torch" and self.encoder_precision == "int8":
             raise ValueError("encoder_precision int8 is onnxruntime's: set encoder_backend auto or onnx")

@@ -57,6 +57,7 @@ def decode_upload(data: bytes, settings: Settings, sample_rate: int | None) -> n
         max_bytes=settings.max_request_bytes,
         min_seconds=settings.min_audio_seconds,
         max_sample_rate=settings.max_audio_sample_rate,
+        min_sample_rate=settings.min_audio_sample_rate,
         max_channels=settings.max_audio_channels,
         max_samples=settings.max_audio_samples,
     )

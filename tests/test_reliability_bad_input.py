@@ -119,7 +119,7 @@ Post = Callable[[TestClient, str], Any]
 
 # (case id, request), under the answer each must get: (status, problem type slug)
 REFUSED: dict[tuple[int, str], list[tuple[str, Post]]] = {
-    # degenerate audio: outside the documented bounds (min_audio_seconds, max_audio_sample_rate,
+    # degenerate audio: outside the documented bounds (min_audio_seconds, min/max_audio_sample_rate,
     # max_audio_channels, max_audio_samples)
     (422, "audio-too-short"): [
         (
@@ -141,6 +141,7 @@ REFUSED: dict[tuple[int, str], list[tuple[str, Post]]] = {
             ),
         ),
         ("9-channels", lambda c, cid: multipart(c, cid, audio=audio_file(tone(0.1, 16_000, 9), 16_000))),
+        ("4-khz", lambda c, cid: multipart(c, cid, audio=audio_file(tone(0.5, 4_000), 4_000))),
     ],
     (422, "invalid-audio"): [
         ("wav-of-zero-frames", lambda c, cid: multipart(c, cid, audio=wav_with_header(data=b""))),

@@ -80,6 +80,7 @@ def test_environment_variables_use_the_lpgnet_prefix(
         {"max_store_bytes": 1000},
         {"batch_max_wait_ms": -1},
         {"port": 70000},
+        {"min_audio_sample_rate": 48_000, "max_audio_sample_rate": 16_000},
         {"no_such_setting": 1},
     ],
 )
@@ -93,13 +94,26 @@ def test_vectors_are_kept_for_twice_the_window(clean_env: None) -> None:
 
 
 def test_empty_variables_mean_unset(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    names = ("PROFILE", "TEXT_MODEL", "AUDIO_MODEL", "REDIS_URL", "API_KEYS", "TORCH_THREADS")
-    for name in (*names, "ENCODER_WORKERS", "CACHE_DIR"):
-        monkeypatch.setenv(f"LPGNET_{name}", "")
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"LPGNET_{name.upper()}", raising=False)
+    defaults = Settings()
+    for name in Settings.model_fields:  # every setting, with or without a default of None
+        monkeypatch.setenv(f"LPGNET_{name.upper()}", "")
     s = Settings()
-    assert s.profile is None and s.text_model is None and s.audio_model is None
-    assert s.redis_url is None and s.api_keys == [] and s.torch_threads is None
-    assert s.encoder_workers is None and s.cache_dir is None
+    assert s.model_dump() == defaults.model_dump()
+    assert s.profile is None and s.text_model is None and s.redis_url is None and s.api_keys == []
+    assert s.port == 8000 and s.context_window == defaults.context_window  # not a parse error
+
+
+def test_word_valued_settings_are_read_in_any_case(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LPGNET_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("LPGNET_ENCODER_PRECISION", " Int8 ")
+    monkeypatch.setenv("LPGNET_DEVICE", "CPU")
+    s = Settings()
+    assert (s.log_level, s.encoder_precision, s.device) == ("debug", "int8", "cpu")
+    monkeypatch.setenv("LPGNET_LOG_LEVEL", "LOUD")
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 def test_the_redis_timeout_reaches_the_redis_client(clean_env: None) -> None:

@@ -79,6 +79,7 @@ def decode_audio(
     max_bytes: int,
     min_seconds: float = 0.0,
     max_sample_rate: int | None = None,
+    min_sample_rate: int | None = None,
     max_channels: int | None = None,
     max_samples: int | None = None,
 ) -> DecodedAudio:
@@ -107,6 +108,10 @@ def decode_audio(
             if max_sample_rate is not None and sample_rate > max_sample_rate:
                 raise AudioOutOfBoundsError(
                     f"the audio's sample rate is {sample_rate} Hz, above the limit of {max_sample_rate} Hz"
+                )
+            if min_sample_rate is not None and sample_rate < min_sample_rate:
+                raise AudioOutOfBoundsError(
+                    f"the audio's sample rate is {sample_rate} Hz, below the limit of {min_sample_rate} Hz"
                 )
             if max_channels is not None and channels > max_channels:
                 raise AudioOutOfBoundsError(
