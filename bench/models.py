@@ -27,8 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from model.encoders.tiny import write_once
-from model.paths import SHARED_ROOT, cache_root
+from model.paths import SHARED_ROOT, cache_root, write_once
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,10 @@ def train(
         typer.Option("--set", help="Override one config field: table.field=value (repeatable)."),
     ] = None,
     profile: Annotated[
-        str | None, typer.Option(help="Encoder profile: offline | production | tiny (default: the config's).")
+        str | None,
+        typer.Option(
+            help="Encoder profile: offline | offline-tuned | production | tiny (default: the config's)."
+        ),
     ] = None,
     labels: Annotated[
         str | None,
@@ -110,7 +113,7 @@ def train(
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0..N-1 + --seed-start).")] = 1,
     seed_start: Annotated[int, typer.Option(help="First seed.")] = 0,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory (default runs/<kind>-<profile>).")
+        Path | None, typer.Option(help="Output directory (default runs/<kind>-<profile>-<context>).")
     ] = None,
     save_as: Annotated[
         Path | None, typer.Option(help="Also copy the representative checkpoint here.")

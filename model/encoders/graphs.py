@@ -40,7 +40,7 @@ from model.encoders.onnx import (
     write_meta,
 )
 from model.encoders.text import HFTextEncoder
-from model.encoders.tiny import write_once
+from model.paths import write_once
 
 logger = logging.getLogger(__name__)
 

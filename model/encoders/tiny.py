@@ -15,14 +15,9 @@ Weights come from fixed seeds, so the specs and versions are the same on every m
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import logging
-import shutil
 import string
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +26,7 @@ import torch
 import yaml
 
 from model.encoders.emotion2vec import quiet_funasr
-from model.paths import SHARED_ROOT
-
-logger = logging.getLogger(__name__)
+from model.paths import SHARED_ROOT, write_once
 
 TEXT_DIRNAME = "tiny-bert"
 AUDIO_DIRNAME = "tiny-emotion2vec"
@@ -142,29 +135,6 @@ def write_tiny_encoders(out_dir: str | Path, *, overwrite: bool = False) -> Tiny
     write_once(paths.text, "model.safetensors", write_tiny_bert, overwrite=overwrite)
     write_once(paths.audio, "model.pt", write_tiny_emotion2vec, overwrite=overwrite)
     return paths
-
-
-def write_once(target: Path, marker: str, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
-    """Run `write(staging_dir)` and rename it to `target`, unless `target/marker` already exists.
-
-    Leftovers without the marker (an interrupted writer) are removed first; when two writers race,
-    the first rename wins and the other's identical copy is dropped.
-    """
-    if (target / marker).is_file() and not overwrite:
-        return target
-    if target.exists():  # stale, incomplete or to be overwritten
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(staging)
-        with contextlib.suppress(OSError):  # another writer won the race; its copy is identical
-            staging.rename(target)
-            logger.info("wrote %s", target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def write_tiny_bert(directory: Path) -> None:

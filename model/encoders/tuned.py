@@ -281,7 +281,7 @@ def materialise(delta_path: str | Path, base_dir: str | Path, root: str | Path |
     """
     from safetensors.torch import load_file, save_file
 
-    from model.encoders.tiny import write_once
+    from model.paths import write_once
 
     delta_path, base = Path(delta_path), Path(base_dir)
     metadata = read_delta_metadata(delta_path)
