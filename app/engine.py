@@ -290,6 +290,7 @@ class Engine:
             "context_window": self.settings.context_window,
             "modalities": self.modalities,
             "text_only_network": getattr(ckpt, "text_only", None) is not None,
+            "chat_text_network": getattr(ckpt, "chat_text", None) is not None,
             "audio_weight": ckpt.serving.audio_weight,
             "backend": self.backend,
             "device": self.device,

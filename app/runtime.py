@@ -194,19 +194,20 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
 
     network, backend = _served(settings, checkpoint.model, checkpoint.name, device, _named_graph(settings))
     causal = checkpoint.context == "causal"
-    if checkpoint.text_only is None:
-        return served_network(network, None, checkpoint.serving, causal=causal), backend
-    text_graph = _named_text_only_graph(settings)
-    if text_graph is not None and not text_graph.is_file() and settings.backend == "auto":
-        log.warning(
-            "the bundle has no %s (an older export): the text-only graph goes to the cache", text_graph.name
-        )
-        text_graph = None
-    text_network, text_backend = _served(
-        settings, checkpoint.text_only, f"{checkpoint.name} (text only)", device, text_graph
+    text: dict[str, Network] = {}
+    backends = {backend}
+    for name, module in checkpoint.text_networks().items():
+        graph = _named_text_graph(settings, name)
+        if graph is not None and not graph.is_file() and settings.backend == "auto":
+            log.warning("the bundle has no %s (an older export): its graph goes to the cache", graph.name)
+            graph = None
+        what = f"{checkpoint.name} ({name.replace('_', ' ')})"
+        text[name], text_backend = _served(settings, module, what, device, graph)
+        backends.add(text_backend)
+    served = served_network(
+        network, text.get("text_only"), checkpoint.serving, causal=causal, chat_text=text.get("chat_text")
     )
-    served = served_network(network, text_network, checkpoint.serving, causal=causal)
-    return served, backend if text_backend == backend else f"{backend}/{text_backend}"
+    return served, backend if len(backends) == 1 else f"{backend}/{(backends - {backend}).pop()}"
 
 
 def _served(
@@ -261,13 +262,13 @@ def _named_graph(settings: Settings) -> Path | None:
     return None
 
 
-def _named_text_only_graph(settings: Settings) -> Path | None:
-    """The text-only network's graph a bundle holds; None: the cache decides (LPGNET_ONNX_MODEL and
-    <checkpoint>.onnx name the main network's graph only)."""
-    from model.export import TEXT_ONLY_GRAPH
+def _named_text_graph(settings: Settings, name: str) -> Path | None:
+    """The graph a bundle holds for the text network `name` (`Checkpoint.text_networks`); None: the
+    cache decides (LPGNET_ONNX_MODEL and <checkpoint>.onnx name the main network's graph only)."""
+    from model.export import TEXT_GRAPHS
 
     bundle = onnx_bundle(settings)
-    return bundle / TEXT_ONLY_GRAPH if bundle is not None else None
+    return bundle / TEXT_GRAPHS[name] if bundle is not None else None
 
 
 def _torch_network(module: LPGNet, device: torch.device) -> Network:

@@ -327,6 +327,12 @@ class ModelResponse(BaseModel):
         description="Whether a network trained on text alone answers the utterances whose context holds no "
         "audio (a text-only client's); the fused network answers the others."
     )
+    chat_text_network: bool = Field(
+        default=False,
+        description="Whether a second text network, trained mostly on written chat, stands beside the "
+        "text-only one: each utterance without audio in its context is then answered by the more "
+        "confident of the two over its window.",
+    )
     audio_weight: float = Field(
         description="The checkpoint's audio pool: an utterance with audio is answered by (1 - w) * logits + "
         "w * logits with the words hidden (0: as trained; `lpgnet pool-audio`)."

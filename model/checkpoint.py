@@ -17,6 +17,8 @@ the exact model and feed it exactly the features it was trained on:
                     was selected and evaluated with (older files: the defaults, K = 64, float16, 0)
     text_only       optional {"config", "state_dict"}: a text-only LPGNet answering the rows that
                     depend on no audio (`model.serving.text_only_routed`); part of `version`
+    chat_text       optional, beside text_only: a chat-trained text LPGNet; rows without audio go to
+                    the more confident of the two (`model.serving.confidence_routed`); part of `version`
     training        free-form: data, split, seed, selected epoch, metrics, the whole TrainConfig
 """
 
@@ -132,6 +134,10 @@ class Checkpoint(SavedModel[LPGNet]):
     # Answers the rows that depend on no audio (`model.serving.text_only_routed`): an LPGNet trained on
     # text alone, over the same text features, labels and serving contract (`with_text_only`).
     text_only: LPGNet | None = None
+    # Optional beside `text_only`: a text network trained mostly on written chat; each row without audio
+    # then goes to whichever of the two is more confident over its window
+    # (`model.serving.confidence_routed`; `with_chat_text`).
+    chat_text: LPGNet | None = None
 
     @property
     def config(self) -> LPGNetConfig:
@@ -143,26 +149,77 @@ class Checkpoint(SavedModel[LPGNet]):
             weights["config.audio_mean_prior"] = torch.tensor(
                 self.config.audio_mean_prior, dtype=torch.float64
             )
-        if self.text_only is not None:  # a checkpoint without one keeps the digest it always had
-            weights.update(
-                {f"text_only.{k}": v.detach().cpu() for k, v in self.text_only.state_dict().items()}
-            )
+        for name, network in self.text_networks().items():  # none: the digest it always had
+            weights.update({f"{name}.{k}": v.detach().cpu() for k, v in network.state_dict().items()})
         return weights
 
+    def text_networks(self) -> dict[str, LPGNet]:
+        """The text networks it carries beside the fused one, by payload key (`text_only`, `chat_text`)."""
+        return {
+            name: network
+            for name, network in (("text_only", self.text_only), ("chat_text", self.chat_text))
+            if network is not None
+        }
+
     def write(self, path: str | Path, **marks: Any) -> Path:
-        if self.text_only is not None:
-            state = {k: v.detach().cpu() for k, v in self.text_only.state_dict().items()}
-            marks = {"text_only": {"config": self.text_only.cfg.to_dict(), "state_dict": state}, **marks}
+        for name, network in self.text_networks().items():
+            state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+            marks = {name: {"config": network.cfg.to_dict(), "state_dict": state}, **marks}
         return super().write(path, **marks)
 
 
 def with_text_only(ckpt: Checkpoint, text: Checkpoint) -> Checkpoint:
     """`ckpt` carrying `text`'s network for the rows that depend on no audio; `ValueError` unless `text`
     was trained on text alone over the same text encoder, labels, context and serving contract."""
+    _check_text_network(ckpt, text, ("it carries a text-only network already", ckpt.text_only is None))
+    training = {k: v for k, v in ckpt.training.items() if k != "test"}  # the fused network's figures:
+    training["test_fused"] = ckpt.training.get("test")  # kept apart (scripts/record_test_metrics.py)
+    training["text_only"] = {"version": text.version, "seed": text.training.get("seed")}
+    return replace(ckpt, text_only=text.model, training=training)
+
+
+def with_chat_text(ckpt: Checkpoint, chat: Checkpoint) -> Checkpoint:
+    """`ckpt` (carrying a text-only network) with `chat`'s text network beside it: each row without audio
+    is then answered by the more confident of the two over its window (`model.serving.confidence_routed`).
+    The same conditions as `with_text_only`; the recorded test figures are no longer the file's."""
+    _check_text_network(
+        ckpt,
+        chat,
+        ("it carries no text-only network to route against", ckpt.text_only is not None),
+        ("it carries a chat text network already", ckpt.chat_text is None),
+    )
+    training = {k: v for k, v in ckpt.training.items() if k != "test"}
+    training["chat_text"] = {"version": chat.version, "seed": chat.training.get("seed")}
+    return replace(ckpt, chat_text=chat.model, training=training)
+
+
+def text_network(ckpt: Checkpoint) -> Checkpoint:
+    """`ckpt` itself when its network was trained on text alone; else the text-only network it carries, as
+    a checkpoint of its own (its recorded version and seed; the serving contract without an audio pool),
+    so that a paired file's text network can be paired again (`with_chat_text`)."""
+    if ckpt.config.modalities == "text":
+        return ckpt
+    if ckpt.text_only is None:
+        raise ValueError(f"{ckpt.name} {ckpt.version} is not a text-only network and carries none")
+    record = ckpt.training.get("text_only") or {}
+    text = Checkpoint(
+        model=ckpt.text_only,
+        labels=list(ckpt.labels),
+        encoders={"text": ckpt.encoders["text"]},
+        profile=ckpt.profile,
+        name=ckpt.name,
+        training={"seed": record.get("seed")},
+        serving=replace(ckpt.serving, audio_weight=0.0),
+    )
+    text.version = record.get("version") or weights_digest(text.digested_weights())
+    return text
+
+
+def _check_text_network(ckpt: Checkpoint, text: Checkpoint, *slot: tuple[str, bool]) -> None:
     problems = [
         what
         for what, ok in (
-            ("it carries a text-only network already", ckpt.text_only is None),
+            *slot,
             ("its network is not text-only (model.modalities)", text.config.modalities == "text"),
             (
                 "feature sizes differ",
@@ -185,10 +242,6 @@ def with_text_only(ckpt: Checkpoint, text: Checkpoint) -> Checkpoint:
     ]
     if problems:
         raise ValueError(f"{text.name} {text.version} cannot answer for {ckpt.name}: {'; '.join(problems)}")
-    training = {k: v for k, v in ckpt.training.items() if k != "test"}  # the fused network's figures:
-    training["test_fused"] = ckpt.training.get("test")  # kept apart (scripts/record_test_metrics.py)
-    training["text_only"] = {"version": text.version, "seed": text.training.get("seed")}
-    return replace(ckpt, text_only=text.model, training=training)
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -212,10 +265,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format_version')!r}")
     ckpt = Checkpoint.from_payload(LPGNet(LPGNetConfig(**payload["config"])), payload)
-    if "text_only" in payload:
-        text_only = LPGNet(LPGNetConfig(**payload["text_only"]["config"]))
-        text_only.load_state_dict(payload["text_only"]["state_dict"])
-        ckpt.text_only = text_only.eval()
+    for name in ("text_only", "chat_text"):
+        if name in payload:
+            network = LPGNet(LPGNetConfig(**payload[name]["config"]))
+            network.load_state_dict(payload[name]["state_dict"])
+            setattr(ckpt, name, network.eval())
     return ckpt
 
 

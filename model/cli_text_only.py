@@ -17,18 +17,34 @@ def add_text_only_command(
         Path, typer.Argument(help='A checkpoint trained on text alone (model.modalities = "text").')
     ],
     out: Annotated[Path, typer.Option(help="Where to write the checkpoint carrying both.")],
+    chat_text: Annotated[
+        Path | None,
+        typer.Option(
+            help="A second text network, trained mostly on written chat (a text-only checkpoint, or one "
+            "carrying a text-only network: that network); rows without audio then go to the more "
+            "confident of the two over their window."
+        ),
+    ] = None,
 ) -> None:
     """Write CHECKPOINT with TEXT_CHECKPOINT's network answering every utterance whose context holds no
     audio (the service and `lpgnet evaluate` alike); both must share labels, text encoder, profile,
     context and serving contract."""
-    from model.checkpoint import load_checkpoint, save_checkpoint, with_text_only
+    from model.checkpoint import (
+        load_checkpoint,
+        save_checkpoint,
+        text_network,
+        with_chat_text,
+        with_text_only,
+    )
 
-    for path in (checkpoint, text_checkpoint):
-        if not path.is_file():
+    for path in (checkpoint, text_checkpoint, chat_text):
+        if path is not None and not path.is_file():
             typer.echo(f"error: checkpoint not found: {path}", err=True)
             raise typer.Exit(2)
     try:
         paired = with_text_only(load_checkpoint(checkpoint), load_checkpoint(text_checkpoint))
+        if chat_text is not None:
+            paired = with_chat_text(paired, text_network(load_checkpoint(chat_text)))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

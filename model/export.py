@@ -207,6 +207,11 @@ class OnnxLPGNet:
 
 LPGNET_GRAPH = "lpgnet.onnx"
 TEXT_ONLY_GRAPH = "lpgnet-text-only.onnx"  # a checkpoint's text-only network (`Checkpoint.text_only`)
+CHAT_TEXT_GRAPH = "lpgnet-chat-text.onnx"  # its chat text network beside it (`Checkpoint.chat_text`)
+TEXT_GRAPHS = {
+    "text_only": TEXT_ONLY_GRAPH,
+    "chat_text": CHAT_TEXT_GRAPH,
+}  # by `Checkpoint.text_networks` key
 
 
 def export_bundle(
@@ -238,8 +243,8 @@ def export_bundle(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     export_lpgnet(ckpt.model, out / LPGNET_GRAPH)
-    if ckpt.text_only is not None:
-        export_lpgnet(ckpt.text_only, out / TEXT_ONLY_GRAPH)
+    for name, network in ckpt.text_networks().items():
+        export_lpgnet(network, out / TEXT_GRAPHS[name])
     entries: dict[str, dict[str, Any]] = {}
     for modality, encoder in encoders.items():
         entry: dict[str, Any] = {"spec": encoder.spec.to_dict()}
@@ -263,7 +268,7 @@ def export_bundle(
             "context": ckpt.context,
         },
         "lpgnet": LPGNET_GRAPH,
-        "text_only": TEXT_ONLY_GRAPH if ckpt.text_only is not None else None,
+        **{name: TEXT_GRAPHS[name] if name in ckpt.text_networks() else None for name in TEXT_GRAPHS},
         "encoders": entries,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))

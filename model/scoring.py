@@ -44,13 +44,16 @@ class DialoguePrediction:
 def checkpoint_network(ckpt: Any) -> Network:
     """What a checkpoint answers with, in PyTorch, composed as the service composes it
     (`model.serving.served_network`: the audio pool of its serving contract, and the text-only network
-    it may carry answering the rows that depend on no audio)."""
+    it may carry answering the rows that depend on no audio, routed against its chat text network if it
+    carries one too)."""
     text_only = getattr(ckpt, "text_only", None)  # baselines carry none
+    chat_text = getattr(ckpt, "chat_text", None)
     return served_network(
         module_network(ckpt.model),
         None if text_only is None else module_network(text_only),
         ckpt.serving,
         causal=ckpt.context == "causal",
+        chat_text=None if chat_text is None else module_network(chat_text),
     )
 
 

@@ -228,14 +228,47 @@ def audio_pooled(network: Network, weight: float) -> Network:
 
 
 def served_network(
-    fused: Network, text_only: Network | None, contract: ServingContract, *, causal: bool
+    fused: Network,
+    text_only: Network | None,
+    contract: ServingContract,
+    *,
+    causal: bool,
+    chat_text: Network | None = None,
 ) -> Network:
     """What a checkpoint answers with, on any runtime: its fused network pooled with its own audio-alone
     judgement (`audio_pooled`, `contract.audio_weight`), and the text-only network it may carry routed
-    in for the rows that depend on no audio (`text_only_routed`). The service, evaluation and
-    validation selection all build their network here."""
+    in for the rows that depend on no audio (`text_only_routed`); with a second, chat-trained text
+    network, those rows go to whichever of the two is more confident over the window
+    (`confidence_routed`). The service, evaluation and validation selection all build their network here.
+    """
+    if chat_text is not None and text_only is None:
+        raise ValueError("a chat text network answers beside a text-only network, not without one")
     pooled = audio_pooled(fused, contract.audio_weight)
-    return pooled if text_only is None else text_only_routed(pooled, text_only, causal=causal)
+    if text_only is None:
+        return pooled
+    text = text_only if chat_text is None else confidence_routed(text_only, chat_text, causal=causal)
+    return text_only_routed(pooled, text, causal=causal)
+
+
+def confidence_routed(first: Network, second: Network, *, causal: bool) -> Network:
+    """Two networks for the same rows; each row is answered by the one that has been more confident over
+    its context: the sum, over the window's present rows up to it (causal; bidirectionally all of them),
+    of `first`'s top probability minus `second`'s; `first` on a tie.
+
+    Two text networks trained on different conversations (spoken dialogue, written chat) each know their
+    own: routed per conversation by their confidence, neither needs a domain label. The sum runs over
+    the rows the window holds, so the answer is a function of the window alone, the same in one pass and
+    window by window (the service's). Both networks run on every call.
+    """
+
+    def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        one, two = first(t, a, tm, am), second(t, a, tm, am)  # (B, U, C) each
+        present = (tm | am).to(one.dtype)
+        margin = (torch.softmax(one, -1).amax(-1) - torch.softmax(two, -1).amax(-1)) * present  # (B, U)
+        total = torch.cumsum(margin, dim=1) if causal else margin.sum(dim=1, keepdim=True).expand_as(margin)
+        return torch.where((total >= 0).unsqueeze(-1), one, two)
+
+    return run
 
 
 def text_only_routed(fused: Network, text_only: Network, *, causal: bool) -> Network:
@@ -274,6 +307,7 @@ __all__ = [
     "ServingContract",
     "Window",
     "audio_pooled",
+    "confidence_routed",
     "last_row_probabilities",
     "module_network",
     "pad_windows",
