@@ -3,7 +3,8 @@
     python scripts/record_test_metrics.py CHECKPOINT
 
 `lpgnet train` records the test figures of the network it trained; a checkpoint that carries a
-text-only network (`lpgnet add-text-only`) answers text-only utterances with it, so its figures are
+text-only network (`lpgnet add-text-only`, and perhaps a chat text network beside it) answers
+text-only utterances with it, so its figures are
 recomputed here through the service's routing (PyTorch fp32 encoders, the checkpoint's window and
 storage), per corpus with a test split (IEMOCAP session 5, RAVDESS actors 07-12) and per modality
 setting, and, as `dailydialog/text`, DailyDialog's validation split read as a chat client sends it

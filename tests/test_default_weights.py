@@ -1,8 +1,9 @@
 """The committed default checkpoint: `lpgnet evaluate` reproduces the figures recorded in it.
 
 Training scored the fused network on IEMOCAP session 5 and RAVDESS actors 07-12 as served (window K,
-float16 storage, fp32 encoders); the default also carries a text-only network, so its `training.test`
-was recorded again through the service's routing (`scripts/record_test_metrics.py`) and the training
+float16 storage, fp32 encoders); the default also carries two text networks (its own and, since
+session 12, the chat checkpoint's, routed by confidence), so its `training.test` was recorded again
+through the service's routing (`scripts/record_test_metrics.py`) and the training
 run's own figures are kept as `training.test_fused`. Evaluating the file again must give both: the pair
 as recorded, and the fused network alone as its training run scored it (an independent record). A
 drift means the serving path, the readers or the encoders changed under the weights.
@@ -60,7 +61,7 @@ def test_iemocap_session5_as_recorded(recorded: dict, modalities: str, cache: Pa
     fused_record = load_checkpoint(DEFAULT_CHECKPOINT).training.get("test_fused")
     if modalities == "text" and fused_record:  # the fused network alone, as its training run scored it
         fused = load_checkpoint(DEFAULT_CHECKPOINT)
-        fused.text_only = None
+        fused.text_only = fused.chat_text = None
         f = evaluate_checkpoint(
             fused,
             IEMOCAP,
@@ -174,24 +175,43 @@ def test_the_chat_checkpoint_is_the_default_with_a_chat_text_network(clean_env, 
     assert list(r.json()["probabilities"]) == chat.labels
 
 
+def test_the_default_routes_text_between_its_text_network_and_the_chat_checkpoints() -> None:
+    """Session 12: the default carries the chat checkpoint's text network beside its own (model card,
+    "Two text networks"), bit for bit, and its version covers both."""
+    chat, default = load_checkpoint(CHAT), load_checkpoint(DEFAULT_CHECKPOINT)
+    assert default.chat_text is not None and chat.text_only is not None and chat.chat_text is None
+    mine, theirs = default.chat_text.state_dict(), chat.text_only.state_dict()
+    assert mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)
+    assert default.training["chat_text"]["version"] == chat.training["text_only"]["version"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not DAILYDIALOG.is_file(), reason=f"shared DailyDialog absent ({DAILYDIALOG})")
-def test_chat_text_on_dailydialog_validation_as_recorded_and_above_the_default(tmp_path: Path) -> None:
+def test_dailydialog_validation_as_recorded_and_lifted_by_the_routing(tmp_path: Path) -> None:
+    """Both files' DailyDialog validation figures are as recorded; the default's routing lifts a chat
+    client far above its own text network alone (UA ~0.50), to within a few points of the chat file."""
     scores = {}
-    for name, path in (("chat", CHAT), ("default", DEFAULT_CHECKPOINT)):
-        ckpt = load_checkpoint(path)
+    alone = load_checkpoint(DEFAULT_CHECKPOINT)
+    alone.chat_text = None
+    for name, ckpt in (
+        ("chat", load_checkpoint(CHAT)),
+        ("default", load_checkpoint(DEFAULT_CHECKPOINT)),
+        ("alone", alone),
+    ):
         m = evaluate_checkpoint(
             ckpt, DAILYDIALOG, "valid", modalities="text", precision="fp32", backend="torch",
             cache_dir=tmp_path, device="cpu",
         )  # fmt: skip
         scores[name] = m["unweighted_accuracy"]
+        if name == "alone":
+            continue
         recorded = ckpt.training["test"].get("dailydialog/text")
-        if recorded:
-            assert m["n"] == recorded["n"]
-            assert m["unweighted_accuracy"] == pytest.approx(recorded["unweighted_accuracy"], abs=2e-3)
-        elif name == "chat":
-            pytest.fail("the chat checkpoint must record its DailyDialog validation figures")
-    assert scores["chat"] > scores["default"] + 0.1  # chat text is what the chat network is for
+        if not recorded:
+            pytest.fail(f"the {name} checkpoint must record its DailyDialog validation figures")
+        assert m["n"] == recorded["n"]
+        assert m["unweighted_accuracy"] == pytest.approx(recorded["unweighted_accuracy"], abs=2e-3)
+    assert scores["default"] > scores["alone"] + 0.15  # the chat network answers the chats
+    assert scores["chat"] > scores["default"] - 0.05
 
 
 @pytest.mark.slow
