@@ -70,7 +70,7 @@ class Engine:
         self.settings = settings
         self.metrics = metrics
         self.device = device
-        self.backend = backend  # what runs LPGNet: "torch", "onnx" or "<fused>/<text-only>" (`build_network`)
+        self.backend = backend  # what runs LPGNet: "torch", "onnx" or one per network (`build_network`)
         self.ready = False
         self._in_flight: set[str] = set()  # tokens of utterances stored here and still being scored
         self._failed: OrderedDict[str, None] = OrderedDict()  # tokens whose attempt here failed

@@ -45,7 +45,7 @@ class Runtime:
     checkpoint: Checkpoint
     encoders: dict[str, Encoder]  # modality -> encoder, the checkpoint's modalities only
     network: Network
-    backend: str  # what runs LPGNet: "torch" or "onnx" ("<fused>/<text-only>" when they differ)
+    backend: str  # what runs LPGNet: "torch" or "onnx" ("<fused>/<text-only>[/<chat text>]" when they differ)
     device: torch.device
     profile: str
 
@@ -177,17 +177,17 @@ def onnx_bundle(settings: Settings) -> Path | None:
 
 
 def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.device) -> tuple[Network, str]:
-    """The LPGNet runtime and its name ("torch" or "onnx"; "<fused>/<text-only>", e.g. "onnx/torch", when
-    the checkpoint's text-only network runs on another runtime than its fused one).
+    """The LPGNet runtime and its name ("torch" or "onnx"; when the checkpoint's networks do not all run on
+    one runtime, each network's in order, "<fused>/<text-only>[/<chat text>]", e.g. "onnx/torch").
 
     torch: the checkpoint's module. onnx: its graph in onnxruntime (a bundle's, LPGNET_ONNX_MODEL, or
     the .onnx beside the checkpoint). auto, on CPU: the graph LPGNET_ONNX_MODEL names, else one
     exported from the checkpoint into the cache once (LPGNet 1.8 vs 3-11 ms at 64 utterances on 2
     cores); PyTorch when exporting fails, and on CUDA. Every graph is checked against the checkpoint's
     module on a random batch before it serves; a named graph that fails is a start-up error. A
-    checkpoint carrying a text-only network gets it served the same way (its graph: a bundle's, else
-    the cache's); both are composed by `model.serving.served_network` (the contract's audio pool, the
-    text-only network routed in for the rows that depend on no audio), exactly as `lpgnet evaluate`
+    checkpoint's text networks (text-only, chat text) are served the same way (each graph: a bundle's,
+    else the cache's); all are composed by `model.serving.served_network` (the contract's audio pool, the
+    text networks routed in for the rows that depend on no audio), exactly as `lpgnet evaluate`
     composes them.
     """
     from model.serving import served_network
@@ -195,7 +195,7 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
     network, backend = _served(settings, checkpoint.model, checkpoint.name, device, _named_graph(settings))
     causal = checkpoint.context == "causal"
     text: dict[str, Network] = {}
-    backends = {backend}
+    backends = [backend]
     for name, module in checkpoint.text_networks().items():
         graph = _named_text_graph(settings, name)
         if graph is not None and not graph.is_file() and settings.backend == "auto":
@@ -203,11 +203,11 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
             graph = None
         what = f"{checkpoint.name} ({name.replace('_', ' ')})"
         text[name], text_backend = _served(settings, module, what, device, graph)
-        backends.add(text_backend)
+        backends.append(text_backend)
     served = served_network(
         network, text.get("text_only"), checkpoint.serving, causal=causal, chat_text=text.get("chat_text")
     )
-    return served, backend if len(backends) == 1 else f"{backend}/{(backends - {backend}).pop()}"
+    return served, backend if len(set(backends)) == 1 else "/".join(backends)
 
 
 def _served(

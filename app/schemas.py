@@ -328,7 +328,6 @@ class ModelResponse(BaseModel):
         "audio (a text-only client's); the fused network answers the others."
     )
     chat_text_network: bool = Field(
-        default=False,
         description="Whether a second text network, trained mostly on written chat, stands beside the "
         "text-only one: each utterance without audio in its context is then answered by the more "
         "confident of the two over its window.",
@@ -338,8 +337,8 @@ class ModelResponse(BaseModel):
         "w * logits with the words hidden (0: as trained; `lpgnet pool-audio`)."
     )
     backend: str = Field(
-        description="Runtime of LPGNet: torch or onnx (onnxruntime); <fused>/<text-only> (e.g. onnx/torch) "
-        "when the checkpoint's text-only network runs on another runtime than its fused network."
+        description="Runtime of LPGNet: torch or onnx (onnxruntime); when the checkpoint's networks do not "
+        "all run on one, each network's in order: <fused>/<text-only>[/<chat text>] (e.g. onnx/torch)."
     )
     device: str
     torch_threads: int = Field(description="Intra-op threads of a model job while others are in flight.")

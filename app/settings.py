@@ -7,7 +7,7 @@ one from the environment. Ranges and cross-field rules are checked here, at star
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_origin
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,14 +18,15 @@ from model.encoders.precision import Precision
 from model.paths import cache_root
 
 MIN_API_KEY_CHARS = 16
-# settings whose values are words of a fixed set: read in any case
-_WORD_SETTINGS = frozenset({"backend", "device", "encoder_backend", "encoder_precision", "log_level"})
 
 
 class Settings(BaseSettings):
     """Everything the service reads from its environment (prefix LPGNET_)."""
 
-    model_config = SettingsConfigDict(env_prefix="LPGNET_", extra="forbid", frozen=True)
+    # an empty variable (as compose passes an unset one) is the setting's default
+    model_config = SettingsConfigDict(
+        env_prefix="LPGNET_", extra="forbid", frozen=True, env_ignore_empty=True
+    )
 
     # --- model -------------------------------------------------------------------------------------
     checkpoint: Path = Field(default=DEFAULT_CHECKPOINT, description="LPGNet checkpoint file to serve.")
@@ -270,19 +271,35 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="Port of `lpgnet serve`.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
+    @field_validator(
+        "profile",
+        "text_model",
+        "audio_model",
+        "tiny_dir",
+        "onnx_model",
+        "cache_dir",
+        "onnx_threads",
+        "torch_threads",
+        "encoder_workers",
+        "redis_url",
+        "metrics_port",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # an empty optional setting, passed in code too, is "not set", not Path("."); an empty
+        # environment variable is ignored for every setting (`env_ignore_empty`)
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="before")
     @classmethod
-    def _empty_is_unset(cls, values: object) -> object:
-        # `LPGNET_PORT=` (as compose or a shell passes an unset variable) means "not set": the default,
-        # for every setting (not Path("."), not a parse error); and a word-valued setting is read in any
-        # case (`LPGNET_LOG_LEVEL=DEBUG`)
+    def _words_in_any_case(cls, values: object) -> object:
+        # a setting whose values are words of a fixed set (a Literal) is read in any case
+        # (`LPGNET_LOG_LEVEL=DEBUG`)
         if not isinstance(values, dict):
             return values
-        kept = {k: v for k, v in values.items() if not (isinstance(v, str) and not v.strip())}
-        for name in _WORD_SETTINGS & kept.keys():
-            if isinstance(kept[name], str):
-                kept[name] = kept[name].strip().lower()
-        return kept
+        words = {name for name, f in cls.model_fields.items() if get_origin(f.annotation) is Literal}
+        return {k: v.strip().lower() if k in words and isinstance(v, str) else v for k, v in values.items()}
 
     @field_validator("api_keys", mode="before")
     @classmethod

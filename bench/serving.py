@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.models import write_base_encoders, write_checkpoint, write_once
+from bench.models import write_base_encoders, write_checkpoint
 from bench.options import CONTEXT_WINDOW, BenchOptions
+from model.paths import write_once
 
 log = logging.getLogger("bench")
 

@@ -129,6 +129,11 @@ class SavedModel(Generic[ModelT]):
         )
 
 
+# The text networks a checkpoint may carry beside its fused one, as payload keys and attribute names:
+# the text-only network, and a chat text network routed against it (in this order)
+TEXT_NETWORKS = ("text_only", "chat_text")
+
+
 @dataclass
 class Checkpoint(SavedModel[LPGNet]):
     # Answers the rows that depend on no audio (`model.serving.text_only_routed`): an LPGNet trained on
@@ -155,11 +160,8 @@ class Checkpoint(SavedModel[LPGNet]):
 
     def text_networks(self) -> dict[str, LPGNet]:
         """The text networks it carries beside the fused one, by payload key (`text_only`, `chat_text`)."""
-        return {
-            name: network
-            for name, network in (("text_only", self.text_only), ("chat_text", self.chat_text))
-            if network is not None
-        }
+        networks = {name: getattr(self, name) for name in TEXT_NETWORKS}
+        return {name: network for name, network in networks.items() if network is not None}
 
     def write(self, path: str | Path, **marks: Any) -> Path:
         for name, network in self.text_networks().items():
@@ -182,18 +184,22 @@ def with_chat_text(ckpt: Checkpoint, chat: Checkpoint) -> Checkpoint:
     """`ckpt` (carrying a text-only network) with `chat`'s text network beside it: each row without audio
     is then answered by the more confident of the two over its window (`model.serving.confidence_routed`).
     The same conditions as `with_text_only`; the recorded test figures are no longer the file's."""
+    mine = {} if ckpt.text_only is None else ckpt.text_only.state_dict()
+    theirs = chat.model.state_dict()
+    same = mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)
     _check_text_network(
         ckpt,
         chat,
         ("it carries no text-only network to route against", ckpt.text_only is not None),
         ("it carries a chat text network already", ckpt.chat_text is None),
+        ("it is the text-only network itself", not same),
     )
     training = {k: v for k, v in ckpt.training.items() if k != "test"}
     training["chat_text"] = {"version": chat.version, "seed": chat.training.get("seed")}
     return replace(ckpt, chat_text=chat.model, training=training)
 
 
-def text_network(ckpt: Checkpoint) -> Checkpoint:
+def as_text_checkpoint(ckpt: Checkpoint) -> Checkpoint:
     """`ckpt` itself when its network was trained on text alone; else the text-only network it carries, as
     a checkpoint of its own (its recorded version and seed; the serving contract without an audio pool),
     so that a paired file's text network can be paired again (`with_chat_text`)."""
@@ -265,7 +271,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported checkpoint format {payload.get('format_version')!r}")
     ckpt = Checkpoint.from_payload(LPGNet(LPGNetConfig(**payload["config"])), payload)
-    for name in ("text_only", "chat_text"):
+    for name in TEXT_NETWORKS:
         if name in payload:
             network = LPGNet(LPGNetConfig(**payload[name]["config"]))
             network.load_state_dict(payload[name]["state_dict"])

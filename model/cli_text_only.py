@@ -28,11 +28,12 @@ def add_text_only_command(
 ) -> None:
     """Write CHECKPOINT with TEXT_CHECKPOINT's network answering every utterance whose context holds no
     audio (the service and `lpgnet evaluate` alike); both must share labels, text encoder, profile,
-    context and serving contract."""
+    context and serving contract. With --chat-text, a second text network stands beside it and each such
+    utterance is answered by the more confident of the two over its window."""
     from model.checkpoint import (
+        as_text_checkpoint,
         load_checkpoint,
         save_checkpoint,
-        text_network,
         with_chat_text,
         with_text_only,
     )
@@ -44,7 +45,7 @@ def add_text_only_command(
     try:
         paired = with_text_only(load_checkpoint(checkpoint), load_checkpoint(text_checkpoint))
         if chat_text is not None:
-            paired = with_chat_text(paired, text_network(load_checkpoint(chat_text)))
+            paired = with_chat_text(paired, as_text_checkpoint(load_checkpoint(chat_text)))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.checkpoint import TEXT_NETWORKS
 from model.encoders.factory import MANIFEST
 from model.encoders.onnx import create_session
 from model.lpgnet import LPGNet, LPGNetOutput
@@ -208,10 +209,7 @@ class OnnxLPGNet:
 LPGNET_GRAPH = "lpgnet.onnx"
 TEXT_ONLY_GRAPH = "lpgnet-text-only.onnx"  # a checkpoint's text-only network (`Checkpoint.text_only`)
 CHAT_TEXT_GRAPH = "lpgnet-chat-text.onnx"  # its chat text network beside it (`Checkpoint.chat_text`)
-TEXT_GRAPHS = {
-    "text_only": TEXT_ONLY_GRAPH,
-    "chat_text": CHAT_TEXT_GRAPH,
-}  # by `Checkpoint.text_networks` key
+TEXT_GRAPHS = dict(zip(TEXT_NETWORKS, (TEXT_ONLY_GRAPH, CHAT_TEXT_GRAPH), strict=True))  # by network
 
 
 def export_bundle(

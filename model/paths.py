@@ -5,7 +5,8 @@ Every module that needs one of these imports it from here, so none counts `paren
 
 `$XDG_CACHE_HOME/lpgnet` (default `~/.cache/lpgnet`): encoded features (`features/`), exported LPGNet
 graphs (the service's `LPGNET_CACHE_DIR` default), the benchmark's production-size random encoders
-(`bench-encoders/`, ~800 MB). Nothing large is written into the repository.
+(`bench-encoders/`, ~800 MB). Nothing large is written into the repository. `write_once` writes a
+cache entry (a directory) atomically, once, however many processes race for it.
 """
 
 from __future__ import annotations

@@ -128,6 +128,20 @@ def write_tiny_checkpoint(path: Path, specs: dict[str, Any], *, seed: int = 0, *
     return save_checkpoint(ckpt, path)
 
 
+def write_paired_checkpoint(tmp_path: Path, specs: dict[str, Any], context: str = "causal") -> Path:
+    """A tiny checkpoint (K = 4) carrying a tiny text-only network, both of this context mode: fused.pt
+    (seed 3), text.pt (seed 5) and the pair, paired.pt, in `tmp_path`."""
+    from model.checkpoint import load_checkpoint, save_checkpoint, with_text_only
+    from model.serving import ServingContract
+
+    fused = load_checkpoint(write_tiny_checkpoint(tmp_path / "fused.pt", specs, seed=3, context=context))
+    text = load_checkpoint(
+        write_tiny_checkpoint(tmp_path / "text.pt", specs, seed=5, modalities="text", context=context)
+    )
+    fused.serving = text.serving = ServingContract(window=4)
+    return save_checkpoint(with_text_only(fused, text), tmp_path / "paired.pt")
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_specs: dict[str, Any]) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_specs)

@@ -156,7 +156,14 @@ def test_resample_keeps_rate_and_duration() -> None:
 
 # ---- bounds: checked from the header before decoding, counted while decoding ---------------------------
 
-BOUNDS = {**LIMITS, "min_seconds": 0.05, "max_sample_rate": 96_000, "max_channels": 8, "max_samples": 200_000}
+BOUNDS = {
+    **LIMITS,
+    "min_seconds": 0.05,
+    "max_sample_rate": 96_000,
+    "min_sample_rate": 8_000,
+    "max_channels": 8,
+    "max_samples": 200_000,
+}
 
 
 def silent_flac(sample_rate: int, channels: int, seconds: float) -> bytearray:
@@ -168,11 +175,16 @@ def silent_flac(sample_rate: int, channels: int, seconds: float) -> bytearray:
     [
         (encode(tone(0.02, 192_000, 2), 192_000, "WAV", "FLOAT"), AudioOutOfBoundsError, "192000 Hz"),
         (encode(tone(0.1, 16_000, 9), 16_000, "WAV", "PCM_16"), AudioOutOfBoundsError, "9 channels"),
+        (
+            encode(tone(0.5, 4_000), 4_000, "WAV", "PCM_16"),
+            AudioOutOfBoundsError,
+            "4000 Hz, below the limit of 8000",
+        ),
         (encode(tone(0.01, 16_000), 16_000, "WAV", "PCM_16"), AudioTooShortError, "0.010 s"),
         # 8 x 48 kHz x 1 s = 384,000 samples from a few KB: refused from the header
         (bytes(silent_flac(48_000, 8, 1.0)), AudioTooLargeError, "48000 Hz x 8 channels x 48000 frames"),
     ],
-    ids=["rate", "channels", "too-short", "decoded-size"],
+    ids=["rate", "channels", "low-rate", "too-short", "decoded-size"],
 )
 def test_audio_outside_the_bounds_is_refused_naming_the_bound(
     data: bytes, error: type[AudioDecodeError], words: str

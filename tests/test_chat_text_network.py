@@ -18,12 +18,11 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
-from model.checkpoint import load_checkpoint, save_checkpoint, text_network, with_chat_text
+from model.checkpoint import as_text_checkpoint, load_checkpoint, save_checkpoint, with_chat_text
 from model.evaluate import predict_checkpoint, prediction_rows
-from model.serving import confidence_routed, served_network
-from tests.app_fixtures import TINY_LABELS, write_tiny_checkpoint
+from model.serving import ServingContract, confidence_routed, served_network
+from tests.app_fixtures import TINY_LABELS, write_paired_checkpoint, write_tiny_checkpoint
 from tests.test_serving_parity import assert_same, replay
-from tests.test_text_only_network import _paired
 
 
 def _rows(top: list[list[float]]) -> Callable[..., torch.Tensor]:
@@ -55,8 +54,6 @@ def test_each_row_goes_to_the_network_more_confident_over_its_window() -> None:
 
 def test_served_network_routes_text_rows_only_and_needs_a_text_only_network() -> None:
     fused, first, second = _rows([[1.0, 1.0, 1.0]]), _rows([[0.0, 0.0, 0.0]]), _rows([[6.0, 6.0, 6.0]])
-    from model.serving import ServingContract
-
     net = served_network(fused, first, ServingContract(), causal=True, chat_text=second)
     tm = torch.tensor([[True, True, True]])
     am = torch.tensor([[False, True, False]])
@@ -68,7 +65,7 @@ def test_served_network_routes_text_rows_only_and_needs_a_text_only_network() ->
 
 
 def _with_chat(tmp_path: Path, tiny_specs: dict[str, Any], context: str = "causal") -> Path:
-    paired = load_checkpoint(_paired(tmp_path, tiny_specs, context))
+    paired = load_checkpoint(write_paired_checkpoint(tmp_path, tiny_specs, context))
     chat = load_checkpoint(
         write_tiny_checkpoint(tmp_path / "chat.pt", tiny_specs, seed=11, modalities="text", context=context)
     )
@@ -94,11 +91,11 @@ def test_the_checkpoint_carries_the_chat_text_network_and_versions_it(
     with pytest.raises(ValueError, match="no text-only network"):
         with_chat_text(fused, load_checkpoint(tmp_path / "chat.pt"))
     # a paired file's text network, taken out again: its own weights and recorded version
-    taken = text_network(without)
+    taken = as_text_checkpoint(without)
     assert taken.model is without.text_only and taken.version == without.training["text_only"]["version"]
     assert taken.version == load_checkpoint(tmp_path / "text.pt").version
     with pytest.raises(ValueError, match="carries none"):
-        text_network(fused)
+        as_text_checkpoint(fused)
 
 
 def _chat_corpus(root: Path) -> Path:
@@ -148,14 +145,25 @@ def test_a_chat_replay_through_the_api_matches_lpgnet_evaluate_with_both_text_ne
     _, features, _, preds = predict_checkpoint(ckpt, corpus, "test", **common)
     assert_same(prediction_rows(features, preds), replay(client, corpus))
     # every answer is one of the two text networks' answers for that window
-    chat = ckpt.chat_text
+    chat, first_network = ckpt.chat_text, ckpt.text_only
     ckpt.chat_text = None
     _, _, _, first = predict_checkpoint(ckpt, corpus, "test", **common)
     ckpt.text_only = chat
     _, _, _, second = predict_checkpoint(ckpt, corpus, "test", **common)
     routed, one, two = preds[0].probabilities, first[0].probabilities, second[0].probabilities
-    same_as = [torch.allclose(r, x) or torch.allclose(r, y) for r, x, y in zip(routed, one, two, strict=True)]
-    assert all(same_as)
+    rows = list(zip(routed, one, two, strict=True))
+    assert all(torch.allclose(r, x) or torch.allclose(r, y) for r, x, y in rows)
+    assert not torch.allclose(one, two)  # the two networks do differ here
+    # made far surer of itself (its logits x 20), the chat network answers every window instead
+    ckpt.text_only, ckpt.chat_text = first_network, chat
+    with torch.no_grad():
+        chat.classifier.weight.mul_(20.0)
+        chat.classifier.bias.mul_(20.0)
+    _, _, _, sure = predict_checkpoint(ckpt, corpus, "test", **common)
+    ckpt.text_only = chat
+    ckpt.chat_text = None
+    _, _, _, sure_alone = predict_checkpoint(ckpt, corpus, "test", **common)
+    assert torch.allclose(sure[0].probabilities, sure_alone[0].probabilities)
 
 
 def test_add_text_only_with_a_chat_text_network_and_its_exported_graph(
@@ -171,7 +179,7 @@ def test_add_text_only_with_a_chat_text_network_and_its_exported_graph(
     from model.cli import cli
     from model.export import CHAT_TEXT_GRAPH, MANIFEST, export_bundle
 
-    paired = _paired(tmp_path, tiny_specs)  # fused.pt, text.pt, paired.pt
+    paired = write_paired_checkpoint(tmp_path, tiny_specs)  # fused.pt, text.pt, paired.pt
     other = write_tiny_checkpoint(tmp_path / "other-text.pt", tiny_specs, seed=7, modalities="text")
     chat_file = tmp_path / "chat-file.pt"
     assert (

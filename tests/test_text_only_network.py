@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from app.settings import Settings
 from model.checkpoint import load_checkpoint, save_checkpoint, with_text_only
 from model.evaluate import predict_checkpoint, prediction_rows
-from model.serving import ServingContract, text_only_routed
-from tests.app_fixtures import TINY_LABELS, wav_bytes, write_tiny_checkpoint
+from model.serving import text_only_routed
+from tests.app_fixtures import TINY_LABELS, wav_bytes, write_paired_checkpoint, write_tiny_checkpoint
 from tests.test_serving_parity import assert_same, replay
 
 
@@ -41,19 +41,9 @@ def test_a_row_goes_to_the_text_only_network_while_no_audio_precedes_it() -> Non
     assert whole.tolist() == [[1, 1, 1, 1], [2, 2, 2, 2], [1, 1, 1, 1]]  # bidirectional: any audio at all
 
 
-def _paired(tmp_path: Path, tiny_specs: dict[str, Any], context: str = "causal") -> Path:
-    """A tiny checkpoint (K = 4) carrying a tiny text-only network, both of this context mode."""
-    fused = load_checkpoint(write_tiny_checkpoint(tmp_path / "fused.pt", tiny_specs, seed=3, context=context))
-    text = load_checkpoint(
-        write_tiny_checkpoint(tmp_path / "text.pt", tiny_specs, seed=5, modalities="text", context=context)
-    )
-    fused.serving = text.serving = ServingContract(window=4)
-    return save_checkpoint(with_text_only(fused, text), tmp_path / "paired.pt")
-
-
 @pytest.fixture
 def paired_checkpoint(tmp_path: Path, tiny_specs: dict[str, Any]) -> Path:
-    return _paired(tmp_path, tiny_specs)
+    return write_paired_checkpoint(tmp_path, tiny_specs)
 
 
 def test_the_checkpoint_carries_the_text_only_network_and_versions_it(
@@ -119,7 +109,7 @@ def test_a_replay_through_the_api_matches_lpgnet_evaluate_with_both_networks(
     the text-only network's (they differ from the fused one's)."""
     from model.encoders.factory import checkpoint_encoders
 
-    paired_checkpoint = _paired(tmp_path, tiny_specs, context)
+    paired_checkpoint = write_paired_checkpoint(tmp_path, tiny_specs, context)
     corpus = _late_audio_corpus(tmp_path)
     settings = make_settings(checkpoint=paired_checkpoint, context_window=4, backend=backend)
     client = start_client(settings)
