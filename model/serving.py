@@ -258,7 +258,8 @@ def confidence_routed(first: Network, second: Network, *, causal: bool) -> Netwo
     Two text networks trained on different conversations (spoken dialogue, written chat) each know their
     own: routed per conversation by their confidence, neither needs a domain label. The sum runs over
     the rows the window holds, so the answer is a function of the window alone, the same in one pass and
-    window by window (the service's). Both networks run on every call.
+    window by window (the service's). Both networks run on every call. A window whose sum lies within
+    float noise of 0 may go the other way on another runtime (onnxruntime against PyTorch).
     """
 
     def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
