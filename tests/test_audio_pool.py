@@ -23,9 +23,9 @@ from model.features import DialogueFeatures, FeatureSet
 from model.lpgnet import LPGNet, LPGNetConfig
 from model.scoring import evaluate_settings, predict_dialogues, score
 from model.serving import ServingContract, audio_pooled, module_network, served_network
-from tests.app_fixtures import write_tiny_checkpoint
+from tests.app_fixtures import write_paired_checkpoint, write_tiny_checkpoint
 from tests.test_serving_parity import assert_same, replay
-from tests.test_text_only_network import _late_audio_corpus, _paired
+from tests.test_text_only_network import _late_audio_corpus
 
 
 def _modality_sum(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
@@ -152,7 +152,7 @@ def test_lpgnet_pool_audio_writes_a_checkpoint_the_service_answers_as_lpgnet_eva
     from model.cli import cli
     from model.encoders.factory import checkpoint_encoders
 
-    paired = _paired(tmp_path, tiny_specs)
+    paired = write_paired_checkpoint(tmp_path, tiny_specs)
     pooled_path = tmp_path / "pooled.pt"
     done = CliRunner().invoke(cli, ["pool-audio", str(paired), "--weight", "0.5", "--out", str(pooled_path)])
     assert done.exit_code == 0, done.output
