@@ -207,8 +207,11 @@ async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> tuple[dict
 
 
 def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
-    """LPGNet alone on one 64-utterance window, wall and CPU time, on the runtime the engine serves."""
+    """LPGNet alone on one 64-utterance window, wall and CPU time, on the runtime the engine serves and
+    as it serves it (the window's last row: `model.serving.last_row_logits`)."""
     import torch
+
+    from model.serving import last_row_logits
 
     torch.set_num_threads(engine.workers.torch_threads)  # as in the engine's own model thread
     cfg = engine.checkpoint.config
@@ -217,8 +220,10 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
     audio = torch.from_numpy(rng.standard_normal((1, CONTEXT_WINDOW, cfg.audio_dim)).astype(np.float32))
     mask = torch.ones((1, CONTEXT_WINDOW), dtype=torch.bool)
 
+    network = last_row_logits(engine.workers.network)
+
     def forward() -> None:
-        engine.workers.network(text, audio, mask, mask)
+        network(text, audio, mask, mask)
 
     forward()
     wall, cpu = [], []

@@ -24,7 +24,7 @@ import torch
 from model.checkpoint import TEXT_NETWORKS
 from model.encoders.factory import MANIFEST
 from model.encoders.onnx import create_session
-from model.lpgnet import LPGNet, LPGNetOutput
+from model.lpgnet import LPGNet, LPGNetOutput, take_rows
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,27 @@ OUTPUT_NAMES = ["logits", "text_logits", "audio_logits"]
 
 
 OPSET = 18
+LAST_ROW_SUFFIX = "-last-row"  # of a last-row graph's name in the cache
 EXPORT_VERSION = 1  # bump when export_lpgnet changes what it writes: cached graphs are then re-exported
 
 
-def export_lpgnet(model: LPGNet, path: str | Path, opset: int = OPSET) -> Path:
-    """Write `model` (put in eval mode) as an ONNX graph with dynamic batch and utterance axes."""
+class _LastRows(torch.nn.Module):
+    """An LPGNet whose outputs are each window's last row only (`LPGNet.forward(last_only=True)`)."""
+
+    def __init__(self, model: LPGNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, text: torch.Tensor, audio: torch.Tensor, text_mask: torch.Tensor, audio_mask: torch.Tensor
+    ) -> LPGNetOutput:
+        out: LPGNetOutput = self.model(text, audio, text_mask, audio_mask, last_only=True)
+        return out
+
+
+def export_lpgnet(model: LPGNet, path: str | Path, opset: int = OPSET, *, last_only: bool = False) -> Path:
+    """Write `model` (put in eval mode) as an ONNX graph with dynamic batch and utterance axes;
+    `last_only`: its last-row pass (outputs (B, 1, C): each window's last row, the service's answer)."""
     model = model.eval()
     cfg = model.cfg
     b, u = 2, 5  # example sizes; both axes are exported as dynamic
@@ -52,13 +68,15 @@ def export_lpgnet(model: LPGNet, path: str | Path, opset: int = OPSET) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_exporter():
-        program = _export(model, example, dyn, opset)
+        program = _export(_LastRows(model) if last_only else model, example, dyn, opset)
         assert program is not None
         program.save(str(path))
     return path
 
 
-def _export(model: LPGNet, example: tuple[torch.Tensor, ...], dyn: dict[str, Any], opset: int) -> Any:
+def _export(
+    model: torch.nn.Module, example: tuple[torch.Tensor, ...], dyn: dict[str, Any], opset: int
+) -> Any:
     return torch.onnx.export(
         model,
         example,
@@ -112,13 +130,16 @@ def quiet_exporter() -> Iterator[None]:
             h.removeFilter(chatter)
 
 
-def check_graph_parity(model: LPGNet, path: str | Path, *, tol: float = 1e-3, seed: int = 0) -> float:
+def check_graph_parity(
+    model: LPGNet, path: str | Path, *, tol: float = 1e-3, seed: int = 0, last_only: bool = False
+) -> float:
     """Run `model` and the graph at `path` on one random padded batch; raise unless logits agree.
 
     Inputs are drawn from the model's own input statistics (its `InputNorm` buffers), so they look
     like real features; two dialogues of different lengths with missing modalities exercise padding
     and masks. Agreement: |onnx - torch| <= tol * (1 + |torch|) on every valid row. Returns the
-    largest absolute difference.
+    largest absolute difference. `last_only`: the graph is a last-row one, checked against those rows
+    of the module's full pass.
     """
     cfg = model.cfg
     g = torch.Generator().manual_seed(seed)
@@ -135,6 +156,9 @@ def check_graph_parity(model: LPGNet, path: str | Path, *, tol: float = 1e-3, se
     with torch.inference_mode():
         expected = model.eval()(text, audio, text_mask, audio_mask).logits
     got = OnnxLPGNet(path, device="cpu", intra_op_threads=1)(text, audio, text_mask, audio_mask).logits
+    if last_only:
+        ends = ((text_mask | audio_mask).long() * torch.arange(u)).amax(1)
+        expected, valid = take_rows(expected, ends), take_rows(valid, ends)
     gap = torch.where(valid, (got - expected).abs(), 0.0)  # padded rows may hold anything, NaN too
     excess = torch.where(valid, gap - tol * (1 + expected.abs()), 0.0)
     diff = float(gap.max())
@@ -143,7 +167,9 @@ def check_graph_parity(model: LPGNet, path: str | Path, *, tol: float = 1e-3, se
     return diff
 
 
-def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path, *, refresh: bool = False) -> Path:
+def export_lpgnet_cached(
+    model: LPGNet, cache_dir: str | Path, *, refresh: bool = False, last_only: bool = False
+) -> Path:
     """Export `model`'s ONNX graph into `cache_dir` unless it is there already; return its path.
 
     The cache key hashes the config, every weight and buffer, the exporter (torch version, opset,
@@ -151,18 +177,20 @@ def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path, *, refresh: bool 
     graph. A new graph must pass `check_graph_parity` before it is moved into place atomically
     (concurrent starts may export twice, never read half a file). ~10 s on 2 cores. Callers should
     still check a cached graph before serving it: the file may have been replaced since; `refresh`
-    exports it again over whatever is there.
+    exports it again over whatever is there. `last_only`: the last-row graph (`export_lpgnet`).
     """
     import onnxruntime
 
     digest = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
     digest.update(f"{EXPORT_VERSION}/{OPSET}/{torch.__version__}/{onnxruntime.__version__}".encode())
+    if last_only:  # the full graph's key stays as it was: caches keep serving it
+        digest.update(b"/last-only")
     state = model.state_dict()
     for key in sorted(state):
         digest.update(key.encode())
         digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
     cache = Path(cache_dir)
-    path = cache / f"lpgnet-{digest.hexdigest()[:24]}.onnx"
+    path = cache / f"lpgnet-{digest.hexdigest()[:24]}{LAST_ROW_SUFFIX if last_only else ''}.onnx"
     if path.is_file() and not refresh:
         return path
     cache.mkdir(parents=True, exist_ok=True)
@@ -171,8 +199,8 @@ def export_lpgnet_cached(model: LPGNet, cache_dir: str | Path, *, refresh: bool 
     tmp = Path(name)
     try:
         log.info("exporting LPGNet to %s (once per checkpoint)", path)
-        export_lpgnet(model, tmp)
-        check_graph_parity(model, tmp)
+        export_lpgnet(model, tmp, last_only=last_only)
+        check_graph_parity(model, tmp, last_only=last_only)
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep other users (a shared cache, the image) out
         os.replace(tmp, path)
     finally:
@@ -207,6 +235,7 @@ class OnnxLPGNet:
 # ---- the bundle: every graph a checkpoint needs, and a manifest the service loads ----
 
 LPGNET_GRAPH = "lpgnet.onnx"
+LAST_ROW_GRAPH = "lpgnet-last-row.onnx"  # its last-row pass (`export_lpgnet(last_only=True)`), what serves
 TEXT_ONLY_GRAPH = "lpgnet-text-only.onnx"  # a checkpoint's text-only network (`Checkpoint.text_only`)
 CHAT_TEXT_GRAPH = "lpgnet-chat-text.onnx"  # its chat text network beside it (`Checkpoint.chat_text`)
 TEXT_GRAPHS = dict(zip(TEXT_NETWORKS, (TEXT_ONLY_GRAPH, CHAT_TEXT_GRAPH), strict=True))  # by network
@@ -241,6 +270,7 @@ def export_bundle(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     export_lpgnet(ckpt.model, out / LPGNET_GRAPH)
+    export_lpgnet(ckpt.model, out / LAST_ROW_GRAPH, last_only=True)
     for name, network in ckpt.text_networks().items():
         export_lpgnet(network, out / TEXT_GRAPHS[name])
     entries: dict[str, dict[str, Any]] = {}
@@ -266,6 +296,7 @@ def export_bundle(
             "context": ckpt.context,
         },
         "lpgnet": LPGNET_GRAPH,
+        "lpgnet_last_row": LAST_ROW_GRAPH,
         **{name: TEXT_GRAPHS[name] if name in ckpt.text_networks() else None for name in TEXT_GRAPHS},
         "encoders": entries,
     }

@@ -19,6 +19,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
+from model.lpgnet import LPGNet, take_rows
+
 Modalities = Literal["both", "text", "audio"]
 MODALITY_SETTINGS: tuple[Modalities, ...] = ("both", "text", "audio")
 STORAGE_DTYPE = np.dtype("<f2")  # the stores keep float16 vectors: half the memory, ~1e-3 change
@@ -26,6 +28,38 @@ DEFAULT_WINDOW = 64
 
 # (text (B, U, Dt), audio (B, U, Da), text_mask (B, U), audio_mask (B, U)) -> fused logits (B, U, C)
 Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LastRowNetwork:
+    """A `Network` that can also answer only the row each window ends with, in less work: what the
+    service asks for. `rows` answers every row (B, U, C); `last` the same inputs' last rows (B, 1, C),
+    each window's last row with either mask (`last_rows`), equal to those rows of `rows`
+    (`LPGNet.forward(last_only=True)`, or its graph)."""
+
+    rows: Network
+    last: Network
+
+    def __call__(self, t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        return self.rows(t, a, tm, am)
+
+
+def last_rows(text_mask: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) long: the index of each window's last row with either mask (windows are padded on the right)."""
+    rows = torch.arange(text_mask.shape[1], device=text_mask.device)
+    return ((text_mask | audio_mask).long() * rows).amax(1)
+
+
+def last_row_logits(network: Network) -> Network:
+    """`network`'s answer for each window's last row only, (B, 1, C): its own cheaper pass where it has
+    one (`LastRowNetwork`), else those rows of the full pass."""
+    if isinstance(network, LastRowNetwork):
+        return network.last
+
+    def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        return take_rows(network(t, a, tm, am), last_rows(tm, am))
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -117,15 +151,15 @@ def pad_windows(windows: Sequence[Window]) -> Padded:
 
 
 def last_row_probabilities(network: Network, windows: Sequence[Window]) -> torch.Tensor:
-    """(B, C) float64 probabilities of each window's last utterance, as the engine computes them."""
+    """(B, C) float64 probabilities of each window's last utterance, as the engine computes them (only
+    those rows, where the network can: `LastRowNetwork`)."""
+    last = last_row_logits(network)
     if len(windows) == 1:  # the service's usual call: nothing to pad, so no copies (views only)
         w = windows[0]
-        logits = network(w.text.float()[None], w.audio.float()[None], w.text_mask[None], w.audio_mask[None])
-        return torch.softmax(logits[:, -1].double(), dim=-1)
-    batch = pad_windows(windows)
-    logits = network(*batch.tensors())  # (B, U, C)
-    last = logits[torch.arange(len(windows)), batch.lengths - 1]
-    return torch.softmax(last.double(), dim=-1)
+        logits = last(w.text.float()[None], w.audio.float()[None], w.text_mask[None], w.audio_mask[None])
+    else:
+        logits = last(*pad_windows(windows).tensors())  # (B, 1, C)
+    return torch.softmax(logits[:, 0].double(), dim=-1)
 
 
 @dataclass
@@ -192,7 +226,8 @@ def predict_served(
 
 
 def module_network(module: torch.nn.Module) -> Network:
-    """A PyTorch LPGNet (or baseline) as a `Network`: eval mode, no autograd, fused logits."""
+    """A PyTorch LPGNet (or baseline) as a `Network`: eval mode, no autograd, fused logits; an LPGNet's
+    is a `LastRowNetwork` (its last-row pass)."""
     module.eval()
 
     def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
@@ -200,7 +235,15 @@ def module_network(module: torch.nn.Module) -> Network:
             out: torch.Tensor = module(t, a, tm, am).logits
         return out.float()
 
-    return run
+    if not isinstance(module, LPGNet):
+        return run
+
+    def last(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out: torch.Tensor = module(t, a, tm, am, last_only=True).logits
+        return out.float()
+
+    return LastRowNetwork(run, last)
 
 
 def audio_pooled(network: Network, weight: float) -> Network:
@@ -214,17 +257,23 @@ def audio_pooled(network: Network, weight: float) -> Network:
     if weight == 0.0:
         return network
 
-    def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
-        if not bool(am.any()):
-            return network(t, a, tm, am)
-        b = t.shape[0]
-        logits = network(
-            torch.cat([t, t]), torch.cat([a, a]), torch.cat([tm, torch.zeros_like(tm)]), torch.cat([am, am])
-        )  # (2B, U, C)
-        sent, heard = logits[:b], logits[b:]
-        return torch.where(am.unsqueeze(-1), (1.0 - weight) * sent + weight * heard, sent)
+    def pooled(net: Network, last: bool) -> Network:
+        def run(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+            if not bool(am.any()):
+                return net(t, a, tm, am)
+            b = t.shape[0]
+            words_hidden = torch.cat([tm, torch.zeros_like(tm)])
+            logits = net(torch.cat([t, t]), torch.cat([a, a]), words_hidden, torch.cat([am, am]))
+            # (2B, U, C), or (2B, 1, C) for the last rows
+            sent, heard = logits[:b], logits[b:]
+            has_audio = take_rows(am, last_rows(tm, am)) if last else am  # of the rows answered
+            return torch.where(has_audio.unsqueeze(-1), (1.0 - weight) * sent + weight * heard, sent)
 
-    return run
+        return run
+
+    if isinstance(network, LastRowNetwork):
+        return LastRowNetwork(pooled(network.rows, False), pooled(network.last, True))
+    return pooled(network, False)
 
 
 def served_network(
@@ -293,7 +342,20 @@ def text_only_routed(fused: Network, text_only: Network, *, causal: bool) -> Net
             return text_only(t, a, tm, am)
         return torch.where(alone.unsqueeze(-1), text_only(t, a, tm, am), fused(t, a, tm, am))
 
-    return run
+    if not isinstance(fused, LastRowNetwork):
+        return run
+    text_last, fused_last = last_row_logits(text_only), fused.last
+
+    def last(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        # a window's last row depends on every row before it, in either mode: on audio if any row has it
+        alone = ~am.any(dim=1, keepdim=True)  # (B, 1)
+        if not bool(alone.any()):
+            return fused_last(t, a, tm, am)
+        if bool(alone.all()):
+            return text_last(t, a, tm, am)
+        return torch.where(alone.unsqueeze(-1), text_last(t, a, tm, am), fused_last(t, a, tm, am))
+
+    return LastRowNetwork(run, last)
 
 
 __all__ = [
@@ -301,6 +363,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "MODALITY_SETTINGS",
     "Modalities",
+    "LastRowNetwork",
     "Network",
     "Padded",
     "STORAGE_DTYPE",
@@ -309,7 +372,9 @@ __all__ = [
     "Window",
     "audio_pooled",
     "confidence_routed",
+    "last_row_logits",
     "last_row_probabilities",
+    "last_rows",
     "module_network",
     "pad_windows",
     "predict_served",

@@ -50,10 +50,10 @@ def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_e
 
     import numpy as np
 
-    from model.checkpoint import Checkpoint, save_checkpoint
+    from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from model.encoders.factory import load_bundle_encoders
     from model.encoders.profiles import build_encoders, encoder_specs
-    from model.export import MANIFEST, export_bundle
+    from model.export import MANIFEST, check_graph_parity, export_bundle
 
     encoders = build_encoders("tiny", device="cpu", tiny_dir=tiny_encoder_dir)
     specs = encoder_specs(encoders)
@@ -72,7 +72,8 @@ def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_e
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["checkpoint"]["labels"] == ["calm", "upset"]
     assert {m: e["backend"] for m, e in manifest["encoders"].items()} == {"text": "onnx", "audio": "onnx"}
-    assert (out / "lpgnet.onnx").exists()
+    assert (out / "lpgnet.onnx").exists() and manifest["lpgnet_last_row"] == "lpgnet-last-row.onnx"
+    assert check_graph_parity(load_checkpoint(ckpt).model, out / "lpgnet-last-row.onnx", last_only=True) < 1e-3
     served = load_bundle_encoders(out, device="cpu", intra_op_threads=1)
     assert {m: e.spec for m, e in served.items()} == specs
     texts = ["hello there", "I am not sure this is a good idea at all"]

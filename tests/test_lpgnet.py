@@ -218,3 +218,43 @@ def test_conversation_norm_changes_what_the_network_answers():
     b = tiny_model(seed=1, audio_norm="conversation", **cfg)
     text, audio, tm, am = make_batch(2, 6, a.cfg, p_missing=0.0)
     assert not torch.allclose(a(text, audio, tm, am).logits, b(text, audio, tm, am).logits, atol=1e-3)
+
+
+def _windows_ending_early(b: int, u: int, cfg: LPGNetConfig, seed: int):
+    """Right-padded windows of lengths u, u - 2, ..., the last real row of some with one modality."""
+    text, audio, tm, am = make_batch(b, u, cfg, seed=seed)
+    for i in range(1, b):
+        tm[i, u - 2 * i :] = am[i, u - 2 * i :] = False
+    tm[0, -1], am[0, -1] = False, True  # window 0 ends on a row with audio alone
+    return text, audio, tm, am
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()))
+def test_last_only_equals_the_last_real_row_of_the_full_pass(variant):
+    """What the service asks for (each window's last row) computed alone is those rows of every row's."""
+    model = tiny_model(seed=3, **variant)
+    model.text_norm.mean.normal_()  # statistics that are not the identity, and trained BatchNorm
+    for m in model.modules():
+        if hasattr(m, "running_mean") and m.running_mean.dim() == 1 and m.running_mean.numel() == 8:
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    text, audio, tm, am = _windows_ending_early(3, 9, model.cfg, seed=4)
+    with torch.no_grad():
+        full, last = model(text, audio, tm, am), model(text, audio, tm, am, last_only=True)
+    ends = torch.tensor([8, 6, 4])
+    for rows, got in zip(full, last, strict=True):
+        assert got.shape == (3, 1, 3)
+        torch.testing.assert_close(got[:, 0], rows[torch.arange(3), ends], atol=1e-5, rtol=1e-5)
+    if model.cfg.modalities == "text":  # window 0 ends on a row it cannot hear: no answer of its own
+        return
+    # and the rows it skips are not what it answers: a window with one more row answers differently
+    with torch.no_grad():
+        shorter = model(text[:, :-1], audio[:, :-1], tm[:, :-1], am[:, :-1], last_only=True)
+    assert not torch.allclose(shorter.logits[0], last.logits[0])
+
+
+def test_last_only_is_for_inference():
+    model = tiny_model().train()
+    text, audio, tm, am = make_batch(2, 4, model.cfg)
+    with pytest.raises(ValueError, match="inference"):
+        model(text, audio, tm, am, last_only=True)
