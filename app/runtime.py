@@ -11,6 +11,7 @@ module, or its ONNX graph in onnxruntime (exported once into the cache, parity-c
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -182,11 +183,12 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
 
     torch: the checkpoint's module. onnx: its graph in onnxruntime (a bundle's, LPGNET_ONNX_MODEL, or
     the .onnx beside the checkpoint). auto, on CPU: the graph LPGNET_ONNX_MODEL names, else one
-    exported from the checkpoint into the cache once (LPGNet 1.8 vs 3-11 ms at 64 utterances on 2
-    cores); PyTorch when exporting fails, and on CUDA. The main network also gets its last-row pass
-    (`model.serving.LastRowNetwork`: the one row a request asks for, ~35 % less work at 64 utterances):
-    the module's own in PyTorch, else a second graph (the bundle's, or the cache's; a graph named by
-    LPGNET_ONNX_MODEL alone serves every row). Every graph is checked against the checkpoint's
+    exported from the checkpoint into the cache once (faster than PyTorch at 64 utterances on 2 cores,
+    bench/RESULTS.md); PyTorch when exporting fails, and on CUDA. The main network also gets its last-row
+    pass (`model.serving.LastRowNetwork`: the one row a request asks for, 35-55 % less time at 64
+    utterances): the module's own in PyTorch, else a second graph (the bundle's as its manifest names it,
+    or the cache's; a single graph named by LPGNET_ONNX_MODEL or <checkpoint>.onnx, or a bundle from
+    before, serves every row). Every graph is checked against the checkpoint's
     module on a random batch before it serves; a named graph that fails is a start-up error. A
     checkpoint's text networks (text-only, chat text) are served the same way (each graph: a bundle's,
     else the cache's); all are composed by `model.serving.served_network` (the contract's audio pool, the
@@ -231,7 +233,7 @@ def _served(
     auto = settings.backend == "auto"
     if settings.backend == "torch" or (auto and device.type != "cpu"):
         return _torch_network(module, device), "torch"
-    from model.export import LAST_ROW_GRAPH, OnnxLPGNet
+    from model.export import OnnxLPGNet
 
     if path is None:  # without a graph of its own: export the module once
         try:
@@ -244,14 +246,10 @@ def _served(
         last_path = _cached_last_row_graph(settings, module) if last_row else None
     else:
         _check_named_graph(module, name, path)
-        last_path = None
-        if last_row and onnx_bundle(settings) is not None:
-            last_path = path.parent / LAST_ROW_GRAPH
-            if last_path.is_file():
-                _check_named_graph(module, name, last_path, last_only=True)
-            else:
-                log.info("the bundle has no %s (an older export): every row is computed", last_path.name)
-                last_path = None
+        bundle = onnx_bundle(settings)
+        last_path = _bundle_last_row_graph(bundle) if last_row and bundle is not None else None
+        if last_path is not None:
+            _check_named_graph(module, name, last_path, last_only=True)
     # one intra-op thread per model thread on CPU, like torch (LPGNET_ONNX_THREADS overrides)
     threads = settings.onnx_threads or (settings.torch_threads or 1 if device.type == "cpu" else None)
     runner = OnnxLPGNet(path, device=settings.device, intra_op_threads=threads)
@@ -260,6 +258,15 @@ def _served(
         return rows, "onnx"
     last_runner = OnnxLPGNet(last_path, device=settings.device, intra_op_threads=threads)
     return LastRowNetwork(rows, lambda t, a, tm, am: last_runner(t, a, tm, am).logits), "onnx"
+
+
+def _bundle_last_row_graph(bundle: Path) -> Path | None:
+    """The last-row graph an `lpgnet export` bundle's manifest names; None: an older bundle without one."""
+    name = json.loads((bundle / MANIFEST).read_text()).get("lpgnet_last_row")
+    if name is None:
+        log.info("the bundle %s has no last-row graph (an older export): every row is computed", bundle)
+        return None
+    return bundle / name
 
 
 def _cached_graph(settings: Settings, module: LPGNet, *, last_only: bool = False) -> Path:

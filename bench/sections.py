@@ -211,7 +211,7 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
     as it serves it (the window's last row: `model.serving.last_row_logits`)."""
     import torch
 
-    from model.serving import last_row_logits
+    from model.serving import LastRowNetwork, last_row_logits
 
     torch.set_num_threads(engine.workers.torch_threads)  # as in the engine's own model thread
     cfg = engine.checkpoint.config
@@ -232,7 +232,12 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
             forward()
         wall.append(watch.wall_s * 1000.0)
         cpu.append(watch.cpu_s * 1000.0)
-    return {"backend": engine.backend, "wall": summarize(wall), "cpu": summarize(cpu)}
+    return {
+        "backend": engine.backend,
+        "last_row": isinstance(engine.workers.network, LastRowNetwork),  # False: every row computed
+        "wall": summarize(wall),
+        "cpu": summarize(cpu),
+    }
 
 
 async def run_offline(

@@ -326,7 +326,7 @@ class LPGNet(nn.Module):
         `last_only` (eval mode): (B, 1, C), the rows each window ends with (its last row with either
         mask; windows padded on the right), equal to those rows of the full output. What the service
         answers: every stream still attends over the whole window, but the compression, FFN, fusion and
-        classifiers run for one row instead of U (~2x less work at 64 utterances).
+        classifiers run for one row instead of U (at 64 utterances 35-55 % less time, bench/RESULTS.md).
         """
         cfg = self.cfg
         last = None

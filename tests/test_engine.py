@@ -615,11 +615,11 @@ def _assert_same_answers(engine: Engine, reference: Engine) -> None:
         np.testing.assert_allclose(row, want, atol=1e-5)
 
 
-@pytest.mark.slow
 def _last_row_last(graph: Path) -> tuple[bool, str]:
     return graph.stem.endswith(LAST_ROW_SUFFIX), graph.name
 
 
+@pytest.mark.slow
 def test_auto_backend_serves_an_exported_graph_once_per_checkpoint(
     make_settings: Callable[..., Settings],
     tiny_specs: dict[str, Any],

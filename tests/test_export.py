@@ -73,7 +73,8 @@ def test_bundle_exports_every_graph_and_serves_the_same_vectors(tmp_path, tiny_e
     assert manifest["checkpoint"]["labels"] == ["calm", "upset"]
     assert {m: e["backend"] for m, e in manifest["encoders"].items()} == {"text": "onnx", "audio": "onnx"}
     assert (out / "lpgnet.onnx").exists() and manifest["lpgnet_last_row"] == "lpgnet-last-row.onnx"
-    assert check_graph_parity(load_checkpoint(ckpt).model, out / "lpgnet-last-row.onnx", last_only=True) < 1e-3
+    last_row = out / manifest["lpgnet_last_row"]
+    assert check_graph_parity(load_checkpoint(ckpt).model, last_row, last_only=True) < 1e-3
     served = load_bundle_encoders(out, device="cpu", intra_op_threads=1)
     assert {m: e.spec for m, e in served.items()} == specs
     texts = ["hello there", "I am not sure this is a good idea at all"]

@@ -135,6 +135,7 @@ def test_cached_last_row_graph_is_named_apart_from_the_full_one(tmp_path: Path) 
     assert export_lpgnet_cached(model, tmp_path, last_only=True) == last  # once per checkpoint
 
 
+@pytest.mark.slow
 def test_engine_serves_the_last_row_pass_on_both_runtimes(
     make_settings: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -149,6 +150,7 @@ def test_engine_serves_the_last_row_pass_on_both_runtimes(
             settings = make_settings(cache_dir=tmp_path / "cache", encoder_backend="torch", backend=backend)
             engine = Engine.load(settings, store, Metrics())
             assert isinstance(engine.workers.network, LastRowNetwork), backend
+            assert engine.backend == {"auto": "onnx", "torch": "torch"}[backend]
         assert engine.backend == "torch" and len(list((tmp_path / "cache").glob("*-last-row.onnx"))) == 1
     finally:
         torch.set_num_threads(threads)
