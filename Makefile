@@ -34,7 +34,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy app model
+	$(VENV)/bin/mypy app model bench
 
 clean-venv:
 	rm -rf $(VENV)

@@ -32,7 +32,7 @@ from model.encoders.base import Encoder, EncoderMismatchError
 from model.encoders.devices import count_available_cpus, resolve_device
 from model.encoders.factory import MANIFEST, checkpoint_encoders
 from model.lpgnet import LPGNet
-from model.serving import Network
+from model.serving import LastRowNetwork, Network
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,6 @@ def _served(
 ) -> tuple[Network, str]:
     """One LPGNet module served by `settings.backend` (see `build_network`); `path`: its named graph.
     `last_row`: with its last-row pass too (`LastRowNetwork`)."""
-    from model.serving import LastRowNetwork
-
     auto = settings.backend == "auto"
     if settings.backend == "torch" or (auto and device.type != "cpu"):
         return _torch_network(module, device), "torch"
@@ -330,8 +328,6 @@ def _named_text_graph(settings: Settings, name: str) -> Path | None:
 
 def _torch_network(module: LPGNet, device: torch.device) -> Network:
     """The module on `device`, with its last-row pass (`LastRowNetwork`)."""
-    from model.serving import LastRowNetwork
-
     module = module.to(device).eval()
 
     def pass_(last_only: bool) -> Network:

@@ -132,7 +132,7 @@ def compare_encoders(served: Any, device: str, clips: list[Any], cache: Path, co
     from model.encoders.text import HFTextEncoder
 
     text_dir, audio_dir = encoder_dirs(served)
-    encoders = {  # fp32 references: the text encoder would default to fp16 on CUDA
+    encoders: dict[str, HFTextEncoder | Emotion2VecEncoder] = {  # fp32 references (text: fp16 on CUDA)
         "text": HFTextEncoder(text_dir, pooling="cls", device=device, fp16=False),
         "audio": Emotion2VecEncoder(audio_dir, device=device),
     }

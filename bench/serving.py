@@ -83,7 +83,9 @@ def export_graphs(served: Served, opts: BenchOptions) -> None:
         precision=opts.precision or "auto",
         backend="auto",
         cache_dir=graph_cache(opts),
-        **served.overrides,
+        text_model=served.overrides.get("text_model"),
+        audio_model=served.overrides.get("audio_model"),
+        tiny_dir=served.overrides.get("tiny_dir"),
     )
 
 

@@ -333,9 +333,7 @@ class LPGNet(nn.Module):
         if last_only:
             if self.training:
                 raise ValueError("last_only is for inference: BatchNorm statistics need every row")
-            # (B,): each window's last row with either mask (padding follows it), before the masks change
-            rows = torch.arange(text_mask.shape[1], device=text_mask.device)
-            last = ((text_mask | audio_mask).long() * rows).amax(1)
+            last = last_rows(text_mask, audio_mask)  # before the masks change
         if cfg.modalities == "text":
             audio_mask = torch.zeros_like(audio_mask)
         elif cfg.modalities == "audio":
@@ -391,6 +389,12 @@ class LPGNet(nn.Module):
         }
 
 
+def last_rows(text_mask: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) long: the index of each window's last row with either mask (windows are padded on the right)."""
+    rows = torch.arange(text_mask.shape[1], device=text_mask.device)
+    return ((text_mask | audio_mask).long() * rows).amax(1)
+
+
 def take_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """x (B, U, ...) -> (B, 1, ...): row rows[b] of window b."""
     index = rows.view(-1, *([1] * (x.dim() - 1))).expand(-1, 1, *x.shape[2:])
@@ -416,6 +420,7 @@ __all__ = [
     "ParallelInteractionAttention",
     "ResidualEnhancement",
     "count_parameters",
+    "last_rows",
     "paper_config",
     "take_rows",
 ]

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from model.lpgnet import LPGNet, take_rows
+from model.lpgnet import LPGNet, last_rows, take_rows
 
 Modalities = Literal["both", "text", "audio"]
 MODALITY_SETTINGS: tuple[Modalities, ...] = ("both", "text", "audio")
@@ -42,12 +42,6 @@ class LastRowNetwork:
 
     def __call__(self, t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
         return self.rows(t, a, tm, am)
-
-
-def last_rows(text_mask: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) long: the index of each window's last row with either mask (windows are padded on the right)."""
-    rows = torch.arange(text_mask.shape[1], device=text_mask.device)
-    return ((text_mask | audio_mask).long() * rows).amax(1)
 
 
 def last_row_logits(network: Network) -> Network:
@@ -374,7 +368,6 @@ __all__ = [
     "confidence_routed",
     "last_row_logits",
     "last_row_probabilities",
-    "last_rows",
     "module_network",
     "pad_windows",
     "predict_served",
