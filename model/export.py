@@ -177,14 +177,13 @@ def export_lpgnet_cached(
     graph. A new graph must pass `check_graph_parity` before it is moved into place atomically
     (concurrent starts may export twice, never read half a file). ~10 s on 2 cores. Callers should
     still check a cached graph before serving it: the file may have been replaced since; `refresh`
-    exports it again over whatever is there. `last_only`: the last-row graph (`export_lpgnet`).
+    exports it again over whatever is there. `last_only`: the last-row graph (`export_lpgnet`), named
+    as the full one with `LAST_ROW_SUFFIX`, so a checkpoint's two graphs sit side by side.
     """
     import onnxruntime
 
     digest = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
     digest.update(f"{EXPORT_VERSION}/{OPSET}/{torch.__version__}/{onnxruntime.__version__}".encode())
-    if last_only:  # the full graph's key stays as it was: caches keep serving it
-        digest.update(b"/last-only")
     state = model.state_dict()
     for key in sorted(state):
         digest.update(key.encode())

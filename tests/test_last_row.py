@@ -131,6 +131,7 @@ def test_cached_last_row_graph_is_named_apart_from_the_full_one(tmp_path: Path) 
     model = _model(0)
     full, last = export_lpgnet_cached(model, tmp_path), export_lpgnet_cached(model, tmp_path, last_only=True)
     assert last.name.endswith("-last-row.onnx") and not full.name.endswith("-last-row.onnx")
+    assert last.name == f"{full.stem}-last-row.onnx"  # a checkpoint's two graphs side by side
     assert sorted(tmp_path.glob("*.onnx")) == sorted([full, last])
     assert export_lpgnet_cached(model, tmp_path, last_only=True) == last  # once per checkpoint
 
