@@ -199,3 +199,28 @@ def test_gpu_missing_requirements_lists_what_is_not_installed(tmp_path: Path) ->
     pyproject.write_text('[project]\ndependencies = ["torch==0.0.1", "numpy>=1", "no-such-package-xyz>=1"]\n')
     # installed ones are skipped whatever their pin (a CUDA torch is kept); the rest keep their spec
     assert missing_requirements(pyproject) == ["no-such-package-xyz>=1"]
+
+
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and __import__("platform").machine() == "x86_64" and shutil.which("cc")),
+    reason="bench/no_amx.sh is for x86-64 Linux with a C compiler",
+)
+def test_no_amx_refuses_the_tile_permission_caps_onednn_and_passes_other_syscalls(tmp_path: Path) -> None:
+    """bench/no_amx.sh: the permission MLAS and oneDNN ask for before using AMX is refused (EPERM, which
+    the kernel never answers: 0 on an AMX CPU, EINVAL elsewhere), every other syscall() reaches libc."""
+    import errno
+    import os
+
+    probe = (
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+        "amx = libc.syscall(158, 0x1023, 18); err = ctypes.get_errno(); "
+        "print(amx, err, libc.syscall(39) == os.getpid(), os.environ.get('ONEDNN_MAX_CPU_ISA'))"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}  # the shim is built there, not in ~/.cache
+    script = str(REPO_ROOT / "bench" / "no_amx.sh")
+    done = subprocess.run(
+        ["bash", script, sys.executable, "-c", probe], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["-1", str(errno.EPERM), "True", "AVX512_CORE_VNNI"]
+    assert list((tmp_path / "lpgnet" / "no-amx").glob("no_amx-*.so"))
