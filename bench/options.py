@@ -57,7 +57,7 @@ class Plan:
                 flat=8,
                 flat_prefill="store",
                 inproc_under_load=False,  # keeps --quick short; HTTP is the service as deployed
-                latency_max=18,
+                latency_max=30,
                 rounds_max=5,
             ),
             "full": cls(
