@@ -11,6 +11,7 @@ tested on made-up data in tests/test_bench_verdict.py.
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -202,7 +203,7 @@ def test_gpu_missing_requirements_lists_what_is_not_installed(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(
-    not (sys.platform == "linux" and __import__("platform").machine() == "x86_64" and shutil.which("cc")),
+    not (sys.platform == "linux" and platform.machine() == "x86_64" and shutil.which("cc")),
     reason="bench/no_amx.sh is for x86-64 Linux with a C compiler",
 )
 def test_no_amx_refuses_the_tile_permission_caps_onednn_and_passes_other_syscalls(tmp_path: Path) -> None:
