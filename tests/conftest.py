@@ -17,5 +17,6 @@ def pytest_configure(config) -> None:  # noqa: ANN001 - pytest's hook signature
     if workers > 1 and "PYTEST_XDIST_WORKER" in os.environ:
         import torch
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // workers))
+        from model.encoders.devices import count_available_cpus  # affinity, capped by a cgroup quota
+
+        torch.set_num_threads(max(1, count_available_cpus() // workers))
