@@ -42,8 +42,8 @@ RUN --mount=type=bind,source=wheels,target=/tmp/wheels \
 
 # the dependencies, from pyproject.toml alone, so code changes do not reinstall them
 # pyproject.toml extras to install as well, comma-separated. The image serves every built-in profile
-# without any; EXTRAS=egemaps serves a checkpoint trained on eGeMAPS audio features (openSMILE, which
-# brings pandas and pyarrow: ~270 MB). train and dev are for `make test`, not for the image.
+# and the committed checkpoints without any (openSMILE, for the default's voice expert, is a dependency).
+# train and dev are for `make test`, not for the image.
 # Declared here, not above, so that changing it keeps the torch layer cached.
 ARG EXTRAS=""
 COPY pyproject.toml ./

@@ -291,6 +291,7 @@ class Engine:
             "modalities": self.modalities,
             "text_only_network": getattr(ckpt, "text_only", None) is not None,
             "chat_text_network": getattr(ckpt, "chat_text", None) is not None,
+            "voice_weight": voice.weight if (voice := getattr(ckpt, "voice", None)) is not None else 0.0,
             "audio_weight": ckpt.serving.audio_weight,
             "backend": self.backend,
             "device": self.device,

@@ -150,6 +150,7 @@ def _served_encoders(settings: Settings, checkpoint: Checkpoint, profile: str) -
             text_model=None if settings.text_model is None else str(settings.text_model),
             audio_model=None if settings.audio_model is None else str(settings.audio_model),
             tiny_dir=settings.tiny_dir,
+            voice=None if checkpoint.voice is None else checkpoint.voice.spec,
         )
     except EncoderMismatchError as exc:
         raise StartupError(f"{Path(settings.checkpoint).name}: {exc}") from exc
@@ -212,7 +213,13 @@ def build_network(settings: Settings, checkpoint: Checkpoint, device: torch.devi
         text[name], text_backend = _served(settings, module, what, device, graph)
         backends.append(text_backend)
     served = served_network(
-        network, text.get("text_only"), checkpoint.serving, causal=causal, chat_text=text.get("chat_text")
+        network,
+        text.get("text_only"),
+        checkpoint.serving,
+        causal=causal,
+        chat_text=text.get("chat_text"),
+        voice=checkpoint.voice,
+        audio_dim=checkpoint.config.audio_dim,
     )
     return served, backend if len(set(backends)) == 1 else "/".join(backends)
 

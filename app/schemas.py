@@ -332,6 +332,12 @@ class ModelResponse(BaseModel):
         "text-only one: each utterance without audio in its context is then answered by the more "
         "confident of the two over its window.",
     )
+    voice_weight: float = Field(
+        default=0.0,
+        description="The checkpoint's voice expert: a classifier of each clip's eGeMAPS whose "
+        "log-probabilities, times this weight, are added to the networks' answer on every utterance "
+        "with audio (0: none).",
+    )
     audio_weight: float = Field(
         description="The checkpoint's audio pool: an utterance with audio is answered by (1 - w) * logits + "
         "w * logits with the words hidden (0: as trained; `lpgnet pool-audio`)."

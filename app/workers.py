@@ -55,6 +55,8 @@ class ModelWorkers:
         self.encoders = encoders
         self.network = network  # called in the model batcher's thread (PyTorch or onnxruntime)
         self.config = config
+        # the stored audio vectors: the network's features, then a voice expert's if the checkpoint has one
+        self.audio_dim = encoders["audio"].spec.dim if "audio" in encoders else config.audio_dim
         self.settings = settings
         self.cores = _core_budget(settings, device)
         self.torch_threads = self.cores.shared  # of a job with company (`cores.alone`: of a lone one)
@@ -107,7 +109,7 @@ class ModelWorkers:
             await asyncio.gather(*(self.encode_audio(waveform) for _ in range(max(1, self.audio_workers))))
         cfg = self.config
         for length in sorted({1, self.settings.context_window}):
-            row = (np.zeros(cfg.text_dim, np.float16), np.zeros(cfg.audio_dim, np.float16))
+            row = (np.zeros(cfg.text_dim, np.float16), np.zeros(self.audio_dim, np.float16))
             await self.score([ContextRow(i, *row) for i in range(length)])
             if "text" in self.encoders:  # a text-only window: the checkpoint's text-only network, if any
                 await self.score([ContextRow(i, row[0], None) for i in range(length)])
@@ -196,7 +198,11 @@ class ModelWorkers:
         very code `lpgnet evaluate` runs, so serving = evaluation."""
         cfg = self.config
         batch = [
-            ArrayWindow.from_rows([(r.text, r.audio) for r in rows], cfg.text_dim, cfg.audio_dim)
+            ArrayWindow.from_rows(
+                [(r.text, fitted_audio(r.audio, self.audio_dim, cfg.audio_dim)) for r in rows],
+                cfg.text_dim,
+                self.audio_dim,
+            )
             for rows in windows
         ]
         return list(last_row_probabilities(self.network, batch).numpy())
@@ -217,6 +223,21 @@ class ModelWorkers:
                 for m, e in sorted(self.encoders.items())
             },
         }
+
+
+def fitted_audio(vector: np.ndarray | None, width: int, network_width: int) -> np.ndarray | None:
+    """A stored audio vector at the width this checkpoint's windows need. A shared store may hold vectors
+    written by a replica of the previous checkpoint: one of the networks' own width (stored before a
+    voice expert was added) gets the expert's part zero, so the expert stays silent on it
+    (`model.voice.VoiceExpert.present`); one with an expert's part this checkpoint does not hear loses it.
+    Any other width is left as it is (`ArrayWindow.from_rows` refuses it)."""
+    if vector is None or len(vector) == width:
+        return vector
+    if len(vector) == network_width < width:
+        return np.concatenate([vector, np.zeros(width - network_width, vector.dtype)])
+    if len(vector) > width == network_width:
+        return vector[:width]
+    return vector
 
 
 def _follows_lease(encoder: Encoder) -> bool:

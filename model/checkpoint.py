@@ -19,6 +19,9 @@ the exact model and feed it exactly the features it was trained on:
                     depend on no audio (`model.serving.text_only_routed`); part of `version`
     chat_text       optional, beside text_only: a chat-trained text LPGNet; rows without audio go to
                     the more confident of the two (`model.serving.confidence_routed`); part of `version`
+    voice           optional `VoiceExpert.to_dict()`: a classifier of the clips' eGeMAPS heard beside the
+                    networks (`model.voice`, `model.serving.voice_added`); served after the audio
+                    encoder's features (`model.encoders.voiced`); part of `version`
     training        free-form: data, split, seed, selected epoch, metrics, the whole TrainConfig
 """
 
@@ -36,6 +39,7 @@ from model.encoders.base import EncoderSpec
 from model.lpgnet import LPGNet, LPGNetConfig
 from model.paths import REPO_ROOT
 from model.serving import ServingContract
+from model.voice import VoiceExpert
 
 FORMAT_VERSION = 1
 
@@ -143,10 +147,21 @@ class Checkpoint(SavedModel[LPGNet]):
     # then goes to whichever of the two is more confident over its window
     # (`model.serving.confidence_routed`; `with_chat_text`).
     chat_text: LPGNet | None = None
+    # A classifier of each clip's eGeMAPS, added to the networks' answers where it is heard (`with_voice`).
+    voice: VoiceExpert | None = None
 
     @property
     def config(self) -> LPGNetConfig:
         return self.model.cfg
+
+    def served_encoders(self) -> dict[str, EncoderSpec]:
+        """The specs of what the service feeds it: `encoders`, the audio one followed by the voice
+        expert's (`model.encoders.voiced`) when it carries one."""
+        if self.voice is None or "audio" not in self.encoders:
+            return dict(self.encoders)
+        from model.encoders.voiced import voiced_spec
+
+        return {**self.encoders, "audio": voiced_spec(self.encoders["audio"], self.voice.spec)}
 
     def digested_weights(self) -> dict[str, torch.Tensor]:
         weights = super().digested_weights()
@@ -156,6 +171,8 @@ class Checkpoint(SavedModel[LPGNet]):
             )
         for name, network in self.text_networks().items():  # none: the digest it always had
             weights.update({f"{name}.{k}": v.detach().cpu() for k, v in network.state_dict().items()})
+        if self.voice is not None:
+            weights.update(self.voice.digested())
         return weights
 
     def text_networks(self) -> dict[str, LPGNet]:
@@ -167,7 +184,31 @@ class Checkpoint(SavedModel[LPGNet]):
         for name, network in self.text_networks().items():
             state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
             marks = {name: {"config": network.cfg.to_dict(), "state_dict": state}, **marks}
+        if self.voice is not None:
+            marks = {"voice": self.voice.to_dict(), **marks}
         return super().write(path, **marks)
+
+
+def with_voice(ckpt: Checkpoint, voice: VoiceExpert) -> Checkpoint:
+    """`ckpt` hearing `voice` beside its networks (one it carries already is replaced); `ValueError` unless
+    its classes are the checkpoint's and the checkpoint reads audio. The recorded test figures are no
+    longer the file's."""
+    problems = [
+        what
+        for what, ok in (
+            ("the checkpoint reads no audio", "audio" in ckpt.encoders),
+            (f"its classes {list(voice.labels)} are not {ckpt.labels}", list(voice.labels) == ckpt.labels),
+            ("it is not an audio encoder's", voice.spec.modality == "audio"),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ValueError(
+            f"the voice expert cannot answer for {ckpt.name} {ckpt.version}: {'; '.join(problems)}"
+        )
+    training = {k: v for k, v in ckpt.training.items() if k != "test"}
+    training["voice"] = voice.training
+    return replace(ckpt, voice=voice, training=training)
 
 
 def with_text_only(ckpt: Checkpoint, text: Checkpoint) -> Checkpoint:
@@ -276,6 +317,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             network = LPGNet(LPGNetConfig(**payload[name]["config"]))
             network.load_state_dict(payload[name]["state_dict"])
             setattr(ckpt, name, network.eval())
+    if payload.get("voice") is not None:
+        ckpt.voice = VoiceExpert.from_dict(payload["voice"])
     return ckpt
 
 

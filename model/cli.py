@@ -20,6 +20,7 @@ import typer
 from model.cli_pool import pool_audio_command
 from model.cli_text_only import add_text_only_command
 from model.cli_tune import tune_text_command
+from model.cli_voice import add_voice_command
 
 cli = typer.Typer(help="Train and evaluate LPGNet emotion recognition in conversation.", no_args_is_help=True)
 logger = logging.getLogger("model.cli")
@@ -382,6 +383,7 @@ def export(
 cli.command("tune-text")(tune_text_command)
 cli.command("add-text-only")(add_text_only_command)
 cli.command("pool-audio")(pool_audio_command)
+cli.command("add-voice")(add_voice_command)
 
 
 def main() -> None:

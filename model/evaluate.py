@@ -24,7 +24,7 @@ from model.baselines import BaselineCheckpoint, load_baseline
 from model.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
 from model.data import Corpus, labelled_only, load_corpus
 from model.encoders.base import Encoder
-from model.encoders.factory import EncoderBackend, checked_encoders, checkpoint_encoders
+from model.encoders.factory import EncoderBackend, checked_encoders, checkpoint_encoders, voiced_encoders
 from model.encoders.precision import Precision
 from model.features import FeatureCache, FeatureSet, extract_features
 from model.scoring import DialoguePrediction, Protocol, checkpoint_network, predict_dialogues, score
@@ -112,6 +112,7 @@ def predict_checkpoint(
         else load_any_checkpoint(checkpoint)
     )
     corpus = load_eval_corpus(ckpt, data, split, label_map, only_labelled)
+    voice = getattr(ckpt, "voice", None)  # baselines hear none
     if encoders is None:
         encoders = checkpoint_encoders(
             ckpt.encoders,
@@ -120,9 +121,12 @@ def predict_checkpoint(
             precision=precision,
             backend=backend,
             cache_dir=graph_cache,
+            voice=None if voice is None else voice.spec,
         )
     else:
         encoders = checked_encoders(ckpt.encoders, encoders)
+        if voice is not None:
+            encoders = voiced_encoders(encoders, voice.spec)
     cache = FeatureCache(cache_dir)
     try:
         features = extract_features(corpus, encoders, cache, progress=progress)

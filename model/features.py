@@ -236,14 +236,18 @@ def extract_features(
             vectors[modality] = out
             continue
         name, dim = enc.spec.name, enc.spec.dim
-        stored = [i for i, u in enumerate(utts) if name in u.features]
-        given = [i for i in stored if utts[i].features[name] is not None]
+        # a voiced encoder (`model.encoders.voiced`) reads a corpus that stores its base encoder's vectors
+        # alone with the voice expert's part zero
+        base = getattr(getattr(enc, "base", None), "spec", None)
+        stored_name = name if base is None else base.name
+        stored = [i for i, u in enumerate(utts) if stored_name in u.features]
+        given = [i for i in stored if utts[i].features[stored_name] is not None]
         if given:
-            pre = precomputed_encoder(enc.spec).encode_batch(
-                [np.asarray(utts[i].features[name]) for i in given]
+            pre = precomputed_encoder(enc.spec if base is None else base).encode_batch(
+                [np.asarray(utts[i].features[stored_name]) for i in given]
             )
             for i, v in zip(given, pre.numpy(), strict=True):
-                out[i] = v
+                out[i] = v if base is None else np.concatenate([v, np.zeros(dim - base.dim, np.float32)])
         stored_set = set(stored)
         raw = [(i, _raw_input(utts[i], modality)) for i in range(len(utts)) if i not in stored_set]
         raw = [(i, x) for i, x in raw if x is not None]

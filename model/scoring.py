@@ -54,6 +54,8 @@ def checkpoint_network(ckpt: Any) -> Network:
         ckpt.serving,
         causal=ckpt.context == "causal",
         chat_text=None if chat_text is None else module_network(chat_text),
+        voice=getattr(ckpt, "voice", None),
+        audio_dim=ckpt.config.audio_dim,
     )
 
 

@@ -58,8 +58,11 @@ def checkpoint_encoders(
     text_model: str | None = None,
     audio_model: str | None = None,
     tiny_dir: str | Path | None = None,
+    voice: EncoderSpec | None = None,
 ) -> dict[str, Encoder]:
-    """The encoders of the modalities a checkpoint records (`recorded`: modality -> spec), checked.
+    """The encoders of the modalities a checkpoint records (`recorded`: modality -> spec), checked; with
+    `voice` (the spec of a voice expert's features, `Checkpoint.voice`), the audio encoder followed by
+    that extractor's (`model.encoders.voiced`).
 
     With `bundle` (an `lpgnet export` directory): its graphs in onnxruntime (`intra_op_threads` each)
     and native extractors for numpy features; the profile and overrides are not used. Otherwise the
@@ -118,7 +121,28 @@ def checkpoint_encoders(
             )
         built.update(cached)
         source = f"the encoders of profile {profile!r}"
-    return checked_encoders(recorded, built, source)
+    checked = checked_encoders(recorded, built, source)
+    return checked if voice is None else voiced_encoders(checked, voice)
+
+
+def voiced_encoders(encoders: Mapping[str, Encoder], voice: EncoderSpec) -> dict[str, Encoder]:
+    """`encoders` with the audio one followed by the extractor of `voice` (eGeMAPS, numpy);
+    `EncoderMismatchError` when the extractor here computes other features than the recorded ones."""
+    from model.encoders.voiced import VoicedAudioEncoder
+
+    if "audio" not in encoders:
+        raise ValueError("a voice expert is heard beside an audio encoder; the checkpoint has none")
+    if not voice.name.startswith("egemaps:"):
+        raise ValueError(f"no extractor for the voice expert's features {voice.summary()}")
+    from model.encoders.egemaps import EGeMAPSEncoder
+
+    extractor = EGeMAPSEncoder()
+    if not extractor.spec.matches(voice):
+        raise EncoderMismatchError(
+            f"the voice expert was trained on {voice.summary()}, "
+            f"this openSMILE computes {extractor.spec.summary()}"
+        )
+    return {**encoders, "audio": VoicedAudioEncoder(encoders["audio"], extractor)}
 
 
 def onnx_served(

@@ -1,0 +1,180 @@
+"""A voice expert: eGeMAPS read by a linear classifier, heard beside a checkpoint's network.
+
+Why it exists: the network's audio input is what its training corpus holds. The IEMOCAP table gives 8
+prosodic statistics and no audio, and a reading of prosody-8 trained there hears ~45 % UA of the
+emotions of new speakers (RAVDESS), while the 88 eGeMAPS functionals reach ~60 with the same causal
+reading (the model card's "A voice expert" section). eGeMAPS can be computed only where there is audio,
+so the expert is trained on acted speech (RAVDESS actors) and added to the network's answer wherever
+the service hears a clip: the network's logits plus `weight` times the expert's log-probabilities
+(a product of experts; `model.serving.voice_added`). Rows without the expert's features (text, or a
+corpus that stores prosody-8 alone) are answered by the network as before.
+
+The expert reads a conversation's eGeMAPS vectors as the network reads its audio: standardised by
+global statistics (its training clips'), then by the conversation's own rows so far
+(`ConversationNorm`, the checkpoint's priors); a linear layer gives class log-probabilities.
+`fit_voice_expert` trains it on the vectors `VoiceExpert.normalised` computes, the very function
+serving runs, so training and serving see the same vectors.
+
+Dimension legend: B windows, U utterances, E the expert's features (88), C classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from model.encoders.base import EncoderSpec
+from model.inputs import ConversationNorm
+
+
+@dataclass(frozen=True)
+class VoiceExpert:
+    spec: EncoderSpec  # the features it reads (eGeMAPS), served after the network's audio features
+    labels: tuple[str, ...]  # class order of its log-probabilities: the checkpoint's
+    mean: torch.Tensor  # (E,) global standardisation: its training clips' statistics
+    std: torch.Tensor  # (E,)
+    coef: torch.Tensor  # (C, E) the linear classifier
+    intercept: torch.Tensor  # (C,)
+    weight: float  # how much its log-probabilities count beside the network's logits
+    prior: float  # the conversation statistics' prior (utterances), as the network's audio_prior
+    mean_prior: float | None  # as the network's audio_mean_prior
+    training: dict[str, Any] = field(default_factory=dict)  # data, regularisation, clips
+
+    def present(self, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """(B, U) bool: rows with audio that carry the expert's features (a corpus holding only the
+        network's features leaves them zero)."""
+        return m & (e != 0).any(-1)
+
+    def normalised(self, e: torch.Tensor, m: torch.Tensor, *, causal: bool) -> torch.Tensor:
+        """e (B, U, E) raw features, m (B, U) bool rows with audio -> (B, U, E), zero where absent."""
+        m = self.present(e, m)
+        w = m.unsqueeze(-1).to(e.dtype)
+        z = (e - self.mean) / self.std * w
+        return ConversationNorm(self.prior, causal, mean_prior=self.mean_prior)(z, w[..., 0])
+
+    def log_probs(self, e: torch.Tensor, m: torch.Tensor, *, causal: bool) -> torch.Tensor:
+        """(B, U, C) class log-probabilities, zero on rows without the expert's features."""
+        z = self.normalised(e, m, causal=causal)
+        logp = torch.log_softmax(z @ self.coef.T + self.intercept, dim=-1)
+        return logp * self.present(e, m).unsqueeze(-1).to(logp.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "labels": list(self.labels),
+            "mean": self.mean,
+            "std": self.std,
+            "coef": self.coef,
+            "intercept": self.intercept,
+            "weight": self.weight,
+            "prior": self.prior,
+            "mean_prior": self.mean_prior,
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VoiceExpert:
+        mean_prior = d.get("mean_prior")
+        return cls(
+            spec=EncoderSpec.from_dict(d["spec"]),
+            labels=tuple(d["labels"]),
+            mean=d["mean"].float(),
+            std=d["std"].float(),
+            coef=d["coef"].float(),
+            intercept=d["intercept"].float(),
+            weight=float(d["weight"]),
+            prior=float(d["prior"]),
+            mean_prior=None if mean_prior is None else float(mean_prior),
+            training=dict(d.get("training", {})),
+        )
+
+    def digested(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint's version hashes of it: every number that changes an answer."""
+        scalars = [self.weight, self.prior, -1.0 if self.mean_prior is None else self.mean_prior]
+        return {
+            "voice.mean": self.mean,
+            "voice.std": self.std,
+            "voice.coef": self.coef,
+            "voice.intercept": self.intercept,
+            "voice.scalars": torch.tensor(scalars, dtype=torch.float64),
+        }
+
+
+def fit_voice_expert(
+    dialogues: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    spec: EncoderSpec,
+    labels: Sequence[str],
+    *,
+    c: float,
+    weight: float,
+    prior: float,
+    mean_prior: float | None,
+    causal: bool = True,
+    training: dict[str, Any] | None = None,
+) -> VoiceExpert:
+    """A class-balanced, L2-regularised logistic regression on the normalised features of `dialogues`
+    (each (U, E) raw features as served, zero rows without audio; (U,) label indices, -1 unlabelled),
+    the objective of scikit-learn's `LogisticRegression(C=c, class_weight="balanced")`, solved by L-BFGS.
+    Every class needs labelled clips; `ValueError` otherwise."""
+    if c <= 0 or weight < 0:
+        raise ValueError(f"the voice expert needs c > 0 and weight >= 0, not c={c}, weight={weight}")
+    rows = torch.cat([e[(e != 0).any(-1)] for e, _ in dialogues]).double()
+    if not len(rows):
+        raise ValueError("no clip carries the voice expert's features")
+    n_classes = len(labels)
+    expert = VoiceExpert(
+        spec=spec,
+        labels=tuple(labels),
+        mean=rows.mean(0).float(),
+        std=(rows.std(0) + 1e-6).float(),
+        coef=torch.zeros(n_classes, spec.dim),
+        intercept=torch.zeros(n_classes),
+        weight=weight,
+        prior=prior,
+        mean_prior=mean_prior,
+    )
+    xs, ys = [], []
+    for e, y in dialogues:
+        m = torch.ones(1, len(y), dtype=torch.bool)
+        z = expert.normalised(e.float()[None], m, causal=causal)[0]
+        keep = expert.present(e.float()[None], m)[0] & (y >= 0)
+        xs.append(z[keep])
+        ys.append(y[keep])
+    x, y = torch.cat(xs).double(), torch.cat(ys)
+    counts = torch.bincount(y, minlength=n_classes)
+    if bool((counts == 0).any()):
+        missing = [labels[i] for i in range(n_classes) if counts[i] == 0]
+        raise ValueError(f"the voice expert needs labelled clips of every class; none of {missing}")
+    sample_weight = (len(y) / (n_classes * counts.double()))[y]  # scikit-learn's "balanced"
+    coef = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS(
+        [coef, bias],
+        lr=1.0,
+        max_iter=500,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def objective() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = (
+            c
+            * (
+                torch.nn.functional.cross_entropy(x @ coef.T + bias, y, reduction="none") * sample_weight
+            ).sum()
+        )
+        loss = loss + 0.5 * (coef * coef).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(objective)
+    record = {"c": c, "clips": int(len(y)), "per_class": counts.tolist(), **(training or {})}
+    return replace(expert, coef=coef.detach().float(), intercept=bias.detach().float(), training=record)
+
+
+__all__ = ["VoiceExpert", "fit_voice_expert"]
