@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from model.data import Corpus, Utterance
 from model.encoders.base import Encoder, EncoderSpec
 from model.encoders.precomputed import PrecomputedEncoder
+from model.encoders.voiced import VoicedAudioEncoder
 from model.paths import cache_root
 
 logger = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def extract_features(
         name, dim = enc.spec.name, enc.spec.dim
         # a voiced encoder (`model.encoders.voiced`) reads a corpus that stores its base encoder's vectors
         # alone with the voice expert's part zero
-        base = getattr(getattr(enc, "base", None), "spec", None)
+        base = enc.base.spec if isinstance(enc, VoicedAudioEncoder) else None
         stored_name = name if base is None else base.name
         stored = [i for i, u in enumerate(utts) if stored_name in u.features]
         given = [i for i in stored if utts[i].features[stored_name] is not None]
