@@ -154,7 +154,7 @@ def _served_encoders(settings: Settings, checkpoint: Checkpoint, profile: str) -
         )
     except EncoderMismatchError as exc:
         raise StartupError(f"{Path(settings.checkpoint).name}: {exc}") from exc
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, ImportError) as exc:  # ImportError: openSMILE for a voice expert
         source = f"the bundle {bundle}" if bundle is not None else f"profile {profile!r}"
         raise StartupError(f"cannot build the encoders of {source}: {exc}") from exc
 

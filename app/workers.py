@@ -34,6 +34,7 @@ from app.store.base import ContextRow, JSONDict
 from app.utterances import decode_upload, tone_wav
 from model.encoders.base import Encoder
 from model.encoders.devices import count_available_cpus
+from model.encoders.voiced import VoicedAudioEncoder
 from model.lpgnet import LPGNetConfig
 from model.serving import ArrayWindow, Network, last_row_probabilities
 
@@ -218,7 +219,7 @@ class ModelWorkers:
                     **e.spec.to_dict(),
                     "sample_rate": e.sample_rate,
                     "precision": getattr(e, "precision", "fp32"),  # reduced-precision encoders say so
-                    "runtime": "onnxruntime" if hasattr(e, "sessions") else _runtime(e),
+                    "runtime": "onnxruntime" if hasattr(_network_part(e), "sessions") else _runtime(e),
                 }
                 for m, e in sorted(self.encoders.items())
             },
@@ -246,12 +247,18 @@ def _follows_lease(encoder: Encoder) -> bool:
     calling thread's torch count (`model.encoders.onnx`). A single session keeps the count it was built
     with and numpy extractors (prosody) run on one thread, so their calls never take every core (they
     would only make others wait)."""
+    encoder = _network_part(encoder)  # a voice expert's extractor beside it is numpy, one thread
     return len(getattr(encoder, "sessions", ())) > 1 or _holds_torch_modules(encoder)
+
+
+def _network_part(encoder: Encoder) -> Encoder:
+    """The encoder of the networks' features (a voiced encoder's base: what decides threads and runtime)."""
+    return encoder.base if isinstance(encoder, VoicedAudioEncoder) else encoder
 
 
 def _runtime(encoder: Encoder) -> str:
     """What runs an encoder without onnxruntime sessions: torch modules, or numpy (an extractor)."""
-    return "torch" if _holds_torch_modules(encoder) else "numpy"
+    return "torch" if _holds_torch_modules(_network_part(encoder)) else "numpy"
 
 
 def _holds_torch_modules(encoder: Encoder) -> bool:

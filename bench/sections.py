@@ -173,7 +173,8 @@ async def prefill(engine: Any, key: Any, count: int, *, seed: int = 0) -> None:
             modalities=tuple(sorted(engine.encoders)),
         )
         text = rng.standard_normal(cfg.text_dim).astype(np.float16) if "text" in engine.encoders else None
-        audio = rng.standard_normal(cfg.audio_dim).astype(np.float16) if "audio" in engine.encoders else None
+        width = engine.workers.audio_dim  # the stored vector: with a voice expert's features if it has one
+        audio = rng.standard_normal(width).astype(np.float16) if "audio" in engine.encoders else None
         await engine.store.append(key, NewUtterance(meta, text, audio))
 
 
@@ -217,7 +218,8 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
     cfg = engine.checkpoint.config
     rng = np.random.default_rng(0)
     text = torch.from_numpy(rng.standard_normal((1, CONTEXT_WINDOW, cfg.text_dim)).astype(np.float32))
-    audio = torch.from_numpy(rng.standard_normal((1, CONTEXT_WINDOW, cfg.audio_dim)).astype(np.float32))
+    width = engine.workers.audio_dim  # as stored: a voice expert's features too, if the checkpoint has one
+    audio = torch.from_numpy(rng.standard_normal((1, CONTEXT_WINDOW, width)).astype(np.float32))
     mask = torch.ones((1, CONTEXT_WINDOW), dtype=torch.bool)
 
     network = last_row_logits(engine.workers.network)

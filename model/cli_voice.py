@@ -94,6 +94,7 @@ def add_voice_command(
             prior=cfg.audio_prior,
             mean_prior=cfg.audio_mean_prior,
             causal=ckpt.context == "causal",
+            window=ckpt.serving.window,
             training={"data": Path(data).name, "split": split, "weight": weight},
         )
         voiced = with_voice(ckpt, expert)

@@ -238,10 +238,14 @@ def extract_features(
             continue
         name, dim = enc.spec.name, enc.spec.dim
         # a voiced encoder (`model.encoders.voiced`) reads a corpus that stores its base encoder's vectors
-        # alone with the voice expert's part zero
+        # and no audio with the voice expert's part zero; where there is audio it hears it, as the service
         base = enc.base.spec if isinstance(enc, VoicedAudioEncoder) else None
         stored_name = name if base is None else base.name
-        stored = [i for i, u in enumerate(utts) if stored_name in u.features]
+        stored = [
+            i
+            for i, u in enumerate(utts)
+            if stored_name in u.features and (base is None or _raw_input(u, modality) is None)
+        ]
         given = [i for i in stored if utts[i].features[stored_name] is not None]
         if given:
             pre = precomputed_encoder(enc.spec if base is None else base).encode_batch(

@@ -9,11 +9,12 @@ the service hears a clip: the network's logits plus `weight` times the expert's 
 (a product of experts; `model.serving.voice_added`). Rows without the expert's features (text, or a
 corpus that stores prosody-8 alone) are answered by the network as before.
 
-The expert reads a conversation's eGeMAPS vectors as the network reads its audio: standardised by
-global statistics (its training clips'), then by the conversation's own rows so far
-(`ConversationNorm`, the checkpoint's priors); a linear layer gives class log-probabilities.
-`fit_voice_expert` trains it on the vectors `VoiceExpert.normalised` computes, the very function
-serving runs, so training and serving see the same vectors.
+The expert reads a conversation's eGeMAPS vectors as the network reads its audio (without the log of
+prosody-8's levels): standardised by global statistics (its training clips'), then by the
+conversation's own rows in the window (`ConversationNorm`, the checkpoint's priors); a linear layer
+gives class log-probabilities. `fit_voice_expert` trains it on the vectors `served_vectors` computes:
+each clip's row as the service computes it, the last row of the window of K clips ending at it, with
+`VoiceExpert.normalised`, the very function serving runs; so training and serving see the same vectors.
 
 Dimension legend: B windows, U utterances, E the expert's features (88), C classes.
 """
@@ -30,7 +31,7 @@ from model.encoders.base import EncoderSpec
 from model.inputs import ConversationNorm
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors inside: compare `digested()`, not the objects
 class VoiceExpert:
     spec: EncoderSpec  # the features it reads (eGeMAPS), served after the network's audio features
     labels: tuple[str, ...]  # class order of its log-probabilities: the checkpoint's
@@ -42,6 +43,19 @@ class VoiceExpert:
     prior: float  # the conversation statistics' prior (utterances), as the network's audio_prior
     mean_prior: float | None  # as the network's audio_mean_prior
     training: dict[str, Any] = field(default_factory=dict)  # data, regularisation, clips
+
+    def __post_init__(self) -> None:
+        c, e = len(self.labels), self.spec.dim
+        shapes = {"mean": (e,), "std": (e,), "coef": (c, e), "intercept": (c,)}
+        wrong = [
+            f"{k} {tuple(getattr(self, k).shape)} (want {v})"
+            for k, v in shapes.items()
+            if tuple(getattr(self, k).shape) != v
+        ]
+        if self.weight < 0 or self.prior <= 0:
+            wrong.append(f"weight {self.weight}, prior {self.prior} (want >= 0, > 0)")
+        if wrong:
+            raise ValueError(f"not a voice expert over {c} classes and {e} features: {', '.join(wrong)}")
 
     def present(self, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """(B, U) bool: rows with audio that carry the expert's features (a corpus holding only the
@@ -103,6 +117,22 @@ class VoiceExpert:
         }
 
 
+def served_vectors(expert: VoiceExpert, e: torch.Tensor, *, window: int, causal: bool) -> torch.Tensor:
+    """(U, E) the normalised vector of each row of one dialogue's raw features `e` (U, E) as the service
+    computes it when that row is the last of its window of at most `window` rows: one pass when the
+    statistics are causal and the dialogue fits the window, else window by window."""
+    m = torch.ones(1, len(e), dtype=torch.bool)
+    if causal and len(e) <= window:
+        return expert.normalised(e[None], m, causal=True)[0]
+    rows = [
+        expert.normalised(e[None, max(0, i - window + 1) : i + 1], m[:, : min(i + 1, window)], causal=causal)[
+            0, -1
+        ]
+        for i in range(len(e))
+    ]
+    return torch.stack(rows) if rows else e[:0]
+
+
 def fit_voice_expert(
     dialogues: Sequence[tuple[torch.Tensor, torch.Tensor]],
     spec: EncoderSpec,
@@ -113,12 +143,14 @@ def fit_voice_expert(
     prior: float,
     mean_prior: float | None,
     causal: bool = True,
+    window: int = 64,
     training: dict[str, Any] | None = None,
 ) -> VoiceExpert:
-    """A class-balanced, L2-regularised logistic regression on the normalised features of `dialogues`
-    (each (U, E) raw features as served, zero rows without audio; (U,) label indices, -1 unlabelled),
-    the objective of scikit-learn's `LogisticRegression(C=c, class_weight="balanced")`, solved by L-BFGS.
-    Every class needs labelled clips; `ValueError` otherwise."""
+    """A class-balanced, L2-regularised logistic regression on the served vectors (`served_vectors`, the
+    checkpoint's window K and context) of `dialogues` (each (U, E) raw features of its clips as stored,
+    in order; (U,) label indices, -1 unlabelled), the objective of scikit-learn's
+    `LogisticRegression(C=c, class_weight="balanced")`, solved by L-BFGS. Every class needs labelled
+    clips; `ValueError` otherwise."""
     if c <= 0 or weight < 0:
         raise ValueError(f"the voice expert needs c > 0 and weight >= 0, not c={c}, weight={weight}")
     rows = torch.cat([e[(e != 0).any(-1)] for e, _ in dialogues]).double()
@@ -138,9 +170,8 @@ def fit_voice_expert(
     )
     xs, ys = [], []
     for e, y in dialogues:
-        m = torch.ones(1, len(y), dtype=torch.bool)
-        z = expert.normalised(e.float()[None], m, causal=causal)[0]
-        keep = expert.present(e.float()[None], m)[0] & (y >= 0)
+        z = served_vectors(expert, e.float(), window=window, causal=causal)
+        keep = expert.present(e.float()[None], torch.ones(1, len(y), dtype=torch.bool))[0] & (y >= 0)
         xs.append(z[keep])
         ys.append(y[keep])
     x, y = torch.cat(xs).double(), torch.cat(ys)
@@ -177,4 +208,4 @@ def fit_voice_expert(
     return replace(expert, coef=coef.detach().float(), intercept=bias.detach().float(), training=record)
 
 
-__all__ = ["VoiceExpert", "fit_voice_expert"]
+__all__ = ["VoiceExpert", "fit_voice_expert", "served_vectors"]

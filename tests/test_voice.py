@@ -14,7 +14,7 @@ from model.encoders.base import EncoderSpec
 from model.lpgnet import LPGNet, LPGNetConfig
 from model.paths import SHARED_ROOT
 from model.serving import LastRowNetwork, ServingContract, last_row_logits, served_network, voice_added
-from model.voice import VoiceExpert, fit_voice_expert
+from model.voice import VoiceExpert, fit_voice_expert, served_vectors
 
 SPEC = EncoderSpec("egemaps:test", "1", 6, "audio")
 LABELS = ["neutral", "happy", "sad", "angry"]
@@ -56,6 +56,33 @@ def test_the_expert_reads_a_row_alike_in_the_whole_dialogue_and_in_the_window_en
         window = expert.log_probs(e[None, : i + 1] * m[..., : i + 1, None], m[:, : i + 1], causal=True)[0]
         assert torch.allclose(window[-1], whole[i], atol=1e-5)
     assert whole[4].abs().sum() == 0  # silent where there is no clip
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_training_vectors_are_the_services_rows_when_the_window_slides(causal: bool) -> None:
+    """A conversation longer than K (and bidirectional statistics): each row is trained on as the service
+    reads it, the last row of the window of K clips ending at it, not from the whole dialogue."""
+    expert = fitted()
+    e, _ = dialogue(torch.Generator().manual_seed(4), 10, level=1.0)
+    trained = served_vectors(expert, e, window=4, causal=causal)
+    for i in range(10):
+        lo = max(0, i - 3)
+        served = expert.normalised(
+            e[None, lo : i + 1], torch.ones(1, i + 1 - lo, dtype=torch.bool), causal=causal
+        )
+        assert torch.allclose(trained[i], served[0, -1], atol=1e-6)
+    whole = expert.normalised(e[None], torch.ones(1, 10, dtype=torch.bool), causal=causal)[0]
+    assert not torch.allclose(trained[9], whole[9], atol=1e-3)  # past the window the statistics differ
+    if causal:  # within the first window nothing differs
+        assert torch.allclose(trained[:4], whole[:4], atol=1e-6)
+
+
+def test_an_expert_of_the_wrong_shape_is_refused() -> None:
+    good = fitted()
+    with pytest.raises(ValueError, match="coef"):
+        VoiceExpert(**{**good.__dict__, "coef": torch.zeros(3, SPEC.dim)})
+    with pytest.raises(ValueError, match="weight"):
+        VoiceExpert(**{**good.__dict__, "weight": -1.0})
 
 
 def test_the_fit_needs_every_class_and_a_positive_strength() -> None:
@@ -131,6 +158,10 @@ def test_a_checkpoint_carries_its_voice_expert_and_names_the_features_it_is_fed(
     voiced = with_voice(plain, expert)
     save_checkpoint(voiced, tmp_path / "voiced.pt")
     loaded = load_checkpoint(tmp_path / "voiced.pt")
+    # a reader from before voice experts checks the format number and refuses the file, rather than
+    # answering without the expert under the file's version
+    assert torch.load(tmp_path / "voiced.pt", weights_only=True)["format_version"] == 2
+    assert torch.load(tmp_path / "plain.pt", weights_only=True)["format_version"] == 1
     assert loaded.voice is not None and loaded.version == voiced.version != plain.version
     assert torch.equal(loaded.voice.coef, expert.coef) and loaded.voice.weight == expert.weight
     assert loaded.voice.mean_prior == 1.0 and loaded.training["voice"]["clips"] == 160
@@ -237,3 +268,23 @@ def test_vectors_a_shared_store_kept_from_before_the_expert_are_heard_by_the_net
     expert = fitted()
     e = torch.zeros(1, 1, SPEC.dim)
     assert expert.log_probs(e, torch.ones(1, 1, dtype=torch.bool), causal=True).abs().sum() == 0
+
+
+def test_a_clip_with_a_stored_prosody8_vector_too_is_heard_from_its_audio(ravdess_paths: list[Path]) -> None:
+    """Where the corpus has the audio, evaluation computes from it, as the service does."""
+    pytest.importorskip("opensmile")
+    from model.data import Corpus, Dialogue, Utterance
+    from model.encoders.egemaps import EGeMAPSEncoder
+    from model.encoders.factory import voiced_encoders
+    from model.encoders.prosody import Prosody8Encoder
+    from model.features import extract_features
+    from model.labels import LabelSet
+
+    labels = LabelSet("t", tuple(LABELS), {c: c for c in LABELS}, frozenset())
+    prosody = Prosody8Encoder()
+    stored: dict[str, list[float] | None] = {prosody.spec.name: [1.0] * 8}
+    utt = Utterance("u0", audio=ravdess_paths[0], raw_label="sad", label="sad", features=stored)
+    corpus = Corpus("c", [Dialogue("d", [utt], None, "test")], labels)
+    d = extract_features(corpus, voiced_encoders({"audio": prosody}, EGeMAPSEncoder().spec)).dialogues[0]
+    assert d.audio[0, 8:].abs().sum() > 0  # the expert hears the clip
+    assert not torch.equal(d.audio[0, :8], torch.ones(8))  # and prosody-8 is the clip's, like the service's

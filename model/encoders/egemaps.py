@@ -1,6 +1,7 @@
 """eGeMAPS v02 functionals (Eyben et al., 2016) through openSMILE: 88 hand-crafted acoustic statistics.
 
-An optional audio encoder: 16 kHz mono float32 in, (N, 88) float32 out. openSMILE fills features of
+The features a checkpoint's voice expert reads (`model.voice`), or an audio encoder of its own: 16 kHz
+mono float32 in, (N, 88) float32 out. openSMILE fills features of
 segments too short to measure (e.g. F0 of a 10 ms clip) with NaN; they are returned as 0.0 so a
 downstream network never sees NaN.
 """
@@ -32,10 +33,10 @@ class EGeMAPSEncoder:
     def __init__(self) -> None:
         try:
             import opensmile
-        except ModuleNotFoundError as exc:  # an optional extra: say how to get it, not just the module
+        except ModuleNotFoundError as exc:  # a dependency (voice experts read it): say how to get it
             raise ModuleNotFoundError(
-                "the eGeMAPS encoder needs openSMILE: pip install 'lpgnet-erc[egemaps]' "
-                "(in the image: --build-arg EXTRAS=egemaps)",
+                "the eGeMAPS encoder (a checkpoint's voice expert reads it) needs openSMILE, a dependency "
+                "of lpgnet-erc: pip install 'opensmile>=2.6,<2.7'",
                 name="opensmile",
             ) from exc
 
