@@ -47,6 +47,54 @@ def answers(ckpt, data: Path, split: str, modalities: str):  # type: ignore[no-u
     return out, features
 
 
+class IemocapGuard:
+    """What a prosody-8 stand-in expert, added at weight w, changes of the checkpoint's accuracy on
+    IEMOCAP validation (both modalities, as served)."""
+
+    def __init__(self, ckpt, iemocap: Path) -> None:  # type: ignore[no-untyped-def]
+        self.ckpt, self.causal = ckpt, ckpt.context == "causal"
+        answered, self.features = answers(ckpt, iemocap, "valid", "both")
+        rows = [
+            (d, pos, uid)
+            for d in self.features.dialogues
+            for pos, uid in enumerate(d.utterance_ids)
+            if uid in answered and int(d.labels[pos]) >= 0
+        ]
+        self.uids = [uid for _, _, uid in rows]
+        self.labels = np.array([int(d.labels[pos]) for d, pos, _ in rows])
+        self.base = torch.stack([answered[uid] for uid in self.uids])
+        self.accuracy = 100.0 * float((self.base.argmax(1).numpy() == self.labels).mean())
+
+    def change(self, standin_train: Clips, c: float, w: float) -> float:
+        """Accuracy points gained (negative: lost) with the stand-in fit on `standin_train` at (c, w)."""
+        cfg = self.ckpt.config
+        standin = fit_voice_expert(
+            standin_train, self.ckpt.encoders["audio"], self.ckpt.labels, c=c, weight=1.0,
+            prior=cfg.audio_prior, mean_prior=cfg.audio_mean_prior, causal=self.causal,
+        )  # fmt: skip
+        heard = {}
+        for d in self.features.dialogues:
+            a = (d.audio.half().float() * d.audio_mask[:, None])[None]
+            heard.update(
+                zip(
+                    d.utterance_ids,
+                    standin.log_probs(a, d.audio_mask[None], causal=self.causal)[0],
+                    strict=True,
+                )
+            )
+        joined = self.base + w * torch.stack([heard[uid] for uid in self.uids])
+        return 100.0 * float((joined.argmax(1).numpy() == self.labels).mean()) - self.accuracy
+
+
+Clips = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def standin_clips(ckpt, folder: Path) -> Clips:  # type: ignore[no-untyped-def]
+    """The stand-in's training clips: each RAVDESS 01-06 actor's prosody-8 vectors as stored."""
+    _, features = answers(ckpt, folder, "valid", "audio")
+    return [(d.audio.half().float() * d.audio_mask[:, None], d.labels) for d in features.dialogues]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
@@ -69,23 +117,11 @@ def main() -> None:
         print(f"  the networks alone, {m:>5}: UA {unweighted_accuracy(labels, alone):.2f}")
 
     # the IEMOCAP guard's stand-in: prosody-8, the networks' own audio features, on both corpora
-    iemocap_answers, iemocap_features = answers(ckpt, iemocap, "valid", "both")
-    _, ravdess_features = answers(ckpt, ravdess, "valid", "audio")
-    spec = ckpt.encoders["audio"]
-    standin_train = [
-        (d.audio.half().float() * d.audio_mask[:, None], d.labels) for d in ravdess_features.dialogues
-    ]
-    iemocap_rows = []
-    for d in iemocap_features.dialogues:
-        for pos, uid in enumerate(d.utterance_ids):
-            if uid in iemocap_answers and int(d.labels[pos]) >= 0:
-                iemocap_rows.append((d, pos, uid))
-    iemocap_labels = np.array([int(d.labels[pos]) for d, pos, _ in iemocap_rows])
-    base_iemocap = torch.stack([iemocap_answers[uid] for _, _, uid in iemocap_rows]).argmax(1).numpy()
-    base_acc = 100.0 * float((base_iemocap == iemocap_labels).mean())
+    guard = IemocapGuard(ckpt, iemocap)
+    standin_train = standin_clips(ckpt, ravdess)
     print(
-        f"IEMOCAP validation, both, the networks alone: accuracy {base_acc:.2f} "
-        f"({len(iemocap_rows)} utterances)"
+        f"IEMOCAP validation, both, the networks alone: accuracy {guard.accuracy:.2f} "
+        f"({len(guard.uids)} utterances)"
     )
 
     voice_spec = EGeMAPSEncoder().spec
@@ -98,13 +134,6 @@ def main() -> None:
             logp = expert.log_probs(d_out.features[None], m, causal=causal)[0]
             held_out_logp.update(zip(d_out.utterance_ids, logp, strict=True))
         expert_logp = torch.stack([held_out_logp[u] for u in ids])
-        standin = fit_voice_expert(standin_train, spec, ckpt.labels, c=c, weight=1.0, **fit)
-        standin_logp = {}
-        for d in iemocap_features.dialogues:
-            a = (d.audio.half().float() * d.audio_mask[:, None])[None]
-            logp = standin.log_probs(a, d.audio_mask[None], causal=causal)[0]
-            standin_logp.update(zip(d.utterance_ids, logp, strict=True))
-        standin_rows = torch.stack([standin_logp[uid] for _, _, uid in iemocap_rows])
         alone = unweighted_accuracy(labels, expert_logp.argmax(1).numpy())
         cells = [f"C={c}: expert alone UA {alone:.2f}"]
         for w in WEIGHTS:
@@ -114,11 +143,8 @@ def main() -> None:
                 )
                 for m in network
             }
-            base = torch.stack([iemocap_answers[uid] for _, _, uid in iemocap_rows])
-            acc = 100.0 * float(((base + w * standin_rows).argmax(1).numpy() == iemocap_labels).mean())
-            cells.append(
-                f"w={w}: audio {ua['audio']:.2f} both {ua['both']:.2f} IEMOCAP {acc - base_acc:+.2f}"
-            )
+            change = guard.change(standin_train, c, w)
+            cells.append(f"w={w}: audio {ua['audio']:.2f} both {ua['both']:.2f} IEMOCAP {change:+.2f}")
         print("  " + "; ".join(cells))
 
 
