@@ -20,7 +20,7 @@ the exact model and feed it exactly the features it was trained on:
     chat_text       optional, beside text_only: a chat-trained text LPGNet; rows without audio go to
                     the more confident of the two (`model.serving.confidence_routed`); part of `version`
     voice           optional `VoiceExpert.to_dict()`: a classifier of the clips' eGeMAPS heard beside the
-                    networks (`model.voice`, `model.serving.voice_added`); served after the audio
+                    networks (`model.voice`, `model.voice.voice_added`); served after the audio
                     encoder's features (`model.encoders.voiced`); part of `version`
     training        free-form: data, split, seed, selected epoch, metrics, the whole TrainConfig
 """

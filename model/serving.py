@@ -288,8 +288,8 @@ def served_network(
     in for the rows that depend on no audio (`text_only_routed`); with a second, chat-trained text
     network, those rows go to whichever of the two is more confident over the window
     (`confidence_routed`); with a voice expert, its judgement of the clips is added on top
-    (`voice_added`; `audio_dim`: the networks' audio features, the first numbers of each audio vector).
-    The service, evaluation and validation selection all build their network here.
+    (`model.voice.voice_added`; `audio_dim`: the networks' audio features, the first numbers of each
+    audio vector). The service, evaluation and validation selection all build their network here.
     """
     if chat_text is not None and text_only is None:
         raise ValueError("a chat text network answers beside a text-only network, not without one")
@@ -301,36 +301,11 @@ def served_network(
     else:
         text = text_only if chat_text is None else confidence_routed(text_only, chat_text, causal=causal)
         routed = text_only_routed(pooled, text, causal=causal)
-    return (
-        routed if voice is None or audio_dim is None else voice_added(routed, voice, audio_dim, causal=causal)
-    )
+    if voice is None or audio_dim is None:
+        return routed
+    from model.voice import voice_added  # model.voice builds on this module
 
-
-def voice_added(network: Network, voice: VoiceExpert, audio_dim: int, *, causal: bool) -> Network:
-    """`network` (reading the first `audio_dim` numbers of each audio vector) plus `voice.weight` times the
-    voice expert's log-probabilities (reading the rest) on the rows that carry the expert's features: a
-    product of two experts, the dialogue network and a voice classifier (`model.voice`). A window whose
-    audio vectors are `audio_dim` wide, or whose expert part is zero, is answered by `network` alone.
-    """
-
-    def rows(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
-        if a.shape[-1] == audio_dim:
-            return network(t, a, tm, am)
-        logits = network(t, a[..., :audio_dim].contiguous(), tm, am)  # (B, U, C)
-        return logits + voice.weight * voice.log_probs(a[..., audio_dim:], am, causal=causal)
-
-    if not isinstance(network, LastRowNetwork):
-        return rows
-    network_last = network.last
-
-    def last(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
-        if a.shape[-1] == audio_dim:
-            return network_last(t, a, tm, am)
-        logits = network_last(t, a[..., :audio_dim].contiguous(), tm, am)  # (B, 1, C)
-        heard = voice.log_probs(a[..., audio_dim:], am, causal=causal)  # (B, U, C)
-        return logits + voice.weight * take_rows(heard, last_rows(tm, am))
-
-    return LastRowNetwork(rows, last)
+    return voice_added(routed, voice, audio_dim, causal=causal)
 
 
 def confidence_routed(first: Network, second: Network, *, causal: bool) -> Network:
@@ -414,5 +389,4 @@ __all__ = [
     "served_network",
     "served_view",
     "text_only_routed",
-    "voice_added",
 ]

@@ -6,7 +6,7 @@ emotions of new speakers (RAVDESS), while the 88 eGeMAPS functionals reach ~60 w
 reading (the model card's "A voice expert" section). eGeMAPS can be computed only where there is audio,
 so the expert is trained on acted speech (RAVDESS actors) and added to the network's answer wherever
 the service hears a clip: the network's logits plus `weight` times the expert's log-probabilities
-(a product of experts; `model.serving.voice_added`). Rows without the expert's features (text, or a
+(a product of experts; `voice_added`). Rows without the expert's features (text, or a
 corpus that stores prosody-8 alone) are answered by the network as before.
 
 The expert reads a conversation's eGeMAPS vectors as the network reads its audio (without the log of
@@ -29,6 +29,8 @@ import torch
 
 from model.encoders.base import EncoderSpec
 from model.inputs import ConversationNorm
+from model.lpgnet import last_rows, take_rows
+from model.serving import LastRowNetwork, Network
 
 
 @dataclass(frozen=True, eq=False)  # tensors inside: compare `digested()`, not the objects
@@ -208,4 +210,31 @@ def fit_voice_expert(
     return replace(expert, coef=coef.detach().float(), intercept=bias.detach().float(), training=record)
 
 
-__all__ = ["VoiceExpert", "fit_voice_expert", "served_vectors"]
+def voice_added(network: Network, voice: VoiceExpert, audio_dim: int, *, causal: bool) -> Network:
+    """`network` (reading the first `audio_dim` numbers of each audio vector) plus `voice.weight` times the
+    voice expert's log-probabilities (reading the rest) on the rows that carry the expert's features: a
+    product of two experts, the dialogue network and a voice classifier (`model.voice`). A window whose
+    audio vectors are `audio_dim` wide, or whose expert part is zero, is answered by `network` alone.
+    """
+
+    def rows(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        if a.shape[-1] == audio_dim:
+            return network(t, a, tm, am)
+        logits = network(t, a[..., :audio_dim].contiguous(), tm, am)  # (B, U, C)
+        return logits + voice.weight * voice.log_probs(a[..., audio_dim:], am, causal=causal)
+
+    if not isinstance(network, LastRowNetwork):
+        return rows
+    network_last = network.last
+
+    def last(t: torch.Tensor, a: torch.Tensor, tm: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+        if a.shape[-1] == audio_dim:
+            return network_last(t, a, tm, am)
+        logits = network_last(t, a[..., :audio_dim].contiguous(), tm, am)  # (B, 1, C)
+        heard = voice.log_probs(a[..., audio_dim:], am, causal=causal)  # (B, U, C)
+        return logits + voice.weight * take_rows(heard, last_rows(tm, am))
+
+    return LastRowNetwork(rows, last)
+
+
+__all__ = ["VoiceExpert", "fit_voice_expert", "served_vectors", "voice_added"]

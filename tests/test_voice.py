@@ -1,5 +1,5 @@
 """The voice expert (`model.voice`): its fit, its causal reading, how it joins the networks' answer
-(`model.serving.voice_added`), the checkpoint that carries it, and the encoder that feeds it."""
+(`model.voice.voice_added`), the checkpoint that carries it, and the encoder that feeds it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from model.checkpoint import load_checkpoint, save_checkpoint, with_voice
 from model.encoders.base import EncoderSpec
 from model.lpgnet import LPGNet, LPGNetConfig
 from model.paths import SHARED_ROOT
-from model.serving import LastRowNetwork, ServingContract, last_row_logits, served_network, voice_added
-from model.voice import VoiceExpert, fit_voice_expert, served_vectors
+from model.serving import LastRowNetwork, ServingContract, last_row_logits, served_network
+from model.voice import VoiceExpert, fit_voice_expert, served_vectors, voice_added
 
 SPEC = EncoderSpec("egemaps:test", "1", 6, "audio")
 LABELS = ["neutral", "happy", "sad", "angry"]

@@ -1,7 +1,7 @@
 """A checkpoint's audio encoder followed by its voice expert's (`model.voice`): one vector per clip.
 
 The network reads the first Da numbers of each audio vector, the voice expert the last E
-(`model.serving.voice_added`), so the store, the windows and evaluation carry one audio vector as
+(`model.voice.voice_added`), so the store, the windows and evaluation carry one audio vector as
 before. The expert's encoder runs on the same waveform resampled to its own rate. A corpus that
 stores only the network's features (the IEMOCAP table's prosody-8) is read with the expert's part
 zero (`model.features.extract_features`): the expert then stays silent on those rows.
