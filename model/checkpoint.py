@@ -157,15 +157,6 @@ class Checkpoint(SavedModel[LPGNet]):
     def config(self) -> LPGNetConfig:
         return self.model.cfg
 
-    def served_encoders(self) -> dict[str, EncoderSpec]:
-        """The specs of what the service feeds it: `encoders`, the audio one followed by the voice
-        expert's (`model.encoders.voiced`) when it carries one."""
-        if self.voice is None or "audio" not in self.encoders:
-            return dict(self.encoders)
-        from model.encoders.voiced import voiced_spec
-
-        return {**self.encoders, "audio": voiced_spec(self.encoders["audio"], self.voice.spec)}
-
     def digested_weights(self) -> dict[str, torch.Tensor]:
         weights = super().digested_weights()
         if self.config.audio_mean_prior is not None:  # it changes the answers; unset keeps the digest
