@@ -39,9 +39,11 @@ def voice_dialogues(
     from model.features import FeatureCache, extract_features
     from model.serving import served_view
 
+    if "audio" not in ckpt.encoders:
+        raise ValueError(f"{ckpt.name} {ckpt.version} reads no audio: a voice expert has nothing to add to")
     spec = EGeMAPSEncoder().spec
-    encoders = checkpoint_encoders(
-        ckpt.encoders, ckpt.profile, device="cpu", precision="fp32", backend="torch", voice=spec
+    encoders = checkpoint_encoders(  # the audio encoder alone: the words are not read here
+        {"audio": ckpt.encoders["audio"]}, ckpt.profile, device="cpu", precision="fp32", voice=spec
     )
     corpus = load_eval_corpus(ckpt, data, split)
     cache = FeatureCache(cache_dir)

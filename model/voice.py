@@ -195,13 +195,8 @@ def fit_voice_expert(
 
     def objective() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = (
-            c
-            * (
-                torch.nn.functional.cross_entropy(x @ coef.T + bias, y, reduction="none") * sample_weight
-            ).sum()
-        )
-        loss = loss + 0.5 * (coef * coef).sum()
+        per_clip = torch.nn.functional.cross_entropy(x @ coef.T + bias, y, reduction="none")
+        loss = c * (per_clip * sample_weight).sum() + 0.5 * (coef * coef).sum()  # scikit-learn's objective
         loss.backward()
         return loss
 

@@ -16,6 +16,7 @@ read. The model card's "A voice expert" section holds the rule and the figures.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,23 +66,28 @@ class IemocapGuard:
         self.base = torch.stack([answered[uid] for uid in self.uids])
         self.accuracy = 100.0 * float((self.base.argmax(1).numpy() == self.labels).mean())
 
-    def change(self, standin_train: Clips, c: float, w: float) -> float:
-        """Accuracy points gained (negative: lost) with the stand-in fit on `standin_train` at (c, w)."""
+    def change(
+        self,
+        standin_train: Clips,
+        c: float,
+        w: float,
+        *,
+        classes: list[str] | None = None,
+        mapped: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> float:
+        """Accuracy points gained (negative: lost) with the stand-in fit on `standin_train` at (c, w);
+        `classes`: the stand-in's own (default the checkpoint's), `mapped` turns its log-probabilities
+        into the checkpoint's classes."""
         cfg = self.ckpt.config
         standin = fit_voice_expert(
-            standin_train, self.ckpt.encoders["audio"], self.ckpt.labels, c=c, weight=1.0,
+            standin_train, self.ckpt.encoders["audio"], classes or self.ckpt.labels, c=c, weight=1.0,
             prior=cfg.audio_prior, mean_prior=cfg.audio_mean_prior, causal=self.causal,
         )  # fmt: skip
         heard = {}
         for d in self.features.dialogues:
             a = (d.audio.half().float() * d.audio_mask[:, None])[None]
-            heard.update(
-                zip(
-                    d.utterance_ids,
-                    standin.log_probs(a, d.audio_mask[None], causal=self.causal)[0],
-                    strict=True,
-                )
-            )
+            logp = standin.log_probs(a, d.audio_mask[None], causal=self.causal)[0]
+            heard.update(zip(d.utterance_ids, logp if mapped is None else mapped(logp), strict=True))
         joined = self.base + w * torch.stack([heard[uid] for uid in self.uids])
         return 100.0 * float((joined.argmax(1).numpy() == self.labels).mean()) - self.accuracy
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-from voice_expert_probe import answers, unweighted_accuracy  # beside it in scripts/
+from voice_expert_probe import (  # beside it in scripts/
+    IemocapGuard,
+    answers,
+    standin_clips,
+    unweighted_accuracy,
+)
 
 from model.checkpoint import load_checkpoint
 from model.cli_voice import voice_dialogues
@@ -72,38 +76,18 @@ def main() -> None:
     expert_logp = torch.stack([heard[u] for u in ids])
 
     # the IEMOCAP guard: the prosody-8 stand-in, 4-class on RAVDESS, mapped onto the 6 classes
-    iemocap_answers, iemocap_features = answers(
-        six, args.shared / "data/iemocap/utterances.jsonl", "valid", "both"
-    )
-    _, ravdess_features = answers(six, ravdess, "valid", "audio")
-    standin_train = [
-        (d.audio.half().float() * d.audio_mask[:, None], four(d.labels)) for d in ravdess_features.dialogues
-    ]
-    standin = fit_voice_expert(standin_train, six.encoders["audio"], list(FOUR), **fit)
-    rows = [
-        (d, pos, uid)
-        for d in iemocap_features.dialogues
-        for pos, uid in enumerate(d.utterance_ids)
-        if uid in iemocap_answers and int(d.labels[pos]) >= 0
-    ]
-    y = np.array([int(d.labels[pos]) for d, pos, _ in rows])
-    iemocap_base = torch.stack([iemocap_answers[uid] for _, _, uid in rows])
-    standin_logp = {}
-    for d in iemocap_features.dialogues:
-        a = (d.audio.half().float() * d.audio_mask[:, None])[None]
-        logp = six_from_four(standin.log_probs(a, d.audio_mask[None], causal=causal)[0], six.labels)
-        standin_logp.update(zip(d.utterance_ids, logp, strict=True))
-    standin_rows = torch.stack([standin_logp[uid] for _, _, uid in rows])
-    base_acc = 100.0 * float((iemocap_base.argmax(1).numpy() == y).mean())
-    print(f"6-class IEMOCAP validation, both, alone: accuracy {base_acc:.2f}")
+    guard = IemocapGuard(six, args.shared / "data/iemocap/utterances.jsonl")
+    standin_train = [(a, four(y)) for a, y in standin_clips(six, ravdess)]
+    print(f"6-class IEMOCAP validation, both, alone: accuracy {guard.accuracy:.2f}")
     for w in WEIGHTS:
         joined = base + w * expert_logp
         ua = unweighted_accuracy(labels, joined.argmax(1).numpy())
-        acc = 100.0 * float(((iemocap_base + w * standin_rows).argmax(1).numpy() == y).mean())
+        change = guard.change(
+            standin_train, 0.1, w, classes=list(FOUR), mapped=lambda logp: six_from_four(logp, six.labels)
+        )
         print(
             f"w={w}: RAVDESS audio + sentence UA {ua:.2f}, "
-            f"frustrated {int((joined.argmax(1) == frustrated).sum())}; "
-            f"IEMOCAP guard {acc - base_acc:+.2f}"
+            f"frustrated {int((joined.argmax(1) == frustrated).sum())}; IEMOCAP guard {change:+.2f}"
         )
 
 
