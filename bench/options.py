@@ -29,8 +29,9 @@ class Plan:
 
     A figure whose verdict is still undecided after the first requests gets more (`bench.verdict`):
     the concurrency-1 requests (floor, service and, over HTTP, in-process) `latency` at a time up to
-    `latency_max`, and the
-    rounds at 16 conversations one at a time up to `rounds_max`.
+    `latency_max`, the rounds at 16 conversations one at a time up to `rounds_max`, the overhead
+    requests `overhead` at a time up to `overhead_max` and the offline pairs `flat` at a time up to
+    `flat_max`.
     """
 
     latency: int  # concurrency-1 requests per mode, after `warmup`
@@ -43,6 +44,8 @@ class Plan:
     inproc_under_load: bool = True  # False: the in-process engine is measured at concurrency 1 only
     latency_max: int = 0  # 0: no more than `latency`
     rounds_max: int = 0  # 0: no more than `rounds`
+    overhead_max: int = 0  # 0: no more than `overhead`
+    flat_max: int = 0  # 0: no more than `flat`
 
     @classmethod
     def for_kind(cls, kind: RunKind, requests: int | None = None) -> Plan:
@@ -59,6 +62,8 @@ class Plan:
                 inproc_under_load=False,  # keeps --quick short; HTTP is the service as deployed
                 latency_max=30,
                 rounds_max=5,
+                overhead_max=60,  # a median near the bound (Zen 3: 4.2-5.0 ms against 5) needs more
+                flat_max=24,  # ~0.3 s a pair
             ),
             "full": cls(
                 latency=20,
@@ -70,6 +75,8 @@ class Plan:
                 flat_prefill="requests",
                 latency_max=40,
                 rounds_max=8,
+                overhead_max=90,
+                flat_max=60,
             ),
         }
         plan = plans[kind]

@@ -179,24 +179,37 @@ async def prefill(engine: Any, key: Any, count: int, *, seed: int = 0) -> None:
 
 
 async def run_overhead(engine: Any, clips: list[Clip], plan: Plan) -> tuple[dict[str, Any], list[float]]:
-    """Store + LPGNet per request at K=64 context: text-only requests into a 64-utterance conversation.
+    """Store + LPGNet per request at K=64 context: text-only requests into a 64-utterance conversation,
+    `plan.overhead` at a time while the verdict is undecided, up to `plan.overhead_max`.
 
     Returns the figures and the per-request overhead samples (ms) the verdict's interval is drawn from.
     """
     from app.store import ConversationKey
     from app.utterances import UtteranceRequest
+    from bench.report import TARGET_OVERHEAD_MS
+    from bench.verdict import decide, median_interval
 
     key = ConversationKey("", f"overhead-{uuid.uuid4().hex[:6]}")
     await prefill(engine, key, CONTEXT_WINDOW)
     store_ms, model_ms, overhead_ms, contexts = [], [], [], set()
-    for i in range(plan.warmup + plan.overhead):
-        scored = await engine.submit(UtteranceRequest(key=key, transcript=clips[i % len(clips)].transcript))
-        timings = scored.prediction.timings_ms
-        contexts.add(scored.prediction.context_size)
-        if i >= plan.warmup:
-            store_ms.append(timings["store"])
-            model_ms.append(timings["model"])
-            overhead_ms.append(timings["store"] + timings["model"])
+    sent, wanted = 0, plan.warmup + plan.overhead
+    while True:
+        for i in range(sent, wanted):
+            request = UtteranceRequest(key=key, transcript=clips[i % len(clips)].transcript)
+            scored = await engine.submit(request)
+            timings = scored.prediction.timings_ms
+            contexts.add(scored.prediction.context_size)
+            if i >= plan.warmup:
+                store_ms.append(timings["store"])
+                model_ms.append(timings["model"])
+                overhead_ms.append(timings["store"] + timings["model"])
+        sent = wanted
+        interval = median_interval(overhead_ms)
+        more = min(plan.overhead, plan.warmup + plan.overhead_max - sent)
+        if more <= 0 or decide(interval, "<=", TARGET_OVERHEAD_MS) != "undecided":
+            break
+        log.info("overhead %s ms: undecided, %d more requests", interval, more)
+        wanted = sent + more
     figures = {
         "context_size": sorted(contexts),
         "overhead": summarize(overhead_ms),
@@ -245,7 +258,8 @@ def _time_network(engine: Any, repeats: int) -> dict[str, Any]:
 async def run_offline(
     engine: Any, clips: list[Clip], plan: Plan
 ) -> tuple[dict[str, Any], tuple[list[float], list[float]]]:
-    """Offline profile: requests at utterance ~20 and ~200 of two conversations, alternating.
+    """Offline profile: requests at utterance ~20 and ~200 of two conversations, alternating, `plan.flat`
+    pairs at a time while the cost verdict is undecided, up to `plan.flat_max`.
 
     Wall latency and this process's CPU time per request are both recorded: on a shared machine the
     CPU time is what tells a real difference in cost from a neighbour's burst of work. Returns the
@@ -253,6 +267,8 @@ async def run_offline(
     """
     from app.store import ConversationKey
     from bench.modes import InProcessMode
+    from bench.report import TARGET_FLAT_RATIO
+    from bench.verdict import decide, paired_median_ratio
 
     mode = InProcessMode(engine)
     tag = uuid.uuid4().hex[:6]
@@ -268,22 +284,31 @@ async def run_offline(
     figures: dict[str, dict[str, list[float]]] = {
         side: {"wall": [], "cpu": [], "overhead": []} for side in ("early", "late")
     }
-    for i in range(plan.flat):
-        for side, cid, turn in _rotate(
-            [("early", early, start_early + i), ("late", late, start_late + i)], i
-        ):
-            with Stopwatch() as watch:
-                latency = await mode.request(cid, clip_for(clips, 0, turn))
-            timings = mode.timings[-1]
-            figures[side]["wall"].append(latency)
-            figures[side]["cpu"].append(watch.cpu_s * 1000.0)
-            figures[side]["overhead"].append(timings.get("store", 0.0) + timings.get("model", 0.0))
+    pairs, wanted = 0, plan.flat
+    while True:
+        for i in range(pairs, wanted):
+            for side, cid, turn in _rotate(
+                [("early", early, start_early + i), ("late", late, start_late + i)], i
+            ):
+                with Stopwatch() as watch:
+                    latency = await mode.request(cid, clip_for(clips, 0, turn))
+                timings = mode.timings[-1]
+                figures[side]["wall"].append(latency)
+                figures[side]["cpu"].append(watch.cpu_s * 1000.0)
+                figures[side]["overhead"].append(timings.get("store", 0.0) + timings.get("model", 0.0))
+        pairs = wanted
+        interval = paired_median_ratio(figures["late"]["cpu"], figures["early"]["cpu"])
+        more = min(plan.flat, plan.flat_max - pairs)
+        if more <= 0 or decide(interval, "<=", TARGET_FLAT_RATIO) != "undecided":
+            break
+        log.info("cost late / early %s: undecided, %d more pairs", interval, more)
+        wanted = pairs + more
     summary = {side: {k: summarize(v) for k, v in f.items()} for side, f in figures.items()}
     offline = {
         "profile": "offline",
         "latency": summarize(figures["early"]["wall"] + figures["late"]["wall"]),
-        "utterances_early": [start_early, start_early + plan.flat - 1],
-        "utterances_late": [start_late, start_late + plan.flat - 1],
+        "utterances_early": [start_early, start_early + pairs - 1],
+        "utterances_late": [start_late, start_late + pairs - 1],
         **summary,
         "ratio_late_over_early_p50": ratio(
             summary["late"]["wall"].get("p50_ms"), summary["early"]["wall"].get("p50_ms")
