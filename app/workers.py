@@ -21,6 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -137,16 +138,31 @@ class ModelWorkers:
         return await self._submit(self.text, Job(transcript, owner))
 
     async def encode_audio(self, waveform: np.ndarray, owner: Owner | None = None) -> np.ndarray:
-        """The vector (Da,) of a waveform at the audio encoder's rate."""
-        job = Job(waveform, owner)
+        """The vector (Da,) of a waveform at the audio encoder's rate.
+
+        A voiced encoder whose networks' part is a one-thread extractor (prosody beside eGeMAPS: the
+        default weights) runs its two parts as two jobs on the audio workers, side by side when a core
+        is free; one whose part takes every core when alone (an onnxruntime or torch encoder) runs as one
+        job, its voice part after it, so the network part keeps every core."""
         if self._audio_pool is None:  # CUDA: padded batches
             assert self.audio is not None
-            return await self._submit(self.audio, job)
+            return await self._submit(self.audio, Job(waveform, owner))
+        encoder = self.encoders["audio"]
+        if not isinstance(encoder, VoicedAudioEncoder) or self._widens["audio"]:
+            return await self._run_audio(self._encode_clip, Job(waveform, owner))
+        owner = owner or Owner(widen=False)  # the two parts are no company to each other
+        base, voice = await asyncio.gather(
+            self._run_audio(partial(self._encode_part, encoder.base.encode_batch), Job(waveform, owner)),
+            self._run_audio(partial(self._encode_part, encoder.encode_voice), Job(waveform, owner)),
+        )
+        vector: np.ndarray = VoicedAudioEncoder.join(base[None], voice[None])[0].numpy()
+        return vector
+
+    async def _run_audio(self, run: Callable[[Job[np.ndarray]], Any], job: Job[np.ndarray]) -> Any:
+        """`run(job)` on an audio worker, counted by the core budget from now on."""
         self.cores.queue(job)
         try:
-            loop = asyncio.get_running_loop()
-            vector: np.ndarray = await loop.run_in_executor(self._audio_pool, self._encode_clip, job)
-            return vector
+            return await asyncio.get_running_loop().run_in_executor(self._audio_pool, run, job)
         finally:
             self.cores.forget(job)
 
@@ -181,6 +197,13 @@ class ModelWorkers:
             row = self.encoders["audio"].encode_batch([job.item])[0]  # (Da,)
         vector: np.ndarray = row.detach().cpu().float().numpy()
         return vector
+
+    def _encode_part(
+        self, encode: Callable[[Sequence[np.ndarray]], torch.Tensor], job: Job[np.ndarray]
+    ) -> torch.Tensor:
+        """CPU, in an audio worker: one part of a voiced encoder's vector, (D,), on one thread."""
+        with self.cores.lease([job], widen=False):
+            return encode([job.item])[0].detach().cpu()
 
     def _encode_audios(self, jobs: Sequence[Job[np.ndarray]]) -> list[np.ndarray]:
         """CUDA: one padded batch."""

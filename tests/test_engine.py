@@ -579,6 +579,47 @@ async def test_a_lone_request_with_one_encoder_that_cannot_widen_runs_both_on_on
     assert recorder.calls[-1][:2] == ("text", 4)
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("torch_base", [False, True])
+async def test_a_voiced_encoders_parts_run_side_by_side_unless_its_network_part_takes_every_core(
+    make_settings: Callable[..., Settings], four_cpus: int, torch_base: bool
+) -> None:
+    """The default weights' audio (prosody, then a voice expert's eGeMAPS, both one-thread extractors):
+    the two parts run as two jobs at once on the audio workers and give the vector `encode_batch` gives.
+    A network part that takes every core when alone (torch, onnxruntime) runs first, the voice after it."""
+    from app.workers import ModelWorkers
+    from model.encoders.voiced import VoicedAudioEncoder
+
+    recorder = TimedCalls()
+    base = recorder.encoders(torch_forward=("audio",) if torch_base else ())["audio"]
+
+    class Voice(FakeAudio):
+        spec = EncoderSpec(name="fake-voice", version="1", dim=3, modality="audio")
+        sample_rate = 4_000
+
+        def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+            return recorder.record("voice", lambda: FakeAudio.encode_batch(self, items))
+
+    encoder = VoicedAudioEncoder(base, Voice())
+    settings = make_settings(encoder_workers=2)
+    network = fake_checkpoint().model  # never called: only audio is encoded
+    workers = ModelWorkers({"audio": encoder}, network, network.cfg, settings, Metrics(), "cpu")
+    workers.start()
+    try:
+        wave = np.sin(np.arange(8_000, dtype=np.float32) / 7.0)
+        vector = await workers.encode_audio(wave)
+    finally:
+        await workers.close()
+    (audio,) = [c for c in recorder.calls if c[0] == "audio"]
+    (voice,) = [c for c in recorder.calls if c[0] == "voice"]
+    np.testing.assert_array_equal(vector, encoder.encode_batch([wave])[0].numpy())
+    if torch_base:  # every core for the network part, then the voice in the same job
+        assert audio[1] == 4 and audio[2] == voice[2] and audio[4] <= voice[3]
+    else:  # one thread each, on two workers, at the same time
+        assert (audio[1], voice[1]) == (1, 1) and audio[2] != voice[2]
+        assert audio[3] < voice[4] and voice[3] < audio[4]
+
+
 def _assert_wide_calls_ran_alone(calls: list[tuple[str, int, str, float, float]]) -> None:
     for modality, threads, _, start, end in calls:
         if threads > 1:

@@ -40,9 +40,18 @@ class VoicedAudioEncoder:
 
     def encode_batch(self, items: Sequence[np.ndarray]) -> torch.Tensor:
         """items: N mono float32 waveforms at `sample_rate` Hz -> (N, Da + E)."""
+        return self.join(self.base.encode_batch(items), self.encode_voice(items))
+
+    def encode_voice(self, items: Sequence[np.ndarray]) -> torch.Tensor:
+        """The voice expert's part alone, (N, E), of waveforms at `sample_rate` Hz (the service runs it
+        beside `base.encode_batch` when both are one-thread extractors, `app.workers`)."""
         assert self.sample_rate is not None and self.voice.sample_rate is not None
-        waves = [resample(w, self.sample_rate, self.voice.sample_rate) for w in items]
-        return torch.cat([self.base.encode_batch(items).float(), self.voice.encode_batch(waves).float()], 1)
+        return self.voice.encode_batch([resample(w, self.sample_rate, self.voice.sample_rate) for w in items])
+
+    @staticmethod
+    def join(base: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
+        """(N, Da) and (N, E) -> the stored vectors (N, Da + E), float32."""
+        return torch.cat([base.float(), voice.float()], 1)
 
 
 __all__ = ["VoicedAudioEncoder", "voiced_spec"]
