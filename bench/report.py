@@ -94,7 +94,7 @@ def build_report(
         "date": date,
         "run": opts.kind,
         "backend": opts.backend,
-        "device": f"{facts['cpu']}, {facts['cores']} cores, cpu",
+        "device": f"{facts['cpu']}{_identity(facts.get('cpu_identity'))}, {facts['cores']} cores, cpu",
         "service_torch_threads": facts.get("service_torch_threads"),
         "naive_torch_threads": facts["torch_threads"],
         "service_mode": service,
@@ -219,6 +219,14 @@ def _targets(samples: dict[str, Any], service: str, top: dict[str, dict[str, Any
 
 def _median(samples: list[float]) -> float | None:
     return float(np.median(samples)) if len(samples) else None
+
+
+def _identity(identity: dict[str, Any] | None) -> str:
+    """ " (family 25 model 1: avx2)": which CPU of a name the run had, and what it computes with."""
+    if not identity:
+        return ""
+    features = ", ".join(identity.get("features") or ["no AVX2"])
+    return f" (family {identity.get('family')} model {identity.get('model')}: {features})"
 
 
 def format_table(report: dict[str, Any]) -> str:

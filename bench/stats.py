@@ -119,6 +119,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# the instruction sets that decide what the encoders serve (`model.encoders.precision`) and how fast
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_identity() -> dict[str, Any]:
+    """Family, model and the deciding instruction sets of the first CPU, as /proc/cpuinfo lists them
+    (a hypervisor's "AMD EPYC" names a Zen 3 and a Zen 5 alike). Empty where /proc/cpuinfo is missing."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first CPU only
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return {}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "family": fields.get("cpu family"),
+        "model": fields.get("model"),
+        "features": [f for f in CPU_FEATURES if f in flags],
+    }
+
+
 def machine_facts(torch_threads: int) -> dict[str, Any]:
     """CPU, cores, library versions and the load the machine carried when the run began."""
     import onnxruntime
@@ -132,6 +156,7 @@ def machine_facts(torch_threads: int) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
     return {
         "cpu": cpu_model(),
+        "cpu_identity": cpu_identity(),
         "cores": cores,
         "torch_threads": torch_threads,
         "python": platform.python_version(),

@@ -62,6 +62,10 @@ def test_bench_quick_writes_report_with_required_positive_figures(report: dict[s
     for key in REQUIRED_POSITIVE:
         assert isinstance(report[key], int | float) and report[key] > 0, (key, report.get(key))
     assert isinstance(report["device"], str) and report["device"]
+    if platform.machine() == "x86_64":  # which CPU of its name: family, model, the deciding instructions
+        identity = report["machine"]["cpu_identity"]
+        assert identity["family"] and identity["model"] and "avx2" in identity["features"]
+        assert f"model {identity['model']}:" in report["device"]
     assert report["run"] == "quick" and report["backend"] == "auto"  # the service's defaults
     assert report["service_torch_threads"] >= 1 and report["naive_torch_threads"] >= 1
     assert set(report["concurrency"]) == {"1", "4", "16"}
