@@ -52,6 +52,72 @@ def test_text_graph_matches_pytorch(tiny_text_encoder: HFTextEncoder, onnx_text_
     assert_parity(onnx_encoder.encode_batch(TEXTS[:1]), expected[:1])  # another batch size and length
 
 
+ODD_TEXTS = [
+    "Café, naïve résumé — ÉLAN!",
+    "  spaced\tout\n\nlines  ",
+    "東京 and 北京 😀👍🏽",
+    "[CLS] not a token [SEP] [PAD]",
+    "don't,won't;can't...?!",
+    "x" * 300,
+]
+
+
+def _same_tokens(directory: Path, texts: list[str], max_length: int) -> None:
+    from transformers import AutoTokenizer
+
+    from model.encoders.text import FastTokenizer, tokenize_texts
+
+    fast = FastTokenizer.load(directory, max_length)
+    assert fast is not None
+    for start in range(0, len(texts), 16):  # batches pad to their longest text
+        batch = texts[start : start + 16]
+        want, want_flags = tokenize_texts(AutoTokenizer.from_pretrained(str(directory)), batch, max_length)
+        got, flags = fast(batch)
+        assert flags == want_flags
+        for name, tensor in want.items():
+            assert torch.equal(got[name], tensor), (name, batch)
+
+
+@pytest.mark.parametrize("max_length", [6, 64])
+def test_fast_tokenizer_gives_transformers_ids_masks_and_flags(onnx_text_dir: Path, max_length: int) -> None:
+    """The served text graph tokenises without transformers: the same tensors and truncation flags as
+    transformers' tokenizer on the same directory, odd texts included."""
+    _same_tokens(onnx_text_dir, TEXTS + ODD_TEXTS, max_length)
+    assert OnnxTextEncoder(onnx_text_dir, device="cpu", intra_op_threads=1).tokenize.__class__.__name__ == (
+        "FastTokenizer"
+    )
+
+
+def test_fast_tokenizer_matches_on_minilm_and_every_iemocap_transcript(minilm_dir: Path) -> None:
+    from tests.conftest_encoders import IEMOCAP_TABLE
+
+    if not IEMOCAP_TABLE.is_file():
+        pytest.skip(f"IEMOCAP table not found at {IEMOCAP_TABLE} (../shared beside the repository)")
+    with IEMOCAP_TABLE.open() as f:
+        texts = [json.loads(line)["transcript"] or "" for line in f if line.strip()]
+    _same_tokens(minilm_dir, texts + ODD_TEXTS, 128)
+
+
+def test_a_directory_without_tokenizer_json_is_read_through_transformers(
+    onnx_text_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from model.encoders.text import FastTokenizer, tokenize_texts
+
+    copy = tmp_path / "slow"
+    shutil.copytree(onnx_text_dir, copy)
+    (copy / "tokenizer.json").unlink()
+    assert FastTokenizer.load(copy, 64) is None
+    encoder = OnnxTextEncoder(copy, device="cpu", intra_op_threads=1)
+    got, flags = encoder.tokenize(TEXTS)
+    want, want_flags = tokenize_texts(AutoTokenizer.from_pretrained(str(copy)), TEXTS, encoder.max_length)
+    assert flags == want_flags and all(torch.equal(got[k], want[k]) for k in want)
+    assert encoder.encode_batch(TEXTS).shape == (len(TEXTS), encoder.spec.dim)
+
+
 def test_text_graph_from_the_torchscript_exporter(tiny_text_encoder: HFTextEncoder, tmp_path: Path) -> None:
     directory = export_text_encoder(tiny_text_encoder, tmp_path, dynamo=False)
     assert_parity(

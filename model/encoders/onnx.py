@@ -27,7 +27,7 @@ import copy
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from model.encoders.devices import count_available_cpus
 from model.encoders.emotion2vec import SAMPLE_RATE, Emotion2VecEncoder, length_batches, prepare_waveforms
 from model.encoders.text import (
     MODEL_INPUT_NAMES,
+    FastTokenizer,
     HFTextEncoder,
     encode_by_length,
     tokenize_texts,
@@ -190,8 +191,6 @@ class OnnxTextEncoder:
         intra_op_threads: int | Sequence[int] | None = None,
         batch_size: int = 32,
     ) -> None:
-        from transformers import AutoTokenizer
-
         root = Path(directory)
         meta = _read_meta(root, "hf-text")
         self.spec = EncoderSpec.from_dict(meta["spec"])
@@ -201,7 +200,7 @@ class OnnxTextEncoder:
         # dynamic int8 quantises activations with one scale per call, taken over the whole batch: a
         # vector would depend on its batch companions (and their padding). One text per call instead.
         self.batch_size = 1 if self.precision == "int8" else batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+        self.tokenize = FastTokenizer.load(root, self.max_length) or _hf_tokenize(root, self.max_length)
         self.sessions = _sessions(root / GRAPH_FILE, device, intra_op_threads)
 
     @property
@@ -215,7 +214,7 @@ class OnnxTextEncoder:
         session = self.session
 
         def encode(batch: list[str]) -> tuple[torch.Tensor, list[bool]]:
-            inputs, flags = tokenize_texts(self.tokenizer, batch, self.max_length)
+            inputs, flags = self.tokenize(batch)
             feed = {name: inputs[name].numpy().astype(np.int64) for name in self.input_names}
             return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0]), flags
 
@@ -224,6 +223,17 @@ class OnnxTextEncoder:
     def encode_batch(self, items: Sequence[str]) -> torch.Tensor:
         """items: N strings -> (N, D) float32."""
         return self.encode_with_info(items)[0]
+
+
+def _hf_tokenize(
+    root: Path, max_length: int
+) -> Callable[[Sequence[str]], tuple[dict[str, torch.Tensor], list[bool]]]:
+    """`tokenize_texts` with the directory's tokenizer through transformers (a tokenizer without
+    `tokenizer.json`, which `FastTokenizer` cannot read)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+    return lambda texts: tokenize_texts(tokenizer, texts, max_length)
 
 
 class OnnxEmotion2VecEncoder:
