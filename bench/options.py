@@ -29,9 +29,10 @@ class Plan:
 
     A figure whose verdict is still undecided after the first requests gets more (`bench.verdict`):
     the concurrency-1 requests (floor, service and, over HTTP, in-process) `latency` at a time up to
-    `latency_max`, the rounds at 16 conversations one at a time up to `rounds_max`, the overhead
-    requests `overhead` at a time up to `overhead_max` and the offline pairs `flat` at a time up to
-    `flat_max`.
+    `latency_max` (then, while HTTP - in-process is still undecided, (HTTP, in-process) pairs without
+    the floor up to `gap_max` pairs in all), the rounds at 16 conversations one at a time up to
+    `rounds_max`, the overhead requests `overhead` at a time up to `overhead_max` and the offline
+    pairs `flat` at a time up to `flat_max`.
     """
 
     latency: int  # concurrency-1 requests per mode, after `warmup`
@@ -45,6 +46,7 @@ class Plan:
     latency_max: int = 0  # 0: no more than `latency`
     rounds_max: int = 0  # 0: no more than `rounds`
     overhead_max: int = 0  # 0: no more than `overhead`
+    gap_max: int = 0  # (HTTP, in-process) pairs in all while their gap is undecided (0: no more)
     flat_max: int = 0  # 0: no more than `flat`
 
     @classmethod
@@ -63,6 +65,7 @@ class Plan:
                 latency_max=30,
                 rounds_max=5,
                 overhead_max=60,  # a median near the bound (Zen 3: 4.2-5.0 ms against 5) needs more
+                gap_max=60,  # ~1 s a pair on a Zen 3, without the floor's ~3 s
                 flat_max=24,  # ~0.3 s a pair
             ),
             "full": cls(
@@ -76,6 +79,7 @@ class Plan:
                 latency_max=40,
                 rounds_max=8,
                 overhead_max=90,
+                gap_max=80,
                 flat_max=60,
             ),
         }

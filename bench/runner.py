@@ -125,6 +125,7 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
         latency = await run_latency(modes, clips, count=plan.latency, warmup=plan.warmup)
         engine_timings = inproc.timings[plan.warmup :]  # the engine's stages at concurrency 1
         await _more_latency(latency, floor, service, inproc, clips, plan)
+        gap_pairs = await _more_gap_pairs(latency, service, inproc, clips, plan)
         variants = naive_modes[1:]
         loaded = [*variants, *(m for m in modes[2:] if plan.inproc_under_load or m is service)]
         levels: dict[int, dict[str, Section]] = {}
@@ -177,6 +178,7 @@ async def _run(opts: BenchOptions) -> dict[str, Any]:
                 "service_c1": latency[service.name].latencies,
                 "naive_c1": latency["naive"].latencies if "naive" in latency else [],
                 "inproc_c1": latency["inproc"].latencies if "inproc" in latency else [],
+                "gap_pairs": gap_pairs,
                 "floor_parts": floor_parts,
                 "floor_accepted": floor.accepted(),
                 "rounds_16": {name: s.rounds_rps for name, s in levels.get(TARGET_LEVEL, {}).items()},
@@ -245,6 +247,31 @@ async def _more_latency(
         more = await run_latency(modes, clips, count=count, start=plan.warmup + measured)
         for name, section in more.items():
             latency[name].merge(section)
+
+
+async def _more_gap_pairs(
+    latency: dict[str, Section], service: Any, inproc: Any, clips: list[Any], plan: Plan
+) -> list[tuple[float, float]]:
+    """(HTTP, in-process) pairs beyond the interleaved requests, while HTTP - in-process is still
+    undecided after them, up to `plan.gap_max` pairs in all. They skip the floor's
+    candidates (~3 s a request on a Zen 3 against ~1 s for a pair) and feed only the gap's target, so
+    the service's p50 and its ratios stay those of the requests interleaved with the floor."""
+    from bench.report import TARGET_HTTP_GAP_MS
+    from bench.verdict import decide, median_paired_difference
+
+    if inproc is service:
+        return []
+    interleaved = list(zip(latency[service.name].latencies, latency[inproc.name].latencies, strict=False))
+    pairs: list[tuple[float, float]] = []
+    while (done := len(interleaved) + len(pairs)) < plan.gap_max:
+        http, local = zip(*(interleaved + pairs), strict=True)
+        if decide(median_paired_difference(http, local)[1], "<=", TARGET_HTTP_GAP_MS) != "undecided":
+            break
+        count = min(plan.latency, plan.gap_max - done)
+        log.info("HTTP - in-process undecided: %d more (HTTP, in-process) pairs", count)
+        more = await run_latency([service, inproc], clips, count=count, start=plan.warmup + done)
+        pairs += zip(more[service.name].latencies, more[inproc.name].latencies, strict=True)
+    return pairs
 
 
 async def _more_rounds(sections: dict[str, Section], modes: list[Any], clips: list[Any], plan: Plan) -> None:
