@@ -205,7 +205,7 @@ def _targets(samples: dict[str, Any], service: str, top: dict[str, dict[str, Any
     }
     if service == "http" and inproc_c1:  # what HTTP adds to Engine.submit, same interleaved requests
         n = min(len(service_c1), len(inproc_c1))
-        extra = samples.get("gap_pairs") or []  # more pairs while only this figure was undecided
+        extra = samples.get("gap_pairs") or []  # more pairs while this figure was still undecided
         gap, interval = median_paired_difference(
             [*service_c1[:n], *(h for h, _ in extra)], [*inproc_c1[:n], *(i for _, i in extra)]
         )
@@ -227,7 +227,7 @@ def _median(samples: list[float]) -> float | None:
 
 
 def _identity(identity: dict[str, Any] | None) -> str:
-    """ " (family 25 model 1: avx2)": which CPU of a name the run had, and what it computes with."""
+    """Which CPU of a name the run had and what it computes with, as ' (family 25 model 1: avx2)'."""
     if not identity:
         return ""
     features = ", ".join(identity.get("features") or ["no AVX2"])
