@@ -69,9 +69,10 @@ def _same_tokens(directory: Path, texts: list[str], max_length: int) -> None:
 
     fast = FastTokenizer.load(directory, max_length)
     assert fast is not None
+    reference = AutoTokenizer.from_pretrained(str(directory))
     for start in range(0, len(texts), 16):  # batches pad to their longest text
         batch = texts[start : start + 16]
-        want, want_flags = tokenize_texts(AutoTokenizer.from_pretrained(str(directory)), batch, max_length)
+        want, want_flags = tokenize_texts(reference, batch, max_length)
         got, flags = fast(batch)
         assert flags == want_flags
         for name, tensor in want.items():
